@@ -1,0 +1,28 @@
+"""Lazy imports of optional dependencies with an error that names the extra to install."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+_EXTRA_OF = {
+    "muq": "pip install 'deramos-reward[muq]'",
+    "peft": "pip install 'deramos-reward[rl]'",
+    "trl": "pip install 'deramos-reward[rl]'",
+    "accelerate": "pip install 'deramos-reward[rl]'",
+    "datasets": "pip install 'deramos-reward[rl]'",
+    "matplotlib": "pip install 'deramos-reward[plot]'",
+    "audiocraft": "see the AudioCraft install recipe in README.md (audiocraft is never a declared dependency)",
+}
+
+
+def require(module: str) -> ModuleType:
+    """Import ``module`` or raise ImportError naming the extra that provides it."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        top = module.split(".")[0]
+        hint = _EXTRA_OF.get(top, f"pip install {top}")
+        raise ImportError(
+            f"{module!r} is needed for this feature but could not be imported ({err}); {hint}"
+        ) from err

@@ -1,0 +1,263 @@
+"""Configuration dataclasses. They round-trip through JSON (``to_dict`` / ``from_dict``).
+
+A backbone is either referenced (``name_or_path``: a hub id or a local folder, loaded with
+``from_pretrained``) or built from a config dict (``backbone``: random weights, saved in full
+inside the checkpoint). ``DeRAMOSConfig.tiny()`` uses the second form so nothing is downloaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+AUDIO_KINDS = ("muq", "clap")
+TEXT_KINDS = ("roberta", "clap")
+
+
+def _check_fields(cls: type, data: dict[str, Any], where: str) -> None:
+    if not isinstance(data, dict):
+        raise TypeError(f"{where} must be a JSON object, got {type(data).__name__}")
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{where} has unknown key(s) {unknown}; known keys: {sorted(known)}")
+
+
+def _check_type(where: str, key: str, value: Any, types: tuple[type, ...]) -> None:
+    ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
+    if not ok:
+        names = "/".join(t.__name__ for t in types)
+        raise TypeError(f"{where}.{key} must be {names}, got {type(value).__name__} ({value!r})")
+
+
+@dataclass
+class AudioEncoderConfig:
+    """Which audio backbone to use and how audio is fed to it."""
+
+    kind: str = "muq"
+    name_or_path: str | None = "OpenMuQ/MuQ-large-msd-iter"
+    backbone: dict | None = None  # config dict to build a random backbone instead of loading
+    sample_rate: int = 24_000
+    window_seconds: float = 30.0  # the reference pads/crops to 30 s; longer clips are windowed
+    hop_seconds: float = 15.0  # window start spacing for long clips
+    min_seconds: float = 1.0  # shorter clips are zero-padded to this (padding frames are masked)
+    layer: int = -1  # which hidden state of the backbone feeds the heads
+
+    def validate(self, where: str = "audio_encoder") -> None:
+        if self.kind not in AUDIO_KINDS:
+            raise ValueError(f"{where}.kind must be one of {AUDIO_KINDS}, got {self.kind!r}")
+        if (self.name_or_path is None) == (self.backbone is None):
+            raise ValueError(
+                f"{where}: set exactly one of name_or_path (load) and backbone (build from config)"
+            )
+        if self.name_or_path is not None:
+            _check_type(where, "name_or_path", self.name_or_path, (str,))
+        if self.backbone is not None:
+            _check_type(where, "backbone", self.backbone, (dict,))
+        _check_type(where, "sample_rate", self.sample_rate, (int,))
+        for key in ("window_seconds", "hop_seconds", "min_seconds"):
+            _check_type(where, key, getattr(self, key), (int, float))
+            if getattr(self, key) <= 0:
+                raise ValueError(f"{where}.{key} must be > 0, got {getattr(self, key)}")
+        if self.hop_seconds > self.window_seconds:
+            raise ValueError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
+        _check_type(where, "layer", self.layer, (int,))
+
+
+@dataclass
+class TextEncoderConfig:
+    """Which text backbone to use."""
+
+    kind: str = "roberta"
+    name_or_path: str | None = "roberta-base"
+    backbone: dict | None = None
+    max_tokens: int = 128
+
+    def validate(self, where: str = "text_encoder") -> None:
+        if self.kind not in TEXT_KINDS:
+            raise ValueError(f"{where}.kind must be one of {TEXT_KINDS}, got {self.kind!r}")
+        if (self.name_or_path is None) == (self.backbone is None):
+            raise ValueError(
+                f"{where}: set exactly one of name_or_path (load) and backbone (build from config)"
+            )
+        if self.backbone is not None:
+            _check_type(where, "backbone", self.backbone, (dict,))
+        _check_type(where, "max_tokens", self.max_tokens, (int,))
+        if self.max_tokens < 2:
+            raise ValueError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
+
+
+# Dimensions of the paper's backbones, used to build them with random weights offline.
+MUQ_LARGE_BACKBONE = {
+    "label_rate": 25,
+    "conv_dim": 512,
+    "encoder_dim": 1024,
+    "encoder_depth": 12,
+    "n_mels": 128,
+    "hop_length": 240,
+    "stat": {"melspec_2048_mean": 6.768444971712967, "melspec_2048_std": 18.417922652295623},
+    "w2v2_config": {
+        "hidden_size": 1024,
+        "num_hidden_layers": 12,
+        "num_attention_heads": 16,
+        "intermediate_size": 4096,
+        "position_embeddings_type": "rotary",
+        "conv_depthwise_kernel_size": 31,
+    },
+}
+ROBERTA_BASE_BACKBONE = {
+    "vocab_size": 50265,
+    "hidden_size": 768,
+    "num_hidden_layers": 12,
+    "num_attention_heads": 12,
+    "intermediate_size": 3072,
+    "max_position_embeddings": 514,
+    "type_vocab_size": 1,
+    "pad_token_id": 1,
+    "bos_token_id": 0,
+    "eos_token_id": 2,
+}
+TINY_MUQ_BACKBONE = {
+    "label_rate": 25,
+    "conv_dim": 16,
+    "encoder_dim": 64,
+    "encoder_depth": 2,
+    "n_mels": 128,
+    "hop_length": 240,
+    "stat": {"melspec_2048_mean": 6.768444971712967, "melspec_2048_std": 18.417922652295623},
+    "w2v2_config": {
+        "hidden_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "intermediate_size": 128,
+        "position_embeddings_type": "rotary",
+        "conv_depthwise_kernel_size": 7,
+    },
+}
+TINY_ROBERTA_BACKBONE = {
+    "hidden_size": 32,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "intermediate_size": 64,
+    "max_position_embeddings": 130,
+    "type_vocab_size": 1,
+}
+
+
+@dataclass
+class DeRAMOSConfig:
+    """DeRA-MOS: encoders + MI branch + TA branch. Defaults are the paper's."""
+
+    audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    text_encoder: TextEncoderConfig = field(default_factory=TextEncoderConfig)
+    n_bins: int = 20
+    score_low: float = 1.0
+    score_high: float = 5.0
+    # MI branch
+    mi_layers: int = 1
+    mi_heads: int = 4
+    mi_ff_dim: int = 2048
+    mi_mlp: list[int] = field(default_factory=lambda: [512, 256])
+    # TA branch
+    ta_heads: int = 4
+    ta_mlp: list[int] = field(default_factory=lambda: [384, 192])
+    dropout: float = 0.3
+    max_frames: int = 2048  # positional-encoding table size; 30 s at 25 Hz is 750 frames
+
+    @property
+    def sample_rate(self) -> int:
+        return self.audio_encoder.sample_rate
+
+    @classmethod
+    def tiny(cls, encoder: str = "muq") -> DeRAMOSConfig:
+        """Small random encoders built from configs (no downloads), for tests and the demo.
+
+        ``encoder="muq"``: tiny MuQ + tiny RoBERTa. ``encoder="clap"``: tiny CLAP towers.
+        """
+        if encoder == "muq":
+            audio = AudioEncoderConfig(
+                kind="muq", name_or_path=None, backbone=json.loads(json.dumps(TINY_MUQ_BACKBONE))
+            )
+            text = TextEncoderConfig(kind="roberta", name_or_path=None, backbone=dict(TINY_ROBERTA_BACKBONE))
+        elif encoder == "clap":
+            from .encoders.clap import TINY_CLAP_BACKBONE
+
+            audio = AudioEncoderConfig(
+                kind="clap",
+                name_or_path=None,
+                backbone=json.loads(json.dumps(TINY_CLAP_BACKBONE)),
+                sample_rate=48_000,
+                window_seconds=10.0,
+                hop_seconds=5.0,
+            )
+            text = TextEncoderConfig(
+                kind="clap", name_or_path=None, backbone=json.loads(json.dumps(TINY_CLAP_BACKBONE))
+            )
+        else:
+            raise ValueError(f"encoder must be 'muq' or 'clap', got {encoder!r}")
+        return cls(
+            audio_encoder=audio,
+            text_encoder=text,
+            mi_heads=4,
+            mi_ff_dim=64,
+            mi_mlp=[32, 16],
+            ta_heads=4,
+            ta_mlp=[32, 16],
+            dropout=0.1,
+        )
+
+    @classmethod
+    def paper_architecture(cls) -> DeRAMOSConfig:
+        """The paper's dimensions (MuQ-large + roberta-base) with random backbone weights, offline."""
+        audio = AudioEncoderConfig(name_or_path=None, backbone=json.loads(json.dumps(MUQ_LARGE_BACKBONE)))
+        text = TextEncoderConfig(name_or_path=None, backbone=dict(ROBERTA_BASE_BACKBONE))
+        return cls(audio_encoder=audio, text_encoder=text)
+
+    def validate(self) -> None:
+        self.audio_encoder.validate()
+        self.text_encoder.validate()
+        for key in ("n_bins", "mi_layers", "mi_heads", "mi_ff_dim", "ta_heads", "max_frames"):
+            _check_type("config", key, getattr(self, key), (int,))
+            if getattr(self, key) < 1:
+                raise ValueError(f"config.{key} must be >= 1, got {getattr(self, key)}")
+        if self.n_bins < 2:
+            raise ValueError(f"config.n_bins must be >= 2, got {self.n_bins}")
+        for key in ("mi_mlp", "ta_mlp"):
+            value = getattr(self, key)
+            if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
+                raise TypeError(f"config.{key} must be a list of positive ints, got {value!r}")
+        for key in ("score_low", "score_high", "dropout"):
+            _check_type("config", key, getattr(self, key), (int, float))
+        if not self.score_low < self.score_high:
+            raise ValueError(f"config.score_low ({self.score_low}) must be < score_high ({self.score_high})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"config.dropout must be in [0, 1), got {self.dropout}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> DeRAMOSConfig:
+        """Build and validate a config; unknown keys and wrong types are named in the error."""
+        _check_fields(cls, data, "config")
+        data = dict(data)
+        audio = data.pop("audio_encoder", {})
+        text = data.pop("text_encoder", {})
+        _check_fields(AudioEncoderConfig, audio, "config.audio_encoder")
+        _check_fields(TextEncoderConfig, text, "config.text_encoder")
+        cfg = cls(audio_encoder=AudioEncoderConfig(**audio), text_encoder=TextEncoderConfig(**text), **data)
+        cfg.validate()
+        return cfg
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> DeRAMOSConfig:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise ValueError(f"config is not valid JSON: {err}") from err
+        return cls.from_dict(data)

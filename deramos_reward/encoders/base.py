@@ -1,0 +1,80 @@
+"""The small interface every backbone wrapper implements.
+
+An audio encoder maps mono waveforms at its own rate to frames; a text encoder maps prompts
+to token states. Backbones are frozen: their parameters never require grad and they stay in
+eval mode even when the surrounding model is put in train mode. Gradients still flow through
+them to the input waveform (the reward needs that).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass
+class AudioFrames:
+    frames: torch.Tensor  # [B, N, D]
+    mask: torch.Tensor  # [B, N] bool, True = real frame
+
+
+@dataclass
+class TextTokens:
+    tokens: torch.Tensor  # [B, L, D]
+    mask: torch.Tensor  # [B, L] bool, True = real token
+
+    def index(self, idx: torch.Tensor | list[int]) -> TextTokens:
+        """Rows ``idx`` of the batch: [len(idx), L, D]."""
+        idx = torch.as_tensor(idx, device=self.tokens.device, dtype=torch.long)
+        return TextTokens(self.tokens.index_select(0, idx), self.mask.index_select(0, idx))
+
+
+class FrozenBackbone(nn.Module):
+    """Base for wrappers: freezes ``self.backbone`` and keeps it in eval mode."""
+
+    backbone: nn.Module
+
+    def freeze(self) -> None:
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+        self.backbone.eval()
+
+    def train(self, mode: bool = True) -> FrozenBackbone:
+        super().train(mode)
+        self.backbone.eval()  # dropout/batch-norm statistics of a frozen backbone never change
+        return self
+
+
+class AudioEncoder(FrozenBackbone):
+    sample_rate: int
+    dim: int
+    min_samples: int
+
+    def num_frames(self, num_samples: int) -> int:
+        """Frames the encoder outputs for ``num_samples`` input samples."""
+        raise NotImplementedError
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFrames:
+        """wave [B, T] at ``sample_rate`` (all rows length T) -> frames [B, N, D].
+
+        ``lengths`` [B] marks how many samples are real; frames past them are masked.
+        """
+        raise NotImplementedError
+
+
+class TextEncoder(FrozenBackbone):
+    dim: int
+    max_tokens: int
+
+    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
+        """input_ids, attention_mask [B, L] -> token states [B, L, D]."""
+        raise NotImplementedError
+
+    def encode(self, texts: list[str], device: torch.device | str | None = None) -> TextTokens:
+        batch = self.tokenize(texts, device)
+        return self(batch["input_ids"], batch["attention_mask"])

@@ -1,0 +1,214 @@
+"""Audio front-end: anything a user holds -> mono waveforms at the encoder's rate.
+
+All tensor work is torch and differentiable (downmix, resample); file reading uses soundfile.
+Clips longer than the encoder window are cut into deterministic overlapping windows here,
+and the model combines their scores with a length-weighted mean.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+from .validation import check_finite, check_sample_rate
+
+AudioLike = torch.Tensor | np.ndarray | str | os.PathLike
+
+
+def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
+    """Read an audio file with soundfile.
+
+    Returns:
+        (audio [C, T] float32, sample_rate)
+    """
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise ValueError(f"audio file {path!r} does not exist")
+    try:
+        data, rate = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as err:  # soundfile raises LibsndfileError/RuntimeError for corrupt files
+        raise ValueError(f"audio file {path!r} could not be read as audio: {err}") from err
+    if data.shape[0] == 0:
+        raise ValueError(f"audio file {path!r} contains no samples")
+    return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+def as_float_tensor(audio: object, name: str = "audio") -> torch.Tensor:
+    """Convert an array/tensor to a floating tensor; integer PCM is scaled to [-1, 1)."""
+    if isinstance(audio, np.ndarray):
+        if audio.dtype == object:
+            raise TypeError(f"{name} must be a numeric array, got dtype=object")
+        audio = torch.from_numpy(np.ascontiguousarray(audio))
+    if not isinstance(audio, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor, numpy array or file path, got {type(audio).__name__}"
+        )
+    if audio.dtype == torch.bool or audio.is_complex():
+        raise TypeError(f"{name} must hold real samples, got dtype {audio.dtype}")
+    if not audio.is_floating_point():
+        info = torch.iinfo(audio.dtype)
+        scale = float(max(abs(info.min), info.max))
+        audio = audio.to(torch.float32) / scale
+    return audio
+
+
+def to_mono(audio: torch.Tensor) -> torch.Tensor:
+    """Average channels: [..., C, T] -> [..., T]."""
+    return audio.mean(dim=-2)
+
+
+class _Resampler(torch.nn.Module):
+    """torchaudio's windowed-sinc resampler; instances are cached so kernels are built once."""
+
+    def __init__(self, orig: int, new: int):
+        super().__init__()
+        self.resample = torchaudio.transforms.Resample(orig, new)
+
+    def forward(self, wave: torch.Tensor) -> torch.Tensor:
+        return self.resample(wave)
+
+
+@lru_cache(maxsize=32)
+def _resampler(orig: int, new: int, dtype: torch.dtype, device: str) -> _Resampler:
+    return _Resampler(orig, new).to(device=device, dtype=dtype)
+
+
+def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
+    """Resample ``wave`` [..., T] from ``orig_rate`` to ``new_rate`` (differentiable)."""
+    if orig_rate == new_rate:
+        return wave
+    dtype = wave.dtype if wave.dtype in (torch.float32, torch.float64) else torch.float32
+    out = _resampler(orig_rate, new_rate, dtype, str(wave.device))(wave.to(dtype))
+    return out.to(wave.dtype) if wave.is_floating_point() else out
+
+
+@dataclass
+class Clips:
+    """A list of mono clips at one sample rate, each its own length (no padding)."""
+
+    waves: list[torch.Tensor]  # each [T_i]
+    sample_rate: int
+
+    @property
+    def lengths(self) -> list[int]:
+        return [int(w.shape[-1]) for w in self.waves]
+
+
+def batch_to_clips(audio: object, sample_rate: int, target_rate: int, name: str = "audio") -> Clips:
+    """A batched tensor -> mono clips at ``target_rate``.
+
+    Args:
+        audio: [T] (one clip), [B, T] or [B, C, T]; float or integer PCM, tensor or numpy.
+        sample_rate: rate of ``audio`` in Hz.
+    """
+    sample_rate = check_sample_rate(sample_rate)
+    audio = as_float_tensor(audio, name)
+    if audio.dim() == 1:
+        audio = audio.unsqueeze(0)
+    if audio.dim() == 3:
+        if audio.shape[1] == 0:
+            raise ValueError(f"{name} has 0 channels; expected [B, C, T] with C >= 1")
+        audio = to_mono(audio)
+    if audio.dim() != 2:
+        raise ValueError(f"{name} must be [T], [B, T] or [B, C, T], got shape {tuple(audio.shape)}")
+    if audio.shape[0] == 0:
+        raise ValueError(f"{name} holds no clips (batch size 0)")
+    if audio.shape[-1] == 0:
+        raise ValueError(f"{name} is empty (0 samples); expected at least one sample per clip")
+    check_finite(audio, name)
+    audio = resample(audio, sample_rate, target_rate)
+    return Clips(list(audio.unbind(0)), target_rate)
+
+
+def items_to_clips(
+    items: Sequence[AudioLike], sample_rate: int | None, target_rate: int, name: str = "audio"
+) -> Clips:
+    """A list of clips (paths, [T] or channels-first [C, T] arrays) -> mono clips at ``target_rate``.
+
+    Files carry their own rate; arrays need ``sample_rate``. A file whose rate differs from a
+    given ``sample_rate`` is an error, since silently trusting either would mis-score it.
+    """
+    if isinstance(items, (str, os.PathLike)):
+        items = [items]
+    waves = []
+    for i, item in enumerate(items):
+        label = f"{name}[{i}]"
+        if isinstance(item, (str, os.PathLike)):
+            wave, rate = load_audio(item)
+            if sample_rate is not None and rate != sample_rate:
+                raise ValueError(
+                    f"{label} ({os.fspath(item)!r}) is {rate} Hz but sample_rate={sample_rate} was given"
+                )
+            label = f"{label} ({os.fspath(item)!r})"
+        else:
+            if sample_rate is None:
+                raise ValueError(f"{label} is an array, so sample_rate must be given")
+            wave, rate = as_float_tensor(item, label), sample_rate
+            if wave.dim() == 2 and wave.shape[0] > wave.shape[1]:
+                raise ValueError(
+                    f"{label} has shape {tuple(wave.shape)}; expected channels-first [C, T] (transpose a [T, C] array)"
+                )
+        rate = check_sample_rate(rate, f"sample rate of {label}")
+        if wave.dim() == 2:
+            if wave.shape[0] == 0:
+                raise ValueError(f"{label} has 0 channels")
+            wave = to_mono(wave)
+        if wave.dim() != 1:
+            raise ValueError(f"{label} must be [T] or [C, T], got shape {tuple(wave.shape)}")
+        if wave.shape[0] == 0:
+            raise ValueError(f"{label} is empty (0 samples)")
+        check_finite(wave, label)
+        waves.append(resample(wave, rate, target_rate))
+    if not waves:
+        raise ValueError(f"{name} holds no clips")
+    return Clips(waves, target_rate)
+
+
+def to_clips(audio: object, sample_rate: int | None, target_rate: int, name: str = "audio") -> Clips:
+    """Dispatch: a list/tuple is per-clip items, a tensor/array is a batch, a path is one file."""
+    if isinstance(audio, (list, tuple, str, os.PathLike)):
+        return items_to_clips(audio, sample_rate, target_rate, name)
+    if sample_rate is None:
+        raise ValueError(f"{name} is an array, so sample_rate must be given")
+    return batch_to_clips(audio, sample_rate, target_rate, name)
+
+
+@dataclass(frozen=True)
+class Window:
+    """One window of one clip: samples [start, stop) of clip ``clip``."""
+
+    clip: int
+    start: int
+    stop: int
+
+    @property
+    def length(self) -> int:
+        return self.stop - self.start
+
+
+def plan_windows(lengths: Sequence[int], window: int, hop: int) -> list[Window]:
+    """Cut clips into windows of at most ``window`` samples, starting every ``hop`` samples.
+
+    A clip no longer than ``window`` is one window (never padded to the window). A longer clip
+    gets windows at 0, hop, 2*hop, ... until one reaches its end; the last may be shorter.
+    The model weights each window's score by its length.
+    """
+    if window <= 0 or hop <= 0 or hop > window:
+        raise ValueError(f"need 0 < hop <= window, got window={window}, hop={hop}")
+    out = []
+    for clip, n in enumerate(lengths):
+        start = 0
+        while True:
+            stop = min(start + window, n)
+            out.append(Window(clip, start, stop))
+            if stop >= n:
+                break
+            start += hop
+    return out
