@@ -1,0 +1,95 @@
+"""The two DeRA-MOS branches on top of frozen encoder outputs (DERAMOS.md, "Architecture")."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .config import DeRAMOSConfig
+from .encoders.base import AudioFrames, TextTokens
+from .layers import AttentivePooling, BinHead, SinusoidalPositionalEncoding, expected_score, masked_mean
+
+
+@dataclass
+class DeRAMOSOutput:
+    """Scores and intermediates for B clips."""
+
+    mi: torch.Tensor  # [B] expected MI in [score_low, score_high]
+    ta: torch.Tensor  # [B] expected TA
+    mi_logits: torch.Tensor  # [B, n_bins]
+    ta_logits: torch.Tensor  # [B, n_bins]
+    audio_embedding: torch.Tensor  # [B, D_text] pre-fusion alignment space
+    text_embedding: torch.Tensor  # [B, D_text]
+
+
+class MIBranch(nn.Module):
+    """Audio frames -> MI bin logits: PE -> transformer layer(s) -> attentive pooling -> MLP."""
+
+    def __init__(self, audio_dim: int, cfg: DeRAMOSConfig):
+        super().__init__()
+        self.position = SinusoidalPositionalEncoding(audio_dim, cfg.max_frames)
+        layer = nn.TransformerEncoderLayer(
+            audio_dim, cfg.mi_heads, cfg.mi_ff_dim, dropout=cfg.dropout, batch_first=True
+        )
+        self.encoder = nn.TransformerEncoder(layer, cfg.mi_layers, enable_nested_tensor=False)
+        self.pool = AttentivePooling(audio_dim)
+        self.head = BinHead(audio_dim, cfg.mi_mlp, cfg.n_bins, cfg.dropout)
+
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """frames [B, N, Da], mask [B, N] -> logits [B, n_bins]."""
+        h = self.encoder(self.position(frames), src_key_padding_mask=~mask)
+        return self.head(self.pool(h, mask))
+
+
+class TABranch(nn.Module):
+    """Text tokens attend to audio frames -> TA bin logits; also the alignment embeddings."""
+
+    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig):
+        super().__init__()
+        self.audio_proj = nn.Linear(audio_dim, text_dim)
+        self.text_proj = nn.Linear(text_dim, text_dim)
+        self.cross_attention = nn.MultiheadAttention(
+            text_dim, cfg.ta_heads, dropout=cfg.dropout, batch_first=True
+        )
+        self.norm = nn.LayerNorm(text_dim)
+        self.pool = AttentivePooling(text_dim)
+        self.head = BinHead(text_dim, cfg.ta_mlp, cfg.n_bins, cfg.dropout)
+        self.audio_pool = AttentivePooling(text_dim)  # alignment space, before fusion
+
+    def forward(
+        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """frames [B, N, Da], tokens [B, L, Dt] -> (logits [B, n_bins], audio_emb [B, Dt], text_emb [B, Dt])."""
+        audio = self.audio_proj(frames)
+        text = self.text_proj(tokens)
+        fused, _ = self.cross_attention(text, audio, audio, key_padding_mask=~frame_mask, need_weights=False)
+        logits = self.head(self.pool(self.norm(fused), token_mask))
+        return logits, self.audio_pool(audio, frame_mask), masked_mean(text, token_mask)
+
+
+class DeRAMOSHeads(nn.Module):
+    """Both branches; everything trainable in DeRA-MOS lives here."""
+
+    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig):
+        super().__init__()
+        self.mi = MIBranch(audio_dim, cfg)
+        self.ta = TABranch(audio_dim, text_dim, cfg)
+        centres = torch.linspace(cfg.score_low, cfg.score_high, cfg.n_bins)
+        self.register_buffer("bin_centres", centres, persistent=False)
+
+    def forward(self, audio: AudioFrames, text: TextTokens) -> DeRAMOSOutput:
+        """Padded frames [B, N, Da] + tokens [B, L, Dt] (masks mark real positions) -> scores [B]."""
+        dtype = self.ta.audio_proj.weight.dtype
+        frames, tokens = audio.frames.to(dtype), text.tokens.to(dtype)
+        mi_logits = self.mi(frames, audio.mask)
+        ta_logits, audio_emb, text_emb = self.ta(frames, audio.mask, tokens, text.mask)
+        return DeRAMOSOutput(
+            mi=expected_score(mi_logits, self.bin_centres),
+            ta=expected_score(ta_logits, self.bin_centres),
+            mi_logits=mi_logits,
+            ta_logits=ta_logits,
+            audio_embedding=audio_emb,
+            text_embedding=text_emb,
+        )

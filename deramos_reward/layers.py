@@ -1,0 +1,74 @@
+"""Building blocks of the DeRA-MOS heads, one idea per class."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """Adds the fixed sine/cosine table of Vaswani et al.: x [B, N, D] -> [B, N, D]."""
+
+    def __init__(self, dim: int, max_len: int):
+        super().__init__()
+        position = torch.arange(max_len).unsqueeze(1)
+        div = torch.exp(torch.arange(0, dim, 2) * (-math.log(10000.0) / dim))
+        table = torch.zeros(max_len, dim)
+        table[:, 0::2] = torch.sin(position * div)
+        table[:, 1::2] = torch.cos(position * div[: dim // 2])
+        self.register_buffer("table", table, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n = x.shape[1]
+        if n > self.table.shape[0]:
+            raise ValueError(
+                f"sequence of {n} frames exceeds the positional table ({self.table.shape[0]}); raise max_frames"
+            )
+        return x + self.table[:n].to(x.dtype)
+
+
+class AttentivePooling(nn.Module):
+    """softmax(w^T tanh(W x)) weighted sum over positions, padding excluded.
+
+    x [B, N, D], mask [B, N] bool (True = keep) -> [B, D].
+    """
+
+    def __init__(self, dim: int):
+        super().__init__()
+        self.proj = nn.Linear(dim, dim)
+        self.score = nn.Linear(dim, 1)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.score(torch.tanh(self.proj(x))).squeeze(-1)
+        logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
+        weights = torch.softmax(logits, dim=-1)
+        return torch.einsum("bn,bnd->bd", weights, x)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over positions where ``mask`` is True: x [B, N, D], mask [B, N] -> [B, D]."""
+    w = mask.to(x.dtype).unsqueeze(-1)
+    return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
+
+
+class BinHead(nn.Module):
+    """MLP to ``n_bins`` logits: [B, D] -> [B, n_bins]; hidden layers ReLU + dropout."""
+
+    def __init__(self, dim: int, hidden: list[int], n_bins: int, dropout: float):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for width in hidden:
+            layers += [nn.Linear(dim, width), nn.ReLU(), nn.Dropout(dropout)]
+            dim = width
+        layers.append(nn.Linear(dim, n_bins))
+        self.mlp = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mlp(x)
+
+
+def expected_score(logits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Expectation of the bin centres under softmax(logits): [B, n_bins] -> [B]."""
+    return torch.softmax(logits.float(), dim=-1) @ centres.float()
