@@ -49,7 +49,7 @@ def score_clips(
     prompt_cache: PromptCache | None = None,
 ) -> list[dict[str, float]]:
     """Mono clips already at ``model.sample_rate`` (each [T_i]) + prompts -> rows, in input order."""
-    cache = prompt_cache or PromptCache(model.text_encoder)
+    cache = PromptCache(model.text_encoder) if prompt_cache is None else prompt_cache
     # Clips of equal length share encoder passes, so batch them together; restore order after.
     order = sorted(range(len(prompts)), key=lambda i: waves[i].shape[0])
     rows: list[dict[str, float] | None] = [None] * len(prompts)
