@@ -49,6 +49,7 @@ _SMALL_LM = dict(
     bias_ff=False,
     bias_attn=False,
     activation="gelu",
+    dropout=0.0,
     positional_embedding="sin",
     causal=True,
     cross_attention=True,
@@ -102,7 +103,8 @@ def tiny_musicgen(seed: int = 0, max_duration: float = 30.0, device: str | torch
 
     Compression model: ``audiocraft.models.builders.get_debug_compression_model`` (mono, 32 kHz,
     25 frames per second, 4 codebooks of 400 entries). LM: 2 layers, width 16, 4 heads, delay pattern,
-    cross-attention on a hashed-description LUT (:data:`TINY_LUT_BINS` rows, see the module docstring).
+    cross-attention on a hashed-description LUT (:data:`TINY_LUT_BINS` rows, see the module docstring),
+    no dropout (as musicgen-small), so train and eval mode compute the same thing.
 
     ``musicgen.generate(descriptions, return_tokens=True)`` returns audio ``[B, 1, T]`` at 32 kHz and
     codes ``[B, 4, S]`` with ``S = int(duration * 25)``. The default generation duration is 15 s as in
@@ -125,6 +127,7 @@ def tiny_musicgen(seed: int = 0, max_duration: float = 30.0, device: str | torch
             n_bins=TINY_LUT_BINS,
             num_heads=4,
             num_layers=2,
+            dropout=0.0,
             custom=True,
             cross_attention=True,
             causal=True,
