@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import numpy as np
@@ -54,8 +55,15 @@ def as_float_tensor(audio: object, name: str = "audio") -> torch.Tensor:
         raise TypeError(f"{name} must hold real samples, got dtype {audio.dtype}")
     if not audio.is_floating_point():
         info = torch.iinfo(audio.dtype)
+        if info.min == 0:  # unsigned PCM (8-bit WAV) is offset binary: silence is the midpoint
+            half = (float(info.max) + 1.0) / 2.0
+            return (audio.to(torch.float32) - half) / half
         scale = float(max(abs(info.min), info.max))
         audio = audio.to(torch.float32) / scale
+    elif audio.dtype in (torch.float16, torch.bfloat16):
+        # half precision holds samples, but downmix/resampling/mel run in float32: summing
+        # channels or the resampler's ringing in half overflows or rounds away detail
+        audio = audio.to(torch.float32)
     return audio
 
 
@@ -80,10 +88,30 @@ def _resampler(orig: int, new: int, dtype: torch.dtype, device: str) -> _Resampl
     return _Resampler(orig, new).to(device=device, dtype=dtype)
 
 
+# torchaudio's kernel is [new', orig' + width] for the reduced ratio new'/orig', so two nearly
+# coprime rates (say 191999 -> 24000 Hz) would need a kernel of many GB. Such ratios are replaced
+# by the closest fraction with a denominator of at most this: a rate error of at most 0.05 %
+# (under one cent of pitch) for any integer rate in 8-192 kHz. Every standard rate pair
+# (8, 11.025, 16, 22.05, 32, 44.1, 48, 88.2, 96, 176.4, 192 kHz) reduces below it and stays exact.
+MAX_RESAMPLE_DENOMINATOR = 1000
+
+
+def resample_ratio(orig_rate: int, new_rate: int) -> tuple[int, int]:
+    """(orig', new') with new'/orig' equal to new/orig, or within 0.05 % for unusual rate pairs."""
+    ratio = Fraction(new_rate, orig_rate)
+    if ratio.denominator > MAX_RESAMPLE_DENOMINATOR:
+        ratio = ratio.limit_denominator(MAX_RESAMPLE_DENOMINATOR)
+    return ratio.denominator, ratio.numerator
+
+
 def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
-    """Resample ``wave`` [..., T] from ``orig_rate`` to ``new_rate`` (differentiable)."""
+    """Resample ``wave`` [..., T] from ``orig_rate`` to ``new_rate`` (differentiable).
+
+    Output [..., ceil(T * new' / orig')] with ``resample_ratio``'s reduced ratio.
+    """
     if orig_rate == new_rate:
         return wave
+    orig_rate, new_rate = resample_ratio(orig_rate, new_rate)
     dtype = wave.dtype if wave.dtype in (torch.float32, torch.float64) else torch.float32
     out = _resampler(orig_rate, new_rate, dtype, str(wave.device))(wave.to(dtype))
     return out.to(wave.dtype) if wave.is_floating_point() else out
