@@ -161,3 +161,17 @@ def test_transformers_small_architecture_dimensions():
     decoder_params = sum(p.numel() for p in model.decoder.parameters())
     assert decoder_params == expected_decoder
     assert model.enc_to_dec_proj.weight.shape == (1024, 768)
+
+
+def test_missing_audiocraft_raises_import_error_naming_the_recipe(monkeypatch):
+    import sys
+
+    from deramos_reward.integrations.logprobs import audiocraft_conditions
+
+    # a None entry in sys.modules makes `import` fail as if the package were not installed
+    monkeypatch.setitem(sys.modules, "audiocraft.models.builders", None)
+    monkeypatch.setitem(sys.modules, "audiocraft.modules.conditioners", None)
+    with pytest.raises(ImportError, match="AudioCraft install recipe"):
+        ac.tiny_musicgen()
+    with pytest.raises(ImportError, match="AudioCraft install recipe"):
+        audiocraft_conditions(["rock"])
