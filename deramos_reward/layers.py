@@ -70,5 +70,10 @@ class BinHead(nn.Module):
 
 
 def expected_score(logits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
-    """Expectation of the bin centres under softmax(logits): [B, n_bins] -> [B]."""
-    return torch.softmax(logits.float(), dim=-1) @ centres.float()
+    """Expectation of the bin centres under softmax(logits): [B, n_bins] -> [B].
+
+    Computed in float32 (float64 for float64 logits) with an elementwise product, so autocast
+    never rounds the score to bf16.
+    """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    return (torch.softmax(logits.to(dtype), dim=-1) * centres.to(dtype)).sum(-1)

@@ -197,8 +197,9 @@ def _combine(windows: list[Window], per_window: list[DeRAMOSOutput], n_clips: in
         weights = weights.to(per_window[members[0]].mi.device)
         for f in ("mi", "ta", "audio_embedding", "text_embedding"):
             stacked = torch.stack([getattr(per_window[i], f) for i in members])
-            fields[f].append(torch.einsum("w,w...->...", weights.to(stacked.dtype), stacked))
+            w = weights.to(stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))
+            fields[f].append((w * stacked).sum(0))  # elementwise: autocast keeps the dtype
         for f in ("mi_logits", "ta_logits"):
             probs = torch.stack([torch.softmax(getattr(per_window[i], f).float(), -1) for i in members])
-            fields[f].append(torch.log(torch.einsum("w,wk->k", weights.float(), probs)))
+            fields[f].append(torch.log((weights.to(probs.dtype)[:, None] * probs).sum(0)))
     return DeRAMOSOutput(**{f: torch.stack(v) for f, v in fields.items()})

@@ -77,8 +77,13 @@ class MuQEncoder(AudioEncoder):
         return math.ceil(math.ceil(mel_frames / 2) / (self.n_fold // 2))
 
     def features(self, wave: torch.Tensor) -> torch.Tensor:
-        """wave [B, T] -> normalised dB mel [B, n_mels, floor(T / hop)] (differentiable)."""
-        mel = self.to_db(self.mel(wave.float()))[..., :-1]
+        """wave [B, T] -> normalised dB mel [B, n_mels, floor(T / hop)] (differentiable).
+
+        Computed in the dtype of the mel buffers (float32, or float64 after ``.double()``) with
+        autocast off, so bf16 autocast never rounds the spectrogram.
+        """
+        with torch.autocast(wave.device.type, enabled=False):
+            mel = self.to_db(self.mel(wave.to(self.mel.spectrogram.window.dtype)))[..., :-1]
         return (mel - self.mel_mean) / self.mel_std
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFrames:
