@@ -1,0 +1,312 @@
+"""``MusicReward``: a frozen DeRA-MOS as a differentiable reward, one scalar per clip.
+
+``reward(audio, sample_rate, prompts) -> [B]`` is differentiable with respect to ``audio``:
+downmix, resampling, the MuQ front-end (mel, dB, normalisation), the encoders and the heads are
+all torch ops, with no ``no_grad`` and no numpy on the path. The scorer itself never trains: all
+of its parameters have ``requires_grad=False`` and it stays in eval mode (no dropout), so
+gradients reach the audio (and whatever generated it) and nothing else.
+
+The reward of a clip is ``mi_weight * MI + ta_weight * TA`` (the *raw* reward), then optionally
+normalised:
+
+- ``"none"``: the raw reward (with weights 0.5/0.5 it is a MOS on 1-5);
+- ``"zscore"``: ``(raw - mean) / std`` with stored statistics (``set_stats`` or ``calibrate``);
+- ``"rank"``: the rank of the clip within its group (same prompt, or ``group_ids``), scaled to
+  [0, 1] (ties share their mean rank; a group of one gets 0.5). Ranks are piecewise constant,
+  so this mode is **not differentiable**: its output carries no gradient. Use it for
+  reranking and RL advantages, not for gradient ascent.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .encoders.base import TextTokens
+from .frontend import to_clips
+from .model import DeRAMOS
+from .prompt_cache import PromptCache
+from .validation import check_prompts
+
+NORMALIZATIONS = ("none", "zscore", "rank")
+
+
+@dataclass
+class RewardOutput:
+    """Reward and its parts for B clips (all [B], in input order)."""
+
+    reward: torch.Tensor  # normalised reward (what ``MusicReward.forward`` returns)
+    raw: torch.Tensor  # mi_weight * mi + ta_weight * ta
+    mi: torch.Tensor  # expected MI, 1-5
+    ta: torch.Tensor  # expected TA, 1-5
+
+
+def _check_weight(value: object, name: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    return float(value)
+
+
+def _check_positive_int(value: object, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def rank_within_groups(values: torch.Tensor, groups: Sequence[Hashable]) -> torch.Tensor:
+    """Rank of each value inside its group, scaled to [0, 1] (no gradient).
+
+    Args:
+        values: [B] scores.
+        groups: B hashable group labels.
+    Returns:
+        [B] in [0, 1]: 0 = lowest of its group, 1 = highest; ties get their mean rank; a group
+        with one member gets 0.5.
+    """
+    if len(groups) != values.shape[0]:
+        raise ValueError(f"group_ids has {len(groups)} entries for {values.shape[0]} clips")
+    values = values.detach()
+    out = torch.empty_like(values)
+    members: dict[Hashable, list[int]] = {}
+    for i, g in enumerate(groups):
+        members.setdefault(g, []).append(i)
+    for idx in members.values():
+        index = torch.tensor(idx, device=values.device)
+        v = values.index_select(0, index)
+        if len(idx) == 1:
+            out[index] = 0.5
+            continue
+        below = (v[:, None] > v[None, :]).sum(1).to(v.dtype)
+        ties = (v[:, None] == v[None, :]).sum(1).to(v.dtype) - 1
+        out[index] = (below + 0.5 * ties) / (len(idx) - 1)
+    return out
+
+
+class MusicReward(nn.Module):
+    """A frozen DeRA-MOS turned into a reward: ``reward(audio, sample_rate, prompts) -> [B]``.
+
+    Args:
+        model: the DeRA-MOS scorer. It is frozen in place (``requires_grad_(False)``, eval mode).
+        mi_weight, ta_weight: weights of MI and TA in the raw reward.
+        normalize: ``"none"``, ``"zscore"`` or ``"rank"`` (see the module docstring).
+        stats: z-score statistics, ``{"mean": m, "std": s}`` or ``(m, s)``; or call
+            ``set_stats`` / ``calibrate`` later.
+        chunk_size: clips per scorer forward pass, so memory stays bounded for large batches.
+        gradient_checkpointing: when gradients are needed, keep only each chunk's input and
+            recompute its activations during backward (memory ~ one chunk instead of the batch).
+        prompt_cache_size: prompts whose text-encoder states are kept across calls.
+    """
+
+    def __init__(
+        self,
+        model: DeRAMOS,
+        mi_weight: float = 1.0,
+        ta_weight: float = 1.0,
+        normalize: str = "none",
+        stats: Mapping[str, float] | Sequence[float] | None = None,
+        chunk_size: int = 8,
+        gradient_checkpointing: bool = False,
+        prompt_cache_size: int = 4096,
+    ):
+        super().__init__()
+        if not isinstance(model, DeRAMOS):
+            raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
+        if normalize not in NORMALIZATIONS:
+            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
+        self.model = model
+        self.mi_weight = _check_weight(mi_weight, "mi_weight")
+        self.ta_weight = _check_weight(ta_weight, "ta_weight")
+        self.normalize = normalize
+        self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
+        self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.prompt_cache = PromptCache(
+            model.text_encoder, _check_positive_int(prompt_cache_size, "prompt_cache_size")
+        )
+        self._mean: float | None = None
+        self._std: float | None = None
+        if stats is not None:
+            if isinstance(stats, Mapping):
+                missing = {"mean", "std"} - set(stats)
+                if missing:
+                    raise ValueError(f"stats must have keys 'mean' and 'std', missing {sorted(missing)}")
+                self.set_stats(stats["mean"], stats["std"])
+            elif isinstance(stats, Sequence) and len(stats) == 2:
+                self.set_stats(*stats)
+            else:
+                raise TypeError(f"stats must be {{'mean': m, 'std': s}} or (mean, std), got {stats!r}")
+        self._freeze()
+
+    # ---- state --------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        """The scorer's rate; audio at any other rate is resampled (differentiably)."""
+        return self.model.sample_rate
+
+    @property
+    def stats(self) -> dict[str, float] | None:
+        """The z-score statistics, or None when not set."""
+        return None if self._mean is None else {"mean": self._mean, "std": self._std}
+
+    def set_stats(self, mean: float, std: float) -> None:
+        """Set the mean and standard deviation of the raw reward used by ``normalize="zscore"``."""
+        mean = _check_weight(mean, "mean")
+        std = _check_weight(std, "std")
+        if std <= 0:
+            raise ValueError(f"std must be > 0, got {std}")
+        self._mean, self._std = mean, std
+
+    def _freeze(self) -> None:
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+        self.model.eval()
+
+    def train(self, mode: bool = True) -> MusicReward:
+        """The scorer stays in eval mode whatever ``mode`` is (no dropout in a reward)."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+    def requires_grad_(self, requires_grad: bool = True) -> MusicReward:
+        if requires_grad:
+            raise ValueError(
+                "MusicReward keeps its scorer frozen; to fine-tune DeRA-MOS train the DeRAMOS model itself"
+            )
+        return super().requires_grad_(False)
+
+    def _apply(self, fn, *args, **kwargs):
+        self.prompt_cache.clear()  # cached states live on the old device/dtype
+        return super()._apply(fn, *args, **kwargs)
+
+    def extra_repr(self) -> str:
+        return (
+            f"mi_weight={self.mi_weight}, ta_weight={self.ta_weight}, normalize={self.normalize!r}, "
+            f"stats={self.stats}, chunk_size={self.chunk_size}"
+        )
+
+    # ---- scoring ------------------------------------------------------------------------
+    def _text(self, prompts: list[str]) -> TextTokens:
+        device = self.model.device
+        # Prompt states are computed once in full precision, whatever autocast is active.
+        with torch.autocast(device.type, enabled=False):
+            return self.prompt_cache.get(prompts, device)
+
+    def _score_chunk(self, waves: list[torch.Tensor], prompts: list[str]) -> torch.Tensor:
+        """Mono clips at the scorer rate -> [len, 2] (MI, TA)."""
+        text = self._text(prompts)
+        device = self.model.device
+        waves = [w.to(device) for w in waves]
+
+        def run(*ws: torch.Tensor) -> torch.Tensor:
+            out = self.model.forward_clips(list(ws), text)
+            return torch.stack([out.mi, out.ta], dim=-1)
+
+        needs_grad = torch.is_grad_enabled() and any(w.requires_grad for w in waves)
+        if self.gradient_checkpointing and needs_grad:
+            return checkpoint(run, *waves, use_reentrant=False)
+        return run(*waves)
+
+    def _parts(
+        self, audio: object, sample_rate: int | None, prompts: str | Sequence[str]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+        """-> (mi [B], ta [B], prompts as a list of B strings)."""
+        self._freeze()
+        if isinstance(audio, torch.Tensor) and audio.dim() in (2, 3):
+            # Clip by clip, so a clip's resampled samples never depend on the rest of the batch.
+            waves = [
+                w
+                for i in range(audio.shape[0])
+                for w in to_clips(audio[i : i + 1], sample_rate, self.model.sample_rate).waves
+            ]
+            if not waves:
+                raise ValueError("audio holds no clips (batch size 0)")
+        else:
+            waves = to_clips(audio, sample_rate, self.model.sample_rate).waves
+        if isinstance(prompts, str):
+            prompts = [prompts] * len(waves)
+        prompts = check_prompts(prompts, len(waves), name="prompts")
+        # Equal lengths next to each other so they share encoder passes; order restored below.
+        order = sorted(range(len(waves)), key=lambda i: waves[i].shape[-1])
+        parts = []
+        for start in range(0, len(order), self.chunk_size):
+            idx = order[start : start + self.chunk_size]
+            parts.append(self._score_chunk([waves[i] for i in idx], [prompts[i] for i in idx]))
+        scores = torch.cat(parts)
+        inverse = torch.empty(len(order), dtype=torch.long)
+        inverse[torch.tensor(order)] = torch.arange(len(order))
+        mi, ta = scores.index_select(0, inverse.to(scores.device)).unbind(-1)
+        return mi, ta, prompts
+
+    def evaluate(
+        self,
+        audio: object,
+        sample_rate: int | None,
+        prompts: str | Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+    ) -> RewardOutput:
+        """Reward and its parts.
+
+        Args:
+            audio: [B, T] or [B, C, T] tensor (differentiable), [T] for one clip, a numpy array,
+                or a list of clips ([T] / [C, T] tensors or file paths) of different lengths.
+            sample_rate: rate of ``audio`` in Hz (files carry their own; may then be None).
+            prompts: one prompt per clip; a single string is used for every clip.
+            group_ids: B group labels for ``normalize="rank"`` (default: the prompt text).
+        Returns:
+            RewardOutput with ``reward``, ``raw``, ``mi``, ``ta``, each [B] float32 (float64 for
+            a float64 scorer), on the scorer's device.
+        """
+        if self.normalize == "zscore" and self._mean is None:
+            raise ValueError(
+                'normalize="zscore" needs statistics: pass stats=..., call set_stats(mean, std) '
+                "or calibrate(audio, sample_rate, prompts) first"
+            )
+        if isinstance(group_ids, torch.Tensor):
+            group_ids = group_ids.tolist()
+        if group_ids is not None and not isinstance(group_ids, Sequence):
+            raise TypeError(
+                f"group_ids must be a sequence of hashable labels, got {type(group_ids).__name__}"
+            )
+        mi, ta, prompts = self._parts(audio, sample_rate, prompts)
+        if group_ids is not None and len(group_ids) != len(prompts):
+            raise ValueError(f"group_ids has {len(group_ids)} entries for {len(prompts)} clips")
+        raw = self.mi_weight * mi + self.ta_weight * ta
+        if self.normalize == "zscore":
+            reward = (raw - self._mean) / self._std
+        elif self.normalize == "rank":
+            reward = rank_within_groups(raw, list(group_ids) if group_ids is not None else prompts)
+        else:
+            reward = raw
+        return RewardOutput(reward=reward, raw=raw, mi=mi, ta=ta)
+
+    def forward(
+        self,
+        audio: object,
+        sample_rate: int | None,
+        prompts: str | Sequence[str],
+        group_ids: Sequence[Hashable] | None = None,
+    ) -> torch.Tensor:
+        """audio [B, T] / [B, C, T] at ``sample_rate`` + B prompts -> reward [B] (see ``evaluate``)."""
+        return self.evaluate(audio, sample_rate, prompts, group_ids).reward
+
+    @torch.no_grad()
+    def calibrate(
+        self, audio: object, sample_rate: int | None, prompts: str | Sequence[str]
+    ) -> dict[str, float]:
+        """Set the z-score statistics from the raw reward of a sample of clips (at least 2).
+
+        Returns ``{"mean": m, "std": s}`` (std with Bessel's correction).
+        """
+        mi, ta, _ = self._parts(audio, sample_rate, prompts)
+        raw = (self.mi_weight * mi + self.ta_weight * ta).double()
+        if raw.numel() < 2:
+            raise ValueError(f"calibrate needs at least 2 clips, got {raw.numel()}")
+        mean, std = float(raw.mean()), float(raw.std())
+        if not std > 0:
+            raise ValueError("calibration clips all have the same raw reward (std 0); use more varied audio")
+        self.set_stats(mean, std)
+        return {"mean": mean, "std": std}
