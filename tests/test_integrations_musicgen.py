@@ -182,3 +182,52 @@ def test_audiocraft_segment_generator_continues_a_prefix(ac_musicgen):
     assert torch.equal(more[..., :5], codes)  # AudioCraft's LM kept the prompt tokens
     with torch.no_grad():
         torch.testing.assert_close(ac_musicgen.generate_audio(more), longer, rtol=0, atol=1e-6)
+
+
+# ---- CLI --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("backend", ["transformers", "audiocraft"])
+def test_generate_cli_writes_wavs_and_scores(backend, tiny_checkpoint, tmp_path):
+    import json
+
+    import soundfile as sf
+
+    from deramos_reward.cli import main
+
+    prompts_file = tmp_path / "prompts.txt"
+    prompts_file.write_text("fast drums\n\n")
+    out = tmp_path / "out"
+    argv = [
+        "generate", "--backend", backend, "--musicgen", "tiny", "--reward", str(tiny_checkpoint),
+        "--prompt", "a calm piano piece", "--prompts", str(prompts_file), "--n", "3", "--duration", "0.4",
+        "--out", str(out), "--seed", "0", "--max-batch", "4",
+    ]  # fmt: skip
+    if backend == "audiocraft":
+        argv += ["--progressive", "--checkpoints", "0.5", "--keep", "0.5"]
+    assert main(argv) == 0
+    report = json.loads((out / "scores.json").read_text())
+    assert report["sample_rate"] == 32_000
+    assert [r["prompt"] for r in report["results"]] == ["a calm piano piece", "fast drums"]
+    model = dr.DeRAMOS.from_pretrained(tiny_checkpoint)
+    reward = dr.MusicReward(model)
+    for r in report["results"]:
+        scores = [c["score"] for c in r["candidates"]]
+        assert len(scores) == 3
+        finished = [c["score"] for c in r["candidates"] if not c.get("pruned", False)]
+        assert r["score"] == max(finished) == scores[r["chosen"]]
+        assert all(c["score"] == pytest.approx(c["mi"] + c["ta"]) for c in r["candidates"])
+        audio, rate = sf.read(out / r["file"], dtype="float32", always_2d=True)
+        assert rate == 32_000 and audio.shape[1] == 1
+        assert audio.shape[0] == (12_800 if backend == "transformers" else int(0.4 * 25) * 1280)
+        with torch.no_grad():
+            again = reward(torch.from_numpy(audio.T.copy())[None], rate, [r["prompt"]])
+        assert float(again) == pytest.approx(r["score"], abs=2e-3)  # 16-bit WAV vs float audio
+    if backend == "audiocraft":
+        assert (
+            sum(c["pruned"] for r in report["results"] for c in r["candidates"]) == 2
+        )  # 3 -> 2 -> ... per prompt
+        assert report["stats"]["generated_frames"] < report["stats"]["plain_generated_frames"]
+    # a second run with the same arguments resumes (nothing left to do); other arguments are refused
+    before = (out / "scores.json").read_bytes()
+    assert main(argv) == 0 and (out / "scores.json").read_bytes() == before
+    changed = [a if a != "3" else "2" for a in argv]
+    assert main(changed) == 2

@@ -1,0 +1,236 @@
+"""``deramos generate``: best-of-N generation with MusicGen, reranked by DeRA-MOS.
+
+Writes the chosen clip of every prompt as ``OUT/NNN.wav`` and ``OUT/scores.json`` with every
+candidate's score (and MI, TA). Prompts are processed in groups; ``scores.json`` is rewritten
+(atomically) after each group, so an interrupted run resumes where it stopped when started again
+with the same arguments (each group has its own seed derived from ``--seed``).
+
+``--musicgen tiny`` builds the tiny random MusicGen of the chosen backend offline: a test and
+demo affordance that makes noise, not music.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from ..checkpoint import atomic_write_bytes
+from . import CommandError
+
+SCORES_NAME = "scores.json"
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="generate with MusicGen and keep the best of N by DeRA-MOS",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--backend", required=True, choices=("audiocraft", "transformers"))
+    p.add_argument(
+        "--musicgen",
+        required=True,
+        metavar="ID_OR_DIR",
+        help="audiocraft: MusicGen.get_pretrained name; transformers: hub id or folder; 'tiny': offline test model",
+    )
+    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
+    p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
+    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
+    p.add_argument("--out", required=True, metavar="DIR")
+    p.add_argument("--progressive", action="store_true", help="prune weak candidates at checkpoints")
+    p.add_argument(
+        "--checkpoints",
+        default="0.25,0.5",
+        help="progressive: comma-separated fractions of the duration (default 0.25,0.5)",
+    )
+    p.add_argument("--keep", type=float, default=0.5, help="progressive: fraction kept per checkpoint")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
+    p.add_argument("--mi-weight", type=float, default=1.0)
+    p.add_argument("--ta-weight", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=run)
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = [p for p in args.prompt]
+    if args.prompts:
+        path = Path(args.prompts)
+        if not path.is_file():
+            raise CommandError(f"--prompts file {args.prompts!r} does not exist")
+        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    if not prompts:
+        raise CommandError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    if any(not p.strip() for p in prompts):
+        raise CommandError("--prompt must not be empty")
+    return prompts
+
+
+def check_args(args: argparse.Namespace) -> tuple[float, ...]:
+    if args.n < 1:
+        raise CommandError(f"--n must be >= 1, got {args.n}")
+    if args.max_batch < 1:
+        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not args.duration > 0:
+        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.seed is not None and args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    try:
+        checkpoints = tuple(float(f) for f in args.checkpoints.split(",") if f.strip())
+    except ValueError as err:
+        raise CommandError(
+            f"--checkpoints must be comma-separated fractions, got {args.checkpoints!r}"
+        ) from err
+    if args.progressive and not 0 < args.keep <= 1:
+        raise CommandError(f"--keep must be in (0, 1], got {args.keep}")
+    return checkpoints
+
+
+def load_backend(args: argparse.Namespace, checkpoints: tuple[float, ...]):
+    """-> rerank(prompts, reward, seed) -> BestOfNResult, for the chosen backend and mode."""
+    if args.backend == "audiocraft":
+        from ..integrations import audiocraft as ac
+
+        if args.musicgen == "tiny":
+            musicgen = ac.tiny_musicgen(0, device=args.device)
+        else:
+            from .._optional import require
+
+            musicgen = require("audiocraft.models").MusicGen.get_pretrained(args.musicgen, device=args.device)
+        fn = ac.progressive_best_of_n if args.progressive else ac.best_of_n
+        model_args: tuple = (musicgen,)
+    else:
+        from ..integrations import transformers_musicgen as tm
+
+        if args.musicgen == "tiny":
+            model, processor = tm.tiny_musicgen(0, device=args.device)
+        else:
+            from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+            model = MusicgenForConditionalGeneration.from_pretrained(args.musicgen).to(args.device).eval()
+            processor = AutoProcessor.from_pretrained(args.musicgen)
+        fn = tm.progressive_best_of_n if args.progressive else tm.best_of_n
+        model_args = (model, processor)
+    extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
+
+    def rerank(prompts: list[str], reward, seed: int | None):
+        return fn(
+            *model_args,
+            prompts,
+            args.n,
+            reward,
+            duration=args.duration,
+            max_batch=args.max_batch,
+            seed=seed,
+            progress=True,
+            **extra,
+        )
+
+    return rerank
+
+
+def wav_bytes(audio, sample_rate: int) -> bytes:
+    """audio [T] or [C, T] float tensor -> 16-bit PCM WAV bytes."""
+    import soundfile as sf
+
+    data = audio.detach().float().cpu().numpy()
+    data = data[None] if data.ndim == 1 else data
+    buf = io.BytesIO()
+    sf.write(buf, np.clip(data.T, -1.0, 1.0), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
+def run_settings(args: argparse.Namespace, prompts: list[str], checkpoints: tuple[float, ...]) -> dict:
+    """What must match for a rerun to resume the results in OUT."""
+    settings = {
+        "backend": args.backend,
+        "musicgen": args.musicgen,
+        "reward": args.reward,
+        "n": args.n,
+        "duration": args.duration,
+        "seed": args.seed,
+        "progressive": args.progressive,
+        "mi_weight": args.mi_weight,
+        "ta_weight": args.ta_weight,
+        "prompts": prompts,
+    }
+    if args.progressive:
+        settings.update(checkpoints=list(checkpoints), keep=args.keep)
+    return settings
+
+
+def group_seed(seed: int | None, first_prompt: int) -> int | None:
+    """A seed per group of prompts, so a resumed run generates what the full run would have."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
+
+
+def run(args: argparse.Namespace) -> int:
+    import deramos_reward as dr
+
+    prompts = read_prompts(args)
+    checkpoints = check_args(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    settings = run_settings(args, prompts, checkpoints)
+    scores_path = out / SCORES_NAME
+    state = {"settings": settings, "sample_rate": None, "stats": {}, "results": []}
+    if scores_path.is_file():
+        try:
+            previous = json.loads(scores_path.read_text())
+        except json.JSONDecodeError as err:
+            raise CommandError(
+                f"{scores_path} is not valid JSON ({err.msg}); remove it or use another --out"
+            ) from err
+        if previous.get("settings") != settings:
+            raise CommandError(
+                f"{out} holds results of a run with other arguments; use another --out or remove {SCORES_NAME}"
+            )
+        state = previous
+    done = {r["prompt_index"] for r in state["results"] if (out / r["file"]).is_file()}
+    state["results"] = [r for r in state["results"] if r["prompt_index"] in done]
+    todo = [i for i in range(len(prompts)) if i not in done]
+    if not todo:
+        print(f"deramos generate: all {len(prompts)} prompts already done in {out}", file=sys.stderr)
+        return 0
+    model = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
+    reward = dr.MusicReward(model, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
+    rerank = load_backend(args, checkpoints)
+    per_group = max(1, args.max_batch // args.n)
+    for start in range(0, len(todo), per_group):
+        group = todo[start : start + per_group]
+        res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
+        state["sample_rate"] = res.sample_rate
+        for j, i in enumerate(group):
+            name = f"{i:03d}.wav"
+            atomic_write_bytes(out / name, wav_bytes(res.audio[j], res.sample_rate))
+            rows = [r for r in res.rows() if r["prompt_index"] == j]
+            candidates = [
+                {k: v for k, v in r.items() if k not in ("prompt_index", "prompt", "chosen")} for r in rows
+            ]
+            state["results"].append(
+                {
+                    "prompt_index": i,
+                    "prompt": prompts[i],
+                    "file": name,
+                    "chosen": int(res.index[j]),
+                    "score": float(res.scores[j, res.index[j]]),
+                    "candidates": candidates,
+                }
+            )
+        for key in ("candidates", "generated_frames", "plain_generated_frames"):
+            if key in res.stats:
+                state["stats"][key] = state["stats"].get(key, 0) + res.stats[key]
+        state["results"].sort(key=lambda r: r["prompt_index"])
+        atomic_write_bytes(scores_path, (json.dumps(state, indent=2) + "\n").encode())
+    print(f"deramos generate: wrote {len(prompts)} clips and {scores_path}", file=sys.stderr)
+    return 0
