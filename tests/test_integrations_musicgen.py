@@ -113,6 +113,45 @@ def test_transformers_segment_generator_continues_a_prefix(hf_musicgen):
     torch.testing.assert_close(hf_decode(model, more), longer, rtol=0, atol=1e-5)
 
 
+def test_transformers_melody_model_text_only(reward):
+    """MusicgenMelodyForConditionalGeneration goes through the same path for text prompts."""
+    from transformers import (
+        MusicgenMelodyConfig,
+        MusicgenMelodyFeatureExtractor,
+        MusicgenMelodyForConditionalGeneration,
+        MusicgenMelodyProcessor,
+    )
+
+    base = tm.tiny_musicgen_config()
+    config = MusicgenMelodyConfig(
+        text_encoder=base.text_encoder.to_dict(),
+        audio_encoder=base.audio_encoder.to_dict(),
+        decoder=base.decoder.to_dict(),
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = MusicgenMelodyForConditionalGeneration(config).eval()
+        with torch.no_grad():
+            for layer in model.audio_encoder.quantizer.layers:
+                layer.codebook.embed.normal_()
+    pad = config.decoder.pad_token_id
+    gen = model.generation_config
+    gen.decoder_start_token_id = gen.pad_token_id = gen.bos_token_id = pad
+    gen.do_sample, gen.max_length = True, 64
+    processor = MusicgenMelodyProcessor(
+        feature_extractor=MusicgenMelodyFeatureExtractor(), tokenizer=tm.byte_level_t5_tokenizer()
+    )
+    res = tm.best_of_n(model, processor, PROMPTS, 2, reward, duration=0.3, seed=0)
+    assert res.codes.shape == (2, 4, 15) and res.audio.shape == (2, 1, 640 * 15)
+    torch.testing.assert_close(hf_decode(model, res.codes), res.audio, rtol=0, atol=1e-5)
+    torch.manual_seed(0)
+    segment = tm.segment_generator(model, processor)
+    _, codes = segment(PROMPTS, None, 6)
+    longer, more = segment(PROMPTS, codes, 14)
+    assert torch.equal(more[..., :6], codes)
+    torch.testing.assert_close(hf_decode(model, more), longer, rtol=0, atol=1e-5)
+
+
 # ---- AudioCraft -------------------------------------------------------------------------------
 def test_audiocraft_best_of_n_end_to_end(ac_musicgen, reward):
     musicgen = ac_musicgen
