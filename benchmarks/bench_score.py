@@ -13,7 +13,7 @@ design (printed for information).
 Timings are medians over ``--repeats`` runs; within a repeat every configuration runs once, in a
 fixed interleaved order, so slow phases of a shared machine hit all of them alike. Each
 configuration is warmed up once first (oneDNN builds its kernels per shape). Peak memory is the
-RSS increase during a call (see ``benchmarks/common.py``).
+RSS increase during one further, untimed call per configuration (see ``benchmarks/common.py``).
 
     .venv/bin/python benchmarks/bench_score.py --size tiny
     .venv/bin/python benchmarks/bench_score.py --size paper --clips 2 --batch-sizes 1 2 --repeats 3
@@ -36,10 +36,12 @@ from torch import nn
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import (  # noqa: E402
     header,
+    keep_freed_memory,
     load_average,
     machine,
     markdown_table,
     median,
+    peak_memory,
     process_peak_rss_mb,
     timed,
 )
@@ -122,24 +124,27 @@ def run(args: argparse.Namespace) -> dict:
                     ref_warm = True
             else:
                 our_scores(model, waves[:bs], prompts[:bs], bs, bf16)
+        calls = [
+            functools.partial(reference_scores, model, waves, prompts)
+            if name == "reference"
+            else functools.partial(our_scores, model, waves, prompts, bs, bf16)
+            for name, bs, bf16 in configs
+        ]
         times: dict[int, list[float]] = {k: [] for k in range(len(configs))}
-        mems: dict[int, list[float]] = {k: [] for k in range(len(configs))}
+        cpu: dict[int, list[float]] = {k: [] for k in range(len(configs))}
         scores: dict[int, list[dict[str, float]]] = {}
         for _ in range(args.repeats):
-            for k, (name, bs, bf16) in enumerate(configs):
-                if name == "reference":
-                    call = functools.partial(reference_scores, model, waves, prompts)
-                else:
-                    call = functools.partial(our_scores, model, waves, prompts, bs, bf16)
-                sec, mem, rows = timed(call)
+            for k, call in enumerate(calls):
+                sec, cpu_sec, scores[k] = timed(call)
                 times[k].append(sec)
-                mems[k].append(mem)
-                scores[k] = rows
+                cpu[k].append(cpu_sec)
             print(f"  {seconds:g} s repeat done (load {load_average()})", file=sys.stderr, flush=True)
-        ref_time = median(times[0])
+        # memory: one more call per configuration, untimed, on the same clips
+        mems = [peak_memory(call) for call in calls]
+        ref_time, ref_cpu = median(times[0]), median(cpu[0])
         fp32_ours = next(k for k, (n, _, b) in enumerate(configs) if n != "reference" and not b)
         for k, (name, bs, _) in enumerate(configs):
-            t = median(times[k])
+            t, c = median(times[k]), median(cpu[k])
             results.append(
                 {
                     "size": args.size,
@@ -149,8 +154,11 @@ def run(args: argparse.Namespace) -> dict:
                     "clips": args.clips,
                     "median_s": t,
                     "times_s": times[k],
+                    "median_cpu_s": c,
+                    "cpu_s": cpu[k],
+                    "cpu_speedup_vs_reference": ref_cpu / c,
                     "clips_per_s": args.clips / t,
-                    "peak_rss_increase_mib": median(mems[k]),
+                    "peak_rss_increase_mib": mems[k],
                     "speedup_vs_reference": ref_time / t,
                     "max_abs_diff_vs_reference": max_diff(scores[k], scores[0]),
                     "max_abs_diff_vs_fp32": max_diff(scores[k], scores[fp32_ours]),
@@ -182,8 +190,10 @@ def report(args: argparse.Namespace, out: dict) -> str:
                 r["batch_size"],
                 f"{r['clips_per_s']:.3g}",
                 f"{r['median_s'] / r['clips']:.3g}",
+                f"{r['median_cpu_s'] / r['clips']:.3g}",
                 f"{r['peak_rss_increase_mib']:.0f}",
                 f"{r['speedup_vs_reference']:.2f}x",
+                f"{r['cpu_speedup_vs_reference']:.2f}x",
                 diff_text,
             ]
         )
@@ -192,9 +202,11 @@ def report(args: argparse.Namespace, out: dict) -> str:
         "call pattern",
         "batch",
         "clips/s",
-        "s/clip",
+        "wall s/clip",
+        "CPU s/clip",
         "peak RSS +MiB",
-        "vs reference",
+        "speed-up (wall)",
+        "speed-up (CPU)",
         "max abs diff vs reference",
     ]
     lines = [
@@ -221,10 +233,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     p.add_argument("--bf16", action="store_true", help="also time dr.score under bf16 autocast")
     p.add_argument("--tolerance", type=float, default=1e-4, help="max |Δscore| allowed for unpadded clips")
+    p.add_argument(
+        "--malloc",
+        choices=("default", "keep"),
+        default="default",
+        help="'keep': glibc keeps freed memory for reuse (= MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647)",
+    )
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    args.header = header("Scoring throughput")  # machine, command and load at the start
+    allocator = "glibc default"
+    if args.malloc == "keep":
+        if not keep_freed_memory():
+            raise SystemExit("--malloc keep needs glibc")
+        allocator = "glibc, freed memory kept for reuse (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)"
+    args.header = header("Scoring throughput", allocator)  # machine, command and load at the start
     out = run(args)
     print(report(args, out))
     if args.json:

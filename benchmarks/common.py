@@ -77,18 +77,46 @@ class PeakRSS:
         self.peak_mb = (self._peak - self._base) / 2**20
 
 
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc mallopt parameters
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc keep freed memory for reuse instead of returning it to the OS.
+
+    Same as starting Python with ``MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647``: every
+    allocation comes from the heap and the heap is not trimmed, so a tensor allocated after a
+    freed one of the same size reuses its pages instead of page-faulting fresh ones. On the
+    benchmark machine (a VM) first-touch page faults dominate element-wise ops on large tensors.
+    Returns False where glibc is not available.
+    """
+    if _LIBC is None:
+        return False
+    return bool(_LIBC.mallopt(_M_MMAP_MAX, 0)) and bool(_LIBC.mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+
+
 def process_peak_rss_mb() -> float:
     """Peak RSS of this process so far (``ru_maxrss``, KiB on Linux) in MiB."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def timed(fn: Callable[[], Any]) -> tuple[float, float, Any]:
-    """Run ``fn`` once -> (seconds, peak RSS increase in MiB, result)."""
+    """Run ``fn`` once -> (wall-clock seconds, CPU seconds of this process, result).
+
+    CPU time (user + system, all threads) is the steadier figure on a shared machine: it does not
+    count the time other processes held the cores. With one intra-op thread it equals wall time
+    on an idle machine.
+    """
+    start, cpu = time.perf_counter(), time.process_time()
+    result = fn()
+    return time.perf_counter() - start, time.process_time() - cpu, result
+
+
+def peak_memory(fn: Callable[[], Any]) -> float:
+    """Run ``fn`` once -> peak RSS increase in MiB (a separate, untimed call: trimming the heap
+    first makes the call page-fault its memory in again, which must not count as its time)."""
     with PeakRSS() as mem:
-        start = time.perf_counter()
-        result = fn()
-        seconds = time.perf_counter() - start
-    return seconds, mem.peak_mb, result
+        fn()
+    return mem.peak_mb
 
 
 def median(values: list[float]) -> float:
@@ -133,8 +161,8 @@ def command_line() -> str:
     return " ".join(shlex.quote(a) for a in [".venv/bin/python", *sys.argv])
 
 
-def header(title: str) -> str:
-    """Markdown lines naming the machine, the command and the load at the start."""
+def header(title: str, allocator: str = "glibc default") -> str:
+    """Markdown lines naming the machine, the command, the allocator and the load at the start."""
     m = machine()
     return "\n".join(
         [
@@ -143,6 +171,7 @@ def header(title: str) -> str:
             f"- machine: {m['cpu']}, {m['cores']} cores ({m['cpu_flags']}), GPU: {m['gpu']}",
             f"- torch {m['torch']}, {m['threads']} intra-op thread(s), Python {m['python']}",
             f"- command: `{command_line()}`",
+            f"- allocator: {allocator}",
             f"- load average (1/5/15 min) at start: {load_average()}",
         ]
     )
