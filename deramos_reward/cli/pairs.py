@@ -1,0 +1,235 @@
+"""``deramos pairs``: DPO preference pairs from MusicGen candidates scored by DeRA-MOS.
+
+For every prompt, N candidates are generated (with their codes) and scored; the best and the worst
+(or, with ``--max-pairs-per-prompt``, the pairs with the largest score differences above ``--margin``)
+become chosen/rejected pairs, saved as a Hugging Face ``datasets`` dataset in OUT (columns ``prompt``,
+``chosen_codes``, ``rejected_codes``, ``chosen_score``, ``rejected_score``, ``margin``, ``scores``...).
+
+Scored candidates are appended to ``OUT.partial.jsonl`` group by group, so an interrupted run resumes
+when started again with the same arguments (each group has its own seed derived from ``--seed``); the
+dataset is written atomically at the end and the partial file removed.
+
+``--musicgen tiny`` builds the tiny random MusicGen of the chosen backend offline: a test and demo
+affordance that makes noise, not music.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..jsonl import append_rows, read_rows
+from . import CommandError
+from .generate import group_seed, read_prompts
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="build DPO preference pairs from MusicGen candidates scored by DeRA-MOS",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_musicgen_arguments(p)
+    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
+    p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
+    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
+    p.add_argument("--duration", type=float, default=10.0, help="seconds per candidate (default 10)")
+    p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (must not exist)")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--margin", type=float, default=0.0, help="keep pairs whose score difference exceeds this (default 0)"
+    )
+    p.add_argument(
+        "--max-pairs-per-prompt",
+        type=int,
+        default=1,
+        help="pairs per prompt, largest differences first; 1 = best vs worst (default), 0 = no cap",
+    )
+    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
+    p.add_argument("--mi-weight", type=float, default=1.0)
+    p.add_argument("--ta-weight", type=float, default=1.0)
+    p.add_argument("--device", default="cpu")
+    p.set_defaults(run=run)
+
+
+def add_musicgen_arguments(p: argparse.ArgumentParser) -> None:
+    """``--backend`` and ``--musicgen`` (shared with ``deramos dpo``)."""
+    p.add_argument("--backend", required=True, choices=("audiocraft", "transformers"))
+    p.add_argument(
+        "--musicgen",
+        required=True,
+        metavar="ID_OR_DIR",
+        help="audiocraft: MusicGen.get_pretrained name; transformers: hub id or folder; "
+        "'tiny': the tiny random model of the backend, built offline (tests and demos)",
+    )
+
+
+def load_musicgen(backend: str, spec: str, device: str = "cpu") -> tuple[Any, Any]:
+    """-> ``(model, processor)``: transformers ``MusicgenForConditionalGeneration`` + processor, or an
+    AudioCraft ``MusicGen`` and None. ``spec == "tiny"`` builds the tiny model of the backend (seed 0)."""
+    if backend == "audiocraft":
+        from ..integrations import audiocraft as ac
+
+        if spec == "tiny":
+            return ac.tiny_musicgen(0, device=device), None
+        from .._optional import require
+
+        return require("audiocraft.models").MusicGen.get_pretrained(spec, device=device), None
+    if backend != "transformers":
+        raise CommandError(f"--backend must be audiocraft or transformers, got {backend!r}")
+    from ..integrations import transformers_musicgen as tm
+
+    if spec == "tiny":
+        return tm.tiny_musicgen(0, device=device)
+    from transformers import AutoProcessor, MusicgenForConditionalGeneration
+
+    model = MusicgenForConditionalGeneration.from_pretrained(spec).to(device).eval()
+    return model, AutoProcessor.from_pretrained(spec)
+
+
+def check_args(args: argparse.Namespace) -> None:
+    if args.n < 2:
+        raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
+    if args.max_batch < 1:
+        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
+    if not args.duration > 0:
+        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
+    if args.seed is not None and args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    if not args.margin >= 0:
+        raise CommandError(f"--margin must be >= 0, got {args.margin}")
+    if args.max_pairs_per_prompt < 0:
+        raise CommandError(
+            f"--max-pairs-per-prompt must be >= 0 (0 = no cap), got {args.max_pairs_per_prompt}"
+        )
+
+
+def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
+    """What must match for a rerun to resume (stored with the dataset as pairs_settings.json)."""
+    return {
+        "backend": args.backend,
+        "musicgen": args.musicgen,
+        "reward": args.reward,
+        "n": args.n,
+        "duration": args.duration,
+        "seed": args.seed,
+        "margin": args.margin,
+        "max_pairs_per_prompt": args.max_pairs_per_prompt,
+        "mi_weight": args.mi_weight,
+        "ta_weight": args.ta_weight,
+        "prompts": prompts,
+    }
+
+
+def _candidates(args: argparse.Namespace, model: Any, processor: Any):
+    """-> rerank(prompts, reward, seed) -> BestOfNResult with every candidate's codes."""
+    if args.backend == "audiocraft":
+        from ..integrations.audiocraft import best_of_n
+
+        def rerank(prompts, reward, seed):
+            return best_of_n(
+                model,
+                prompts,
+                args.n,
+                reward,
+                duration=args.duration,
+                max_batch=args.max_batch,
+                seed=seed,
+                return_candidates=True,
+                progress=True,
+            )
+
+        return rerank
+    from ..integrations.transformers_musicgen import best_of_n
+
+    def rerank(prompts, reward, seed):
+        return best_of_n(
+            model,
+            processor,
+            prompts,
+            args.n,
+            reward,
+            max_batch=args.max_batch,
+            seed=seed,
+            duration=args.duration,
+            return_candidates=True,
+            progress=True,
+        )
+
+    return rerank
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    import deramos_reward as dr
+
+    from ..integrations.preference import PAIRS_SETTINGS, build_pairs, save_pairs
+
+    prompts = read_prompts(args)
+    check_args(args)
+    settings = run_settings(args, prompts)
+    out = Path(args.out)
+    if out.exists():
+        saved = out / PAIRS_SETTINGS
+        if saved.is_file() and json.loads(saved.read_text()) == settings:
+            print(f"deramos pairs: {out} is already complete", file=sys.stderr)
+            return 0
+        raise CommandError(f"{out} already exists; use another --out or remove it")
+    partial = out.with_name(out.name + ".partial.jsonl")
+    rows = read_rows(partial)
+    if rows and rows[0].get("settings") != settings:
+        raise CommandError(f"{partial} holds a run with other arguments; remove it or use another --out")
+    if not rows:
+        append_rows(partial, [{"settings": settings}])
+    done = {r["prompt_index"]: r for r in rows[1:]}
+    todo = [i for i in range(len(prompts)) if i not in done]
+    if todo:
+        judge = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
+        reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
+        model, processor = load_musicgen(args.backend, args.musicgen, args.device)
+        rerank = _candidates(args, model, processor)
+        per_group = max(1, args.max_batch // args.n)
+        for start in range(0, len(todo), per_group):
+            group = todo[start : start + per_group]
+            res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
+            new = []
+            for j, i in enumerate(group):
+                row = {
+                    "prompt_index": i,
+                    "scores": res.scores[j].tolist(),
+                    "codes": res.candidate_codes[j].tolist(),
+                }
+                if res.mi is not None:
+                    row.update(mi=res.mi[j].tolist(), ta=res.ta[j].tolist())
+                new.append(row)
+            append_rows(partial, new)
+            done.update((r["prompt_index"], r) for r in new)
+    ordered = [done[i] for i in range(len(prompts))]
+    shapes = {tuple(torch.tensor(r["codes"]).shape[1:]) for r in ordered}
+    if len(shapes) > 1:
+        raise CommandError(f"candidates in {partial} have codes of different shapes {sorted(shapes)}")
+    has_parts = all("mi" in r for r in ordered)
+    dataset = build_pairs(
+        prompts,
+        torch.tensor([r["codes"] for r in ordered]),
+        torch.tensor([r["scores"] for r in ordered], dtype=torch.float64),
+        margin=args.margin,
+        max_pairs_per_prompt=args.max_pairs_per_prompt or None,
+        mi=torch.tensor([r["mi"] for r in ordered]) if has_parts else None,
+        ta=torch.tensor([r["ta"] for r in ordered]) if has_parts else None,
+    )
+    if len(dataset) == 0:
+        raise CommandError(
+            f"no pair has a score difference above --margin {args.margin}; lower it or raise --n "
+            f"(scored candidates are kept in {partial})"
+        )
+    save_pairs(dataset, out, settings)
+    partial.unlink()
+    print(f"deramos pairs: wrote {len(dataset)} pairs from {len(prompts)} prompts to {out}", file=sys.stderr)
+    return 0
