@@ -1,0 +1,658 @@
+"""DPO for MusicGen with a peft LoRA adapter on the decoder; the reference is the adapter switched off.
+
+:class:`MusicDPOTrainer` fine-tunes a LoRA adapter on MusicGen's decoder from preference pairs
+(:func:`deramos_reward.integrations.preference.build_pairs`): transformers' ``MusicgenForConditionalGeneration``
+or AudioCraft's ``MusicGen`` / ``LMModel``. Per batch it scores the chosen and rejected codes of every pair
+in one teacher-forced pass (:mod:`deramos_reward.integrations.logprobs`), scores them again under the
+reference policy (the same model inside ``with policy.disable_adapter():``, so no second copy sits in
+memory), and minimises :func:`~deramos_reward.integrations.preference.dpo_loss`.
+
+What comes from trl and what does not:
+
+- :class:`MusicDPOConfig` uses the field names, meanings and (except ``learning_rate``) defaults of trl's
+  ``DPOConfig``; :meth:`MusicDPOConfig.from_trl` copies them from a ``trl.DPOConfig``. The loss follows
+  trl's conventions, and the logged metrics use trl's names (``rewards/margins``...).
+- The loop is custom: trl's ``DPOTrainer`` tokenizes text, concatenates prompt and completion into one
+  causal-LM sequence and reads log-probabilities off a single next-token head. MusicGen has a text
+  encoder, ``K`` parallel codebooks with a delay pattern and ``K`` heads, so its log-probabilities need
+  the MusicGen-specific functions in :mod:`~deramos_reward.integrations.logprobs`.
+
+The loop runs under ``accelerate launch`` (``Accelerator`` does device placement, gradient accumulation,
+mixed precision and DDP). Only the LoRA parameters train; every base parameter is frozen. Adapters are
+saved and reloaded with peft (:meth:`MusicDPOTrainer.save_adapter`, :func:`load_adapter`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import shutil
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from deramos_reward._optional import require
+
+from .logprobs import (
+    SequenceLogProbs,
+    audiocraft_sequence_logprobs,
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
+from .preference import DPO_LOSS_TYPES, check_pairs, collate_pairs, dpo_loss
+
+__all__ = [
+    "AUDIOCRAFT_LORA_TARGETS",
+    "TRANSFORMERS_LORA_TARGETS",
+    "TRL_SHARED_FIELDS",
+    "MusicDPOConfig",
+    "MusicDPOTrainer",
+    "backend_of",
+    "default_lora_config",
+    "load_adapter",
+]
+
+TRANSFORMERS_LORA_TARGETS = (
+    r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
+)
+"""peft ``target_modules`` regex for transformers MusicGen: the decoder's self- and cross-attention
+projections and its feed-forward layers (not the T5 text encoder, not EnCodec, not the output heads)."""
+
+AUDIOCRAFT_LORA_TARGETS = (
+    r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
+)
+"""peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
+``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
+and the feed-forward layers."""
+
+TRL_SHARED_FIELDS = (
+    "output_dir",
+    "beta",
+    "loss_type",
+    "label_smoothing",
+    "learning_rate",
+    "per_device_train_batch_size",
+    "per_device_eval_batch_size",
+    "num_train_epochs",
+    "max_steps",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "seed",
+    "logging_steps",
+    "disable_dropout",
+    "precompute_ref_log_probs",
+    "bf16",
+)
+"""Fields of :class:`MusicDPOConfig` that mean what trl's ``DPOConfig`` fields of the same name mean."""
+
+_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
+
+
+@dataclass
+class MusicDPOConfig:
+    """DPO settings; the first block mirrors trl's ``DPOConfig`` (same names, meanings and defaults,
+    except ``learning_rate``: trl's 1e-6 is for full fine-tuning, a LoRA adapter takes 1e-4-sized steps).
+
+    Round-trips through JSON (:meth:`to_dict` / ``MusicDPOConfig(**d)``).
+    """
+
+    output_dir: str | None = None
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    learning_rate: float = 1e-4
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 8
+    num_train_epochs: float = 3.0
+    max_steps: int = -1
+    gradient_accumulation_steps: int = 1
+    max_grad_norm: float = 1.0
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    lr_scheduler_type: str = "linear"
+    seed: int = 42
+    logging_steps: int = 10
+    disable_dropout: bool = True
+    precompute_ref_log_probs: bool = False
+    bf16: bool = False
+    # MusicGen-specific
+    keep_only_valid_steps: bool = False
+    """Score only the codes predicted before codebook 0 ends (AudioCraft's training convention)."""
+    lora_r: int = 8
+    lora_alpha: int = 16
+    lora_dropout: float = 0.0
+    lora_target_modules: str | list[str] | None = None
+    """None: :data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS` by backend."""
+
+    def __post_init__(self) -> None:
+        def number(name: str, low: float | None = None, strict: bool = False) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
+                raise TypeError(f"{name} must be a finite number, got {v!r}")
+            if low is not None and (v <= low if strict else v < low):
+                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v}")
+
+        def integer(name: str, low: int) -> None:
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < low:
+                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
+
+        if isinstance(self.loss_type, (list, tuple)):  # trl 1.16 takes a list of losses
+            if len(self.loss_type) != 1:
+                raise ValueError(f"loss_type must be one loss, got {self.loss_type!r}")
+            self.loss_type = self.loss_type[0]
+        if self.loss_type not in DPO_LOSS_TYPES:
+            raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
+        number("beta", 0.0, strict=True)
+        number("label_smoothing", 0.0)
+        if not self.label_smoothing < 0.5:
+            raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
+        number("learning_rate", 0.0, strict=True)
+        number("num_train_epochs", 0.0, strict=True)
+        number("max_grad_norm", 0.0)
+        number("weight_decay", 0.0)
+        number("lora_dropout", 0.0)
+        for name in (
+            "per_device_train_batch_size",
+            "per_device_eval_batch_size",
+            "gradient_accumulation_steps",
+        ):
+            integer(name, 1)
+        for name in ("logging_steps", "lora_r", "lora_alpha"):
+            integer(name, 1)
+        integer("warmup_steps", 0)
+        integer("seed", 0)
+        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0:
+            raise ValueError(
+                f"max_steps must be a positive int, or -1 to use num_train_epochs; got {self.max_steps!r}"
+            )
+        if self.lr_scheduler_type not in _SCHEDULERS:
+            raise ValueError(
+                f"lr_scheduler_type must be one of {_SCHEDULERS}, got {self.lr_scheduler_type!r}"
+            )
+        if self.loss_type == "ipo" and self.label_smoothing:
+            raise ValueError("label_smoothing is only used by loss_type='sigmoid'")
+        for name in ("disable_dropout", "precompute_ref_log_probs", "bf16", "keep_only_valid_steps"):
+            if not isinstance(getattr(self, name), bool):
+                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_trl(cls, trl_config: Any, **overrides: Any) -> MusicDPOConfig:
+        """Take the :data:`TRL_SHARED_FIELDS` from a ``trl.DPOConfig`` (``None`` ``bf16`` reads as False);
+        ``overrides`` set any field, the MusicGen-specific ones included."""
+        values = {name: getattr(trl_config, name) for name in TRL_SHARED_FIELDS if hasattr(trl_config, name)}
+        values["bf16"] = bool(values.get("bf16") or False)
+        values.update(overrides)
+        return cls(**values)
+
+
+# ------------------------------------------------------------------------------------------ backends
+
+
+def _peft():
+    return require("peft")
+
+
+def _unwrap_peft(model: Any) -> Any:
+    peft = _peft()
+    return model.get_base_model() if isinstance(model, peft.PeftModel) else model
+
+
+def backend_of(model: Any) -> str:
+    """``"transformers"`` or ``"audiocraft"`` for a MusicGen model (or a peft wrapper of one).
+
+    transformers: ``MusicgenForConditionalGeneration`` (has ``decoder.num_codebooks`` and ``audio_encoder``).
+    AudioCraft: ``MusicGen`` (has ``lm`` and ``compression_model``) or its ``LMModel``.
+    """
+    base = _unwrap_peft(model)
+    if hasattr(base, "audio_encoder") and hasattr(getattr(base, "decoder", None), "num_codebooks"):
+        return "transformers"
+    if hasattr(base, "compression_model") and hasattr(base, "lm"):
+        return "audiocraft"
+    if hasattr(base, "compute_predictions") and hasattr(base, "condition_provider"):
+        return "audiocraft"
+    raise TypeError(
+        "model must be a transformers MusicgenForConditionalGeneration or an AudioCraft MusicGen / LMModel "
+        f"(optionally peft-wrapped), got {type(base).__name__}"
+    )
+
+
+def _trainable_module(model: Any) -> nn.Module:
+    """The module that carries the adapter: the transformers model itself, or AudioCraft's LM."""
+    if isinstance(model, _peft().PeftModel):
+        return model
+    if hasattr(model, "compression_model") and hasattr(model, "lm"):
+        return model.lm
+    return model
+
+
+def default_lora_config(
+    backend: str,
+    r: int = 8,
+    lora_alpha: int = 16,
+    lora_dropout: float = 0.0,
+    target_modules: str | list[str] | None = None,
+) -> Any:
+    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections for ``backend``."""
+    if backend not in ("transformers", "audiocraft"):
+        raise ValueError(f"backend must be 'transformers' or 'audiocraft', got {backend!r}")
+    if target_modules is None:
+        target_modules = TRANSFORMERS_LORA_TARGETS if backend == "transformers" else AUDIOCRAFT_LORA_TARGETS
+    return _peft().LoraConfig(
+        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, bias="none"
+    )
+
+
+class _SequenceScorer(nn.Module):
+    """``forward(prompts, codes [B, K, S]) -> (logps [B], counts [B])`` under the wrapped policy.
+
+    A module of its own so that ``accelerator.prepare`` (DDP) wraps the whole scoring pass.
+    """
+
+    def __init__(self, policy: nn.Module, backend: str, processor: Any, keep_only_valid_steps: bool):
+        super().__init__()
+        self.policy = policy
+        self.backend = backend
+        self.processor = processor
+        self.keep_only_valid_steps = keep_only_valid_steps
+
+    def score(self, prompts: list[str], codes: torch.Tensor) -> SequenceLogProbs:
+        if self.backend == "transformers":
+            inputs = transformers_text_inputs(self.processor, prompts, device=codes.device)
+            return transformers_sequence_logprobs(
+                self.policy,
+                inputs["input_ids"],
+                inputs["attention_mask"],
+                codes,
+                keep_only_valid_steps=self.keep_only_valid_steps,
+            )
+        return audiocraft_sequence_logprobs(
+            self.policy, codes, prompts, keep_only_valid_steps=self.keep_only_valid_steps
+        )
+
+    def forward(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.score(prompts, codes)
+        return out.logps, out.mask.sum(dim=(1, 2))
+
+
+class _Indices(torch.utils.data.Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+
+def _collate(pairs: Any):
+    def collate(indices: list[int]):
+        rows = pairs.select_columns(["prompt", "chosen_codes", "rejected_codes"])[indices]
+        rows = [dict(zip(rows, values)) for values in zip(*rows.values())]
+        prompts, chosen, rejected = collate_pairs(rows)
+        return torch.tensor(indices, dtype=torch.long), prompts, chosen, rejected
+
+    return collate
+
+
+# ------------------------------------------------------------------------------------------- trainer
+
+
+class MusicDPOTrainer:
+    """DPO of a LoRA adapter on MusicGen's decoder from preference pairs.
+
+    Args:
+        model: transformers ``MusicgenForConditionalGeneration`` (needs ``processor``), AudioCraft ``MusicGen``
+            or ``LMModel``, or a peft model of either (its adapter is trained further). A plain model gets a
+            new LoRA adapter (``peft_config``, default :func:`default_lora_config` from the ``lora_*`` fields
+            of ``args``), injected in place: the model you passed generates with the adapter afterwards.
+        train_dataset: a pairs ``datasets.Dataset`` (columns ``prompt``, ``chosen_codes`` ``[K, S]``,
+            ``rejected_codes``; see :func:`~deramos_reward.integrations.preference.build_pairs`).
+        args: :class:`MusicDPOConfig` (default settings when None).
+        processor: the ``MusicgenProcessor`` (transformers backend only).
+        eval_dataset: pairs scored by :meth:`evaluate` when it is called without a dataset.
+        peft_config: a ``peft.LoraConfig`` replacing the default one.
+        accelerator: an ``accelerate.Accelerator`` to use (default: one built from ``args``).
+
+    Attributes:
+        policy: the ``peft.PeftModel`` (the transformers model, or AudioCraft's LM, with the adapter).
+        backend: ``"transformers"`` or ``"audiocraft"``.
+        log_history: one dict per logging step (trl's metric names) and a final summary.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        train_dataset: Any,
+        args: MusicDPOConfig | None = None,
+        *,
+        processor: Any = None,
+        eval_dataset: Any = None,
+        peft_config: Any = None,
+        accelerator: Any = None,
+    ):
+        peft = _peft()
+        self.args = args if args is not None else MusicDPOConfig()
+        if not isinstance(self.args, MusicDPOConfig):
+            raise TypeError(f"args must be a MusicDPOConfig, got {type(self.args).__name__}")
+        self.backend = backend_of(model)
+        if self.backend == "transformers" and processor is None:
+            raise ValueError("processor (the MusicgenProcessor) is required for a transformers MusicGen")
+        self.processor = processor
+        self.train_dataset = check_pairs(train_dataset, name="train_dataset")
+        self.eval_dataset = None if eval_dataset is None else check_pairs(eval_dataset, name="eval_dataset")
+        module = _trainable_module(model)
+        if isinstance(module, peft.PeftModel):
+            if peft_config is not None:
+                raise ValueError("model already has a peft adapter; do not pass peft_config")
+            for name, param in module.named_parameters():
+                param.requires_grad_("lora_" in name)
+            self.policy = module
+        else:
+            if peft_config is None:
+                a = self.args
+                peft_config = default_lora_config(
+                    self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
+                )
+            with torch.random.fork_rng(devices=[]):  # LoRA init is seeded; the caller's RNG is untouched
+                torch.manual_seed(self.args.seed)
+                self.policy = peft.get_peft_model(module, peft_config)
+        if not any(p.requires_grad for p in self.policy.parameters()):
+            raise ValueError("the adapter has no trainable parameters (check target_modules)")
+        self._own_accelerator = accelerator is None
+        self.accelerator = self._new_accelerator() if accelerator is None else accelerator
+        self.policy.to(self.accelerator.device)
+        self.scorer = _SequenceScorer(self.policy, self.backend, processor, self.args.keep_only_valid_steps)
+        self.log_history: list[dict[str, float]] = []
+        self.global_step = 0
+
+    def _new_accelerator(self) -> Any:
+        accelerate = require("accelerate")
+        return accelerate.Accelerator(
+            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
+            mixed_precision="bf16" if self.args.bf16 else "no",
+        )
+
+    # ---- scoring ----------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return self.accelerator.device
+
+    def sequence_logps(
+        self, prompts: Sequence[str], codes: torch.Tensor, *, reference: bool = False
+    ) -> SequenceLogProbs:
+        """Log-probabilities of ``codes [B, K, S]`` given ``prompts`` under the policy (or, with
+        ``reference=True``, the reference: adapter disabled), without gradient. -> ``SequenceLogProbs``."""
+        policy = self.accelerator.unwrap_model(self.policy)
+        scorer = _SequenceScorer(policy, self.backend, self.processor, self.args.keep_only_valid_steps)
+        codes = codes.to(self.device)
+        with torch.no_grad(), self._dropout_off(), self._adapter(reference):
+            return scorer.score(list(prompts), codes)
+
+    def _adapter(self, reference: bool):
+        import contextlib
+
+        if not reference:
+            return contextlib.nullcontext()
+        return self.accelerator.unwrap_model(self.policy).disable_adapter()
+
+    def _dropout_off(self):
+        import contextlib
+
+        policy = self.accelerator.unwrap_model(self.policy)
+
+        @contextlib.contextmanager
+        def ctx():
+            was = policy.training
+            policy.eval()
+            try:
+                yield
+            finally:
+                policy.train(was)
+
+        return ctx()
+
+    def _reference_pair_logps(self, prompts: list[str], chosen: torch.Tensor, rejected: torch.Tensor):
+        both = self.sequence_logps(prompts + prompts, torch.cat([chosen, rejected]), reference=True).logps
+        return both[: len(prompts)], both[len(prompts) :]
+
+    def _precompute_reference(self, dataset: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        """Reference log-probs of every pair: ``(chosen [N], rejected [N])`` on the accelerator's device."""
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(dataset)),
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=_collate(dataset),
+        )
+        chosen_parts, rejected_parts = [], []
+        for _, prompts, chosen, rejected in loader:
+            c, r = self._reference_pair_logps(prompts, chosen.to(self.device), rejected.to(self.device))
+            chosen_parts.append(c)
+            rejected_parts.append(r)
+        return torch.cat(chosen_parts), torch.cat(rejected_parts)
+
+    def _loss(self, policy_c, policy_r, ref_c, ref_r, len_c, len_r):
+        lengths = {}
+        if self.args.loss_type == "ipo":
+            lengths = {"chosen_lengths": len_c, "rejected_lengths": len_r}
+        return dpo_loss(
+            policy_c,
+            policy_r,
+            ref_c.to(policy_c.dtype),
+            ref_r.to(policy_r.dtype),
+            beta=self.args.beta,
+            loss_type=self.args.loss_type,
+            label_smoothing=self.args.label_smoothing,
+            **lengths,
+        )
+
+    @staticmethod
+    def _metrics(out, policy_c, policy_r) -> dict[str, torch.Tensor]:
+        return {
+            "loss": out.losses.detach().sum(),
+            "rewards/chosen": out.chosen_rewards.sum(),
+            "rewards/rejected": out.rejected_rewards.sum(),
+            "rewards/margins": (out.chosen_rewards - out.rejected_rewards).sum(),
+            "rewards/accuracies": (out.chosen_rewards > out.rejected_rewards).float().sum(),
+            "logps/chosen": policy_c.detach().sum(),
+            "logps/rejected": policy_r.detach().sum(),
+        }
+
+    def _reduce(self, sums: dict[str, torch.Tensor], count: torch.Tensor) -> dict[str, float]:
+        keys = sorted(sums)
+        packed = torch.stack([sums[k].float() for k in keys] + [count.float()]).to(self.device)
+        packed = self.accelerator.reduce(packed, reduction="sum")
+        total = float(packed[-1])
+        return {k: float(packed[i]) / max(total, 1.0) for i, k in enumerate(keys)}
+
+    # ---- training ---------------------------------------------------------------------------
+    def _total_steps(self, batches_per_epoch: int) -> tuple[int, int]:
+        """-> (optimizer steps, epochs to iterate)."""
+        per_epoch = max(1, math.ceil(batches_per_epoch / self.args.gradient_accumulation_steps))
+        if self.args.max_steps > 0:
+            total = self.args.max_steps
+        else:
+            total = max(1, math.ceil(self.args.num_train_epochs * per_epoch))
+        return total, math.ceil(total / per_epoch)
+
+    def train(self) -> dict[str, float]:
+        """Run DPO; returns ``{"global_step", "train_loss", ...}`` (the last logged metrics included).
+
+        The policy is left in eval mode (AudioCraft's ``generate`` requires it).
+        """
+        transformers = require("transformers")
+        if self._own_accelerator:
+            # accelerate keeps gradient-accumulation settings in process-wide state: another Accelerator
+            # made since __init__ would have changed them, so make a fresh one with this trainer's.
+            self.accelerator = self._new_accelerator()
+        args, acc = self.args, self.accelerator
+        generator = torch.Generator().manual_seed(args.seed)
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(self.train_dataset)),
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=_collate(self.train_dataset),
+        )
+        ref_table = self._precompute_reference(self.train_dataset) if args.precompute_ref_log_probs else None
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        scorer, optimizer, loader = acc.prepare(self.scorer, optimizer, loader)
+        total, epochs = self._total_steps(len(loader))
+        scheduler = transformers.get_scheduler(
+            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total
+        )
+        policy = acc.unwrap_model(scorer).policy
+        policy.train(not args.disable_dropout)
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=self.device)
+        run_loss = torch.zeros((), device=self.device)
+        run_count = torch.zeros((), device=self.device)
+        bar = tqdm(total=total, desc="dpo", unit="step", disable=not acc.is_local_main_process)
+        done = False
+        for epoch in range(epochs):
+            for step, (indices, prompts, chosen, rejected) in enumerate(loader):
+                with acc.accumulate(scorer):
+                    if ref_table is not None:
+                        ref_c, ref_r = ref_table[0][indices], ref_table[1][indices]
+                    else:
+                        ref_c, ref_r = self._reference_pair_logps(prompts, chosen, rejected)
+                    logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
+                    b = len(prompts)
+                    out = self._loss(logps[:b], logps[b:], ref_c, ref_r, lengths[:b], lengths[b:])
+                    loss = out.losses.mean()
+                    acc.backward(loss)
+                    if acc.sync_gradients and args.max_grad_norm > 0:
+                        acc.clip_grad_norm_(params, args.max_grad_norm)
+                    optimizer.step()
+                    optimizer.zero_grad()
+                for k, v in self._metrics(out, logps[:b], logps[b:]).items():
+                    sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
+                count += b
+                run_loss += out.losses.detach().sum().float()
+                run_count += b
+                if not acc.sync_gradients:
+                    continue
+                scheduler.step()
+                self.global_step += 1
+                bar.update(1)
+                if self.global_step % args.logging_steps == 0 or self.global_step == total:
+                    logs = self._reduce(sums, count)
+                    logs.update(
+                        learning_rate=scheduler.get_last_lr()[0],
+                        epoch=epoch + (step + 1) / len(loader),
+                        step=self.global_step,
+                    )
+                    self.log_history.append(logs)
+                    bar.set_postfix(loss=f"{logs['loss']:.4f}", margin=f"{logs['rewards/margins']:.4f}")
+                    sums, count = {}, torch.zeros((), device=self.device)
+                if self.global_step >= total:
+                    done = True
+                    break
+            if done:
+                break
+        bar.close()
+        policy.eval()
+        summary = dict(self.log_history[-1]) if self.log_history else {}
+        train_loss = self._reduce({"loss": run_loss}, run_count)["loss"]
+        summary.update(global_step=self.global_step, train_loss=train_loss)
+        self.log_history.append({"global_step": self.global_step, "train_loss": summary["train_loss"]})
+        return summary
+
+    # ---- evaluation ---------------------------------------------------------------------------
+    def evaluate(self, dataset: Any = None) -> dict[str, float]:
+        """DPO loss and implicit rewards on pairs (``eval_dataset`` by default), without gradient.
+
+        Returns means over pairs under trl's names: ``loss``, ``rewards/chosen``, ``rewards/rejected``,
+        ``rewards/margins`` (implicit reward margin ``beta * (chosen log-ratio - rejected log-ratio)``),
+        ``rewards/accuracies``, ``logps/chosen``, ``logps/rejected``.
+        """
+        dataset = self.eval_dataset if dataset is None else check_pairs(dataset, name="dataset")
+        if dataset is None:
+            raise ValueError("no dataset: pass one or give eval_dataset to the trainer")
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(dataset)),
+            batch_size=self.args.per_device_eval_batch_size,
+            collate_fn=_collate(dataset),
+        )
+        loader = self.accelerator.prepare_data_loader(loader)
+        sums: dict[str, torch.Tensor] = {}
+        count = torch.zeros((), device=self.device)
+        for _, prompts, chosen, rejected in loader:
+            b = len(prompts)
+            both = torch.cat([chosen, rejected])
+            policy = self.sequence_logps(prompts + prompts, both)
+            ref = self.sequence_logps(prompts + prompts, both, reference=True).logps
+            lengths = policy.mask.sum(dim=(1, 2))
+            out = self._loss(policy.logps[:b], policy.logps[b:], ref[:b], ref[b:], lengths[:b], lengths[b:])
+            for k, v in self._metrics(out, policy.logps[:b], policy.logps[b:]).items():
+                sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
+            count += b
+        return self._reduce(sums, count)
+
+    # ---- saving -------------------------------------------------------------------------------
+    def save_adapter(self, path: str | os.PathLike | None = None) -> Path:
+        """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``), plus
+        ``dpo_config.json`` and ``log_history.json``; ``path`` defaults to ``args.output_dir``.
+
+        Written to a temporary sibling folder and renamed into place (an existing folder is replaced).
+        Only the main process writes; every process waits for it.
+        """
+        if path is None:
+            path = self.args.output_dir
+        if path is None:
+            raise ValueError("path is required when args.output_dir is None")
+        path = Path(path)
+        acc = self.accelerator
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+            try:
+                acc.unwrap_model(self.policy).save_pretrained(str(tmp / "adapter"))
+                (tmp / "adapter" / "dpo_config.json").write_text(
+                    json.dumps(self.args.to_dict(), indent=2) + "\n"
+                )
+                (tmp / "adapter" / "log_history.json").write_text(
+                    json.dumps(self.log_history, indent=2) + "\n"
+                )
+                if path.exists():
+                    os.replace(path, tmp / "old")
+                os.replace(tmp / "adapter", path)
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        return path
+
+
+def load_adapter(model: Any, path: str | os.PathLike, is_trainable: bool = False) -> Any:
+    """Load a saved adapter into ``model`` with ``peft.PeftModel.from_pretrained``.
+
+    ``model``: the same kind of base model it was trained on (transformers ``MusicgenForConditionalGeneration``,
+    AudioCraft ``MusicGen`` or ``LMModel``). The adapter is injected in place, so an AudioCraft ``MusicGen``
+    generates with it afterwards. Returns the ``peft.PeftModel`` (use ``with peft_model.disable_adapter():``
+    to get the base model back temporarily).
+    """
+    path = Path(path)
+    if not (path / "adapter_config.json").is_file():
+        raise FileNotFoundError(f"{str(path)!r} holds no peft adapter (adapter_config.json missing)")
+    backend_of(model)
+    module = _trainable_module(model)
+    if isinstance(module, _peft().PeftModel):
+        raise ValueError("model already has a peft adapter; pass the base model")
+    return _peft().PeftModel.from_pretrained(module, str(path), is_trainable=is_trainable)
