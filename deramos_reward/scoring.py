@@ -62,9 +62,11 @@ def score_clips(
             ):
                 idx = order[start : start + batch_size]
                 text = cache.get([prompts[i] for i in idx], model.device)
-                out = model.forward_clips([waves[i].to(model.device) for i in idx], text)
-                for j, i in enumerate(idx):
-                    rows[i] = {"mi": float(out.mi[j]), "ta": float(out.ta[j])}
+                # Clips stay where they are: the model stacks each group of windows and moves it to
+                # its device in one copy (no per-clip copies or per-clip device syncs).
+                out = model.forward_clips([waves[i] for i in idx], text)
+                for i, mi, ta in zip(idx, out.mi.tolist(), out.ta.tolist()):  # one transfer per field
+                    rows[i] = {"mi": mi, "ta": ta}
     finally:
         model.train(was_training)
     return rows  # type: ignore[return-value]
