@@ -1,4 +1,17 @@
-"""``deramos score``: score files against prompts; resumable JSONL (or CSV) output."""
+"""``deramos score``: score files against prompts; resumable JSONL (or CSV) output.
+
+Output rows are ``{"index", "path", "prompt", "mi", "ta"}``, or ``"error"`` instead of the scores
+for an input that could not be read or scored; the exit code is 1 when any row has an error.
+
+With ``--out`` every batch of rows is appended with one write + fsync, so a killed run loses at
+most the batch in flight: the same command again skips the rows on disk (checking they belong to
+the same inputs), cuts a torn last line and scores the rest. ``.csv`` output is written atomically
+at the end from a ``<out>.partial.jsonl`` kept while the job runs.
+
+Under ``accelerate launch`` / ``torchrun`` (K processes) each rank scores every K-th pending input
+into ``<out>.part-RRRRR-of-KKKKK.jsonl`` and rank 0 merges the parts into ``--out`` in input order
+(see ``deramos_reward.sharding``); the result is the same as with one process.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +19,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -13,8 +27,23 @@ from tqdm.auto import tqdm
 
 from ..checkpoint import atomic_write_bytes
 from ..frontend import items_to_clips
-from ..jsonl import append_rows, read_rows
+from ..jsonl import append_rows, read_rows, write_rows
+from ..sharding import (
+    Shard,
+    barrier,
+    device_for,
+    find_parts,
+    init_distributed,
+    part_path,
+    shutdown,
+    take,
+)
 from . import CommandError
+
+CSV_FIELDS = ["path", "prompt", "mi", "ta", "error"]
+# Reading a file can fail in many ways (missing, corrupt, too large for memory): each becomes
+# that input's error row and the run goes on.
+READ_ERRORS = (ValueError, TypeError, OSError, MemoryError, RuntimeError)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -28,6 +57,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", help="output .jsonl (resumable) or .csv; default: JSONL on stdout")
     p.add_argument("--device", default="cpu")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument(
+        "--retry-errors",
+        action="store_true",
+        help="when resuming, score again the inputs whose rows have an error (e.g. after fixing files)",
+    )
     p.set_defaults(run=run)
 
 
@@ -40,7 +74,12 @@ def read_jobs(args: argparse.Namespace) -> list[dict]:
         if not manifest.is_file():
             raise CommandError(f"manifest {args.manifest!r} does not exist")
         jobs = []
-        for n, line in enumerate(manifest.read_text().splitlines(), 1):
+        try:
+            text = manifest.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CommandError(f"manifest {args.manifest!r} is not UTF-8 text ({err})") from err
+        # split on "\n" only: prompts may hold U+2028 / U+0085 unescaped, which splitlines would cut
+        for n, line in enumerate(text.split("\n"), 1):
             if not line.strip():
                 continue
             try:
@@ -69,14 +108,36 @@ def read_jobs(args: argparse.Namespace) -> list[dict]:
     return [{"index": i, "path": f, "prompt": args.prompt, "file": f} for i, f in enumerate(args.files)]
 
 
-def score_jobs(model, jobs: list[dict], batch_size: int, progress: bool):
-    """Yield finished rows batch by batch; a file that cannot be read gives a row with ``error``."""
-    from ..prompt_cache import PromptCache
+def _describe(err: BaseException) -> str:
+    message = str(err).strip() or type(err).__name__
+    return message if isinstance(err, (ValueError, TypeError)) else f"{type(err).__name__}: {message}"
+
+
+def _score_good(model, waves, prompts, batch_size, cache) -> list[dict | BaseException]:
+    """Scores for readable clips; if the batch fails, each clip alone (so one bad clip is one bad row)."""
     from ..scoring import score_clips
+
+    try:
+        return score_clips(model, waves, prompts, batch_size, prompt_cache=cache)
+    except (RuntimeError, MemoryError, ValueError) as err:
+        if len(waves) == 1:
+            return [err]
+    out: list[dict | BaseException] = []
+    for wave, prompt in zip(waves, prompts):
+        try:
+            out.extend(score_clips(model, [wave], [prompt], 1, prompt_cache=cache))
+        except (RuntimeError, MemoryError, ValueError) as err:
+            out.append(err)
+    return out
+
+
+def score_jobs(model, jobs: list[dict], batch_size: int, progress: bool, desc: str = "scoring"):
+    """Yield finished rows batch by batch; an input that cannot be read or scored gets ``error``."""
+    from ..prompt_cache import PromptCache
     from ..validation import check_prompts
 
     cache = PromptCache(model.text_encoder)
-    bar = tqdm(total=len(jobs), disable=not progress, desc="scoring", unit="clip", file=sys.stderr)
+    bar = tqdm(total=len(jobs), disable=not progress, desc=desc, unit="clip", file=sys.stderr)
     for start in range(0, len(jobs), batch_size):
         batch = jobs[start : start + batch_size]
         rows, good, waves = [], [], []
@@ -86,54 +147,159 @@ def score_jobs(model, jobs: list[dict], batch_size: int, progress: bool):
                 check_prompts([job["prompt"]], name=f"prompt of {job['path']!r}")
                 waves.append(items_to_clips([job["file"]], None, model.sample_rate, name="audio").waves[0])
                 good.append(row)
-            except (ValueError, TypeError) as err:
-                row["error"] = str(err)
+            except READ_ERRORS as err:
+                row["error"] = _describe(err)
             rows.append(row)
         if good:
-            scores = score_clips(model, waves, [r["prompt"] for r in good], batch_size, prompt_cache=cache)
-            for row, s in zip(good, scores):
-                row.update(s)
+            results = _score_good(model, waves, [r["prompt"] for r in good], batch_size, cache)
+            for row, res in zip(good, results):
+                if isinstance(res, BaseException):
+                    row["error"] = f"scoring failed: {_describe(res)}"
+                elif not all(math.isfinite(v) for v in res.values()):
+                    row["error"] = f"scoring gave a non-finite score {res}"
+                else:
+                    row.update(res)
         bar.update(len(batch))
         yield rows
     bar.close()
 
 
-def run(args: argparse.Namespace) -> int:
-    from ..model import DeRAMOS
+def collect_rows(paths: list[Path], jobs: list[dict]) -> dict[int, dict]:
+    """Rows already on disk, by input index; a row that is not for this job's inputs is an error.
 
-    if args.batch_size < 1:
-        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
-    jobs = read_jobs(args)
-    out = Path(args.out) if args.out else None
-    as_csv = out is not None and out.suffix.lower() == ".csv"
-    stream = out.with_name(out.name + ".partial.jsonl") if as_csv else out
-    done = {r["index"]: r for r in read_rows(stream)} if stream else {}
-    todo = [j for j in jobs if j["index"] not in done]
-    if todo:
-        model = DeRAMOS.from_pretrained(args.model, device=args.device)
-        for rows in score_jobs(model, todo, args.batch_size, progress=True):
-            if stream:
-                append_rows(stream, rows)
-                done.update((r["index"], r) for r in rows)
-            else:
-                for r in rows:
-                    print(json.dumps(r, ensure_ascii=False), flush=True)
-                done.update((r["index"], r) for r in rows)
+    Several rows for one input (a retried error, or parts merged twice) keep the one without an
+    error, else the first.
+    """
+    by_index: dict[int, dict] = {}
+    for path in paths:
+        for row in read_rows(path, repair=False):
+            index = row.get("index")
+            job = jobs[index] if isinstance(index, int) and 0 <= index < len(jobs) else None
+            if job is None or row.get("path") != job["path"] or row.get("prompt") != job["prompt"]:
+                raise CommandError(
+                    f"{path} holds a row for another input ({json.dumps(row, ensure_ascii=False)[:120]}); "
+                    "it was written by a run over a different manifest or file list: remove it or choose "
+                    "another --out"
+                )
+            previous = by_index.get(index)
+            if previous is None or ("error" in previous and "error" not in row):
+                by_index[index] = row
+    return by_index
+
+
+def read_finished_csv(out: Path, jobs: list[dict]) -> dict[int, dict]:
+    """Rows of a CSV written by an earlier, finished run over the same inputs ({} if it is not)."""
+    with open(out, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    same = len(rows) == len(jobs) and all(
+        r.get("path") == j["path"] and r.get("prompt") == j["prompt"] for r, j in zip(rows, jobs)
+    )
+    if not same:
+        return {}
+    done = {}
+    for r, j in zip(rows, jobs):
+        row = {"index": j["index"], "path": j["path"], "prompt": j["prompt"]}
+        if r.get("error"):
+            row["error"] = r["error"]
+        else:
+            row.update(mi=float(r["mi"]), ta=float(r["ta"]))
+        done[j["index"]] = row
+    return done
+
+
+def _in_order(path: Path, count: int) -> bool:
+    """Whether ``path`` holds exactly one row per input, in input order."""
+    return [r.get("index") for r in read_rows(path, repair=False)] == list(range(count))
+
+
+def _finish(out: Path, stream: Path, as_csv: bool, jobs: list[dict], known: dict[int, dict]) -> list[dict]:
+    """Rank 0, after every rank is done: one row per input, in input order, in ``out``.
+
+    ``known``: rows of a finished CSV from an earlier run (rows on disk take precedence).
+    """
+    parts = find_parts(stream)
+    done = {**known, **collect_rows([stream, *parts], jobs)}
+    missing = [j["path"] for j in jobs if j["index"] not in done]
+    if missing:
+        raise CommandError(f"{len(missing)} inputs have no row after scoring (first: {missing[0]!r})")
     ordered = [done[j["index"]] for j in jobs]
     if as_csv:
         buf = io.StringIO()
-        writer = csv.DictWriter(
-            buf, fieldnames=["path", "prompt", "mi", "ta", "error"], extrasaction="ignore"
-        )
+        writer = csv.DictWriter(buf, fieldnames=CSV_FIELDS, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(ordered)
         atomic_write_bytes(out, buf.getvalue().encode())
-        stream.unlink()
-    failed = [r for r in ordered if "error" in r]
+        for p in [stream, *parts]:
+            p.unlink(missing_ok=True)
+    elif parts or not _in_order(stream, len(jobs)):
+        write_rows(stream, ordered)
+        for p in parts:
+            p.unlink(missing_ok=True)
+    return ordered
+
+
+def _score_to_stdout(args: argparse.Namespace, jobs: list[dict]) -> int:
+    from ..model import DeRAMOS
+
+    model = DeRAMOS.from_pretrained(args.model, device=args.device)
+    failed = 0
+    for rows in score_jobs(model, jobs, args.batch_size, progress=True):
+        for r in rows:
+            print(json.dumps(r, ensure_ascii=False), flush=True)
+            failed += "error" in r
+    return _report(failed, len(jobs))
+
+
+def _report(failed: int, total: int) -> int:
     if failed:
-        print(
-            f"deramos score: {len(failed)} of {len(ordered)} inputs failed (see the 'error' field)",
-            file=sys.stderr,
-        )
+        print(f"deramos score: {failed} of {total} inputs failed (see the 'error' field)", file=sys.stderr)
         return 1
     return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    shard = init_distributed()
+    try:
+        return _run(args, shard)
+    finally:
+        shutdown(shard)
+
+
+def _run(args: argparse.Namespace, shard: Shard) -> int:
+    from ..model import DeRAMOS
+
+    jobs = read_jobs(args)
+    if not args.out:
+        if shard.distributed:
+            raise CommandError("--out is required with several processes (rank 0 merges their rows into it)")
+        return _score_to_stdout(args, jobs)
+    out = Path(args.out)
+    as_csv = out.suffix.lower() == ".csv"
+    stream = out.with_name(out.name + ".partial.jsonl") if as_csv else out
+    # Rank 0 cuts torn last lines left by a killed run; then every rank reads the same rows
+    # (and nobody appends until all have read them, so every rank computes the same to-do list).
+    if shard.is_main:
+        for path in [stream, *find_parts(stream)]:
+            read_rows(path)
+    barrier(shard)
+    sources = [stream, *find_parts(stream)]
+    done = collect_rows(sources, jobs)
+    finished_csv = {}
+    if as_csv and out.exists() and not any(p.exists() for p in sources):
+        done = finished_csv = read_finished_csv(out, jobs)
+    barrier(shard)
+    todo = [j for j in jobs if j["index"] not in done or (args.retry_errors and "error" in done[j["index"]])]
+    mine = take(todo, shard)
+    target = part_path(stream, shard) if shard.distributed else stream
+    if mine:
+        model = DeRAMOS.from_pretrained(args.model, device=device_for(args.device, shard))
+        desc = f"scoring (rank {shard.rank} of {shard.world_size})" if shard.distributed else "scoring"
+        for rows in score_jobs(model, mine, args.batch_size, progress=shard.is_main, desc=desc):
+            append_rows(target, rows)
+    barrier(shard)
+    if not shard.is_main:
+        return 0  # rank 0 reports the merged result and sets the exit code
+    ordered = _finish(out, stream, as_csv, jobs, finished_csv)
+    return _report(sum("error" in r for r in ordered), len(ordered))
