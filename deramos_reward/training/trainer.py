@@ -1,0 +1,407 @@
+"""Train the DeRA-MOS heads on cached encoder features, with accelerate.
+
+```python
+from deramos_reward.training import TrainConfig, train
+result = train(TrainConfig(model="tiny", max_epochs=30), "corpus/", "runs/tiny")
+result.best["best_combined"]["path"]     # a DeRAMOS.save_pretrained folder
+```
+
+What a run writes under ``run_dir``:
+
+- ``train_config.json``: the config (a resumed run must match it, except runtime fields);
+- ``log.jsonl``: one row per finished epoch (train loss and parts, validation loss and metrics,
+  checkpoints saved, ``resumed_at`` = the first epoch of the process that wrote the row);
+- ``best_loss/``, ``best_mi_sys_srcc/``, ``best_combined/``: the three checkpoints of the
+  reference recipe (lowest validation loss; highest validation system-level MI SRCC; highest
+  (utterance MI SRCC + system TA SRCC) / 2), each loadable with ``DeRAMOS.from_pretrained``;
+- ``last/``: heads + optimizer + trackers after the latest finished epoch (see ``state``);
+- ``summary.json``: best epochs and their validation metrics; ``features/``: the feature cache.
+
+Resuming: run the same command again. Finished epochs are kept; the run continues from the
+epoch after ``last/``. Randomness (shuffling, dropout) is re-derived at the start of every
+epoch from ``(seed, epoch[, rank])``, so a resumed run computes exactly what an uninterrupted
+run would. A finished run returns its result without training again.
+
+Distributed: run unchanged under ``accelerate launch``. Only the heads are wrapped in DDP; the
+main process extracts features first and the others read them from the cache. ``batch_size`` is
+the global batch; each process takes its contiguous shard of every global batch. Validation
+runs on every process over the whole validation set; decisions use the main process's numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .._optional import require
+from ..checkpoint import atomic_write_bytes
+from ..data import Example, load_dataset_split
+from ..heads import DeRAMOSHeads
+from ..jsonl import append_rows, read_rows
+from ..losses import deramos_loss
+from ..metrics import evaluate_both
+from ..model import DeRAMOS
+from .config import TrainConfig
+from .distributed import gather, gather_with_grad
+from .features import FeatureSet, cached_feature_set, encoder_fingerprint, heads_forward
+from .state import optimizer_state_dict, read_state, write_state
+
+CONFIG_FILE = "train_config.json"
+LOG_FILE = "log.jsonl"
+SUMMARY_FILE = "summary.json"
+# checkpoint folder -> (validation quantity, True if higher is better)
+CHECKPOINTS = {
+    "best_loss": ("val_loss", False),
+    "best_mi_sys_srcc": ("mi_sys_srcc", True),
+    "best_combined": ("combined", True),
+}
+BACKBONE_SEED = 0
+EARLY_STOPPING_KEY = {"loss": "val_loss", "mi_sys_srcc": "mi_sys_srcc", "combined": "combined"}
+
+
+@dataclass
+class TrainResult:
+    """What a run produced.
+
+    best: checkpoint name -> {"epoch", "value", "path", "metrics"}; history: the log rows;
+    model: the model after the last epoch (in eval mode, heads on the training device).
+    """
+
+    run_dir: Path
+    epochs: int
+    stopped_early: bool
+    best: dict[str, dict[str, Any]]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    model: DeRAMOS | None = None
+
+
+def derive_seed(*parts: int) -> int:
+    """A 63-bit seed from integers (stable across runs, platforms and processes)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
+
+
+def _improved(value: float, best: float | None, higher: bool) -> bool:
+    if value is None or math.isnan(value):
+        return False
+    if best is None:
+        return True
+    return value > best if higher else value < best
+
+
+@torch.no_grad()
+def predict_features(
+    heads: torch.nn.Module, data: FeatureSet, batch_size: int, device: torch.device | str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Heads in eval mode over every clip of ``data`` -> (mi [C], ta [C]) float32 on the CPU."""
+    was_training = heads.training
+    heads.eval()
+    mi, ta = [], []
+    try:
+        for start in range(0, len(data), batch_size):
+            out = heads_forward(heads, data.batch(range(start, min(start + batch_size, len(data))), device))
+            mi.append(out.mi.float().cpu())
+            ta.append(out.ta.float().cpu())
+    finally:
+        heads.train(was_training)
+    return torch.cat(mi), torch.cat(ta)
+
+
+@torch.no_grad()
+def validation_loss(
+    heads: torch.nn.Module, data: FeatureSet, config: TrainConfig, device
+) -> dict[str, float]:
+    """Mean (by clips) of the training loss and its parts over ``data`` in fixed batches of ``batch_size``."""
+    was_training = heads.training
+    heads.eval()
+    sums: dict[str, float] = {}
+    try:
+        for start in range(0, len(data), config.batch_size):
+            idx = list(range(start, min(start + config.batch_size, len(data))))
+            out = heads_forward(heads, data.batch(idx, device))
+            _, parts = deramos_loss(out, data.mi[idx].to(device), data.ta[idx].to(device), config.loss)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
+    finally:
+        heads.train(was_training)
+    return {k: v / len(data) for k, v in sums.items()}
+
+
+def validation_metrics(
+    heads: torch.nn.Module, data: FeatureSet, config: TrainConfig, device
+) -> dict[str, Any]:
+    """Validation loss (+ parts), the four metrics per axis and level, and the two selection scores."""
+    mi, ta = predict_features(heads, data, config.eval_batch_size, device)
+    metrics = evaluate_both(mi, data.mi, ta, data.ta, data.systems)
+    loss = validation_loss(heads, data, config, device)
+    return {
+        "val_loss": loss["total"],
+        "val_parts": {k: v for k, v in loss.items() if k != "total"},
+        "metrics": metrics,
+        "mi_sys_srcc": metrics["MI"]["system"]["SRCC"],
+        "combined": (metrics["MI"]["utterance"]["SRCC"] + metrics["TA"]["system"]["SRCC"]) / 2,
+    }
+
+
+def _load_split(data: str | os.PathLike, split: str, what: str) -> list[Example]:
+    examples = load_dataset_split(data, split)
+    unlabeled = [ex.wav_id for ex in examples if not ex.labeled]
+    if unlabeled:
+        raise ValueError(
+            f"{what} split {split!r} of {os.fspath(data)!r} has clips without MI/TA labels "
+            f"(first: {unlabeled[0]!r}); training needs every clip rated"
+        )
+    return examples
+
+
+def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    path = run_dir / CONFIG_FILE
+    if not path.is_file():
+        return
+    saved = TrainConfig.load(path)
+    if saved.result_fields() != config.result_fields():
+        old, new = saved.result_fields(), config.result_fields()
+        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        raise ValueError(
+            f"{run_dir} holds a run with a different configuration (differs in {diff}); "
+            "resume it with the same settings or choose another --out folder"
+        )
+
+
+def _make_accelerator(config: TrainConfig):
+    accelerate = require("accelerate")
+    from accelerate.utils import DistributedDataParallelKwargs
+
+    # Without SAMA the alignment pooling gets no gradient; DDP must be told to expect that.
+    kwargs = DistributedDataParallelKwargs(find_unused_parameters=not config.loss.use_sama)
+    return accelerate.Accelerator(
+        cpu=config.device == "cpu", mixed_precision=config.mixed_precision, kwargs_handlers=[kwargs]
+    )
+
+
+def _build_model(config: TrainConfig, resume_dir: Path | None) -> DeRAMOS:
+    """The model to train: resumed, loaded from ``init_from``, or new.
+
+    A new model's backbones built from a config (the tiny random ones) come from a fixed seed
+    (``BACKBONE_SEED``), so runs that differ only in ``seed`` share one backbone and one feature
+    cache; ``seed`` initialises the heads.
+    """
+    if resume_dir is not None:
+        model = DeRAMOS.from_pretrained(resume_dir / "model")
+    elif config.init_from is not None:
+        model = DeRAMOS.from_pretrained(config.init_from)
+    else:
+        cfg = config.model_config()
+        torch.manual_seed(BACKBONE_SEED)
+        model = DeRAMOS(cfg)
+        torch.manual_seed(config.seed)
+        model.heads = DeRAMOSHeads(model.audio_encoder.dim, model.text_encoder.dim, cfg)
+    return model.train()
+
+
+def _batches(n: int, batch_size: int, world: int, seed: int, epoch: int) -> list[list[int]]:
+    """This epoch's global batches of clip indices (a fresh shuffle; full batches only)."""
+    size = min(batch_size, n)
+    if size % world:
+        raise ValueError(
+            f"batch_size {size} (global batch) must be divisible by the number of processes ({world})"
+        )
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(derive_seed(seed, epoch))).tolist()
+    return [order[s : s + size] for s in range(0, n - size + 1, size)]
+
+
+def train(
+    config: TrainConfig,
+    data: str | os.PathLike,
+    run_dir: str | os.PathLike,
+    val_data: str | os.PathLike | None = None,
+) -> TrainResult:
+    """Train (or resume) a run; see the module doc for what ``run_dir`` holds.
+
+    Args:
+        config: the recipe.
+        data: a MusicEval-layout folder or a JSONL manifest; ``config.train_split`` is read from it.
+        run_dir: where checkpoints, logs and the resumable state go.
+        val_data: where ``config.val_split`` is read from (default: ``data``).
+    """
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    config.validate()
+    run_dir = Path(run_dir)
+    accelerator = _make_accelerator(config)
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    show = config.progress and main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        _check_run_dir(run_dir, config)
+        atomic_write_bytes(run_dir / CONFIG_FILE, config.to_json().encode())
+    accelerator.wait_for_everyone()
+
+    train_examples = _load_split(data, config.train_split, "training")
+    val_examples = _load_split(val_data if val_data is not None else data, config.val_split, "validation")
+    if [e.wav_id for e in train_examples] == [e.wav_id for e in val_examples]:
+        raise ValueError(
+            f"the training and validation splits of {os.fspath(data)!r} are the same clips (a manifest "
+            "without 'split' keys gives every split all lines); add 'split' keys or pass separate validation data"
+        )
+
+    resumed = read_state(run_dir)
+    state: dict[str, Any] = resumed[1] if resumed else {}
+    if state.get("done"):
+        return _result(run_dir, state, DeRAMOS.from_pretrained(resumed[0] / "model"))
+
+    model = _build_model(config, resumed[0] if resumed else None)
+    device = accelerator.device
+    cache = config.feature_cache or os.fspath(run_dir / "features")
+    extract = dict(
+        device=device,
+        batch_size=config.extract_batch_size,
+        max_seconds=config.max_seconds,
+        num_workers=config.num_workers,
+        feature_dtype=config.feature_dtype,
+        progress=show,
+    )
+    with accelerator.main_process_first():  # the main process fills the cache, the others read it
+        key = encoder_fingerprint(model)
+        train_set = cached_feature_set(model, train_examples, cache, config.train_split, key, **extract)
+        val_set = cached_feature_set(model, val_examples, cache, config.val_split, key, **extract)
+    model.audio_encoder.to("cpu")
+    model.text_encoder.to("cpu")
+    model.heads.to(device)
+
+    optimizer = torch.optim.AdamW(model.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+    if resumed:
+        optimizer.load_state_dict(optimizer_state_dict(resumed[0] / "optimizer.safetensors"))
+    heads, optimizer = accelerator.prepare(model.heads, optimizer)
+    plain_heads = accelerator.unwrap_model(heads)
+
+    start = int(state.get("epoch", 0)) + 1
+    best: dict[str, dict[str, Any]] = state.get("best", {})
+    stop_key = EARLY_STOPPING_KEY[config.early_stopping]
+    stop_best, since = state.get("stop_best"), int(state.get("since_improvement", 0))
+    if main:  # drop log rows of epochs that finished after the saved state (killed in between)
+        rows = [r for r in read_rows(run_dir / LOG_FILE) if r.get("epoch", 0) < start]
+        atomic_write_bytes(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in rows).encode())
+
+    stopped = False
+    bar = tqdm(
+        range(start, config.max_epochs + 1), disable=not show, desc="epochs", unit="epoch", file=sys.stderr
+    )
+    for epoch in bar:
+        torch.manual_seed(derive_seed(config.seed, epoch, rank))  # dropout stream of this epoch and rank
+        heads.train()
+        sums: dict[str, float] = {}
+        batches = _batches(len(train_set), config.batch_size, world, config.seed, epoch)
+        for global_idx in batches:
+            shard = len(global_idx) // world
+            idx = global_idx[rank * shard : (rank + 1) * shard]
+            batch = train_set.batch(idx, device)
+            mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
+            with accelerator.autocast():
+                out = heads_forward(heads, batch)
+                balr = None
+                if config.gather_balr and config.loss.use_balr and world > 1:
+                    balr = (gather_with_grad(out.mi.float()), gather(mi_t))
+                loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
+            accelerator.backward(loss)
+            if config.max_grad_norm is not None:
+                accelerator.clip_grad_norm_(heads.parameters(), config.max_grad_norm)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + float(v)
+        keys = sorted(sums)
+        local = torch.tensor(
+            [sums[k] / max(1, len(batches)) for k in keys], dtype=torch.float64, device=device
+        )
+        averaged = accelerator.reduce(local, reduction="mean").tolist() if world > 1 else local.tolist()
+        train_parts = dict(zip(keys, averaged))
+
+        val = validation_metrics(plain_heads, val_set, config, device)
+        if world > 1:  # every process acts on the main process's numbers
+            from accelerate.utils import broadcast_object_list
+
+            val = broadcast_object_list([val])[0]
+        row = {
+            "epoch": epoch,
+            "train_loss": train_parts.pop("total", float("nan")),
+            "train_parts": train_parts,
+            **val,
+            "steps": len(batches),
+            "resumed_at": start,  # first epoch of the process that wrote this row
+        }
+        saved = []
+        for name, (quantity, higher) in CHECKPOINTS.items():
+            if _improved(row[quantity], best.get(name, {}).get("value"), higher):
+                best[name] = {"epoch": epoch, "value": row[quantity], "metrics": val["metrics"]}
+                saved.append(name)
+                if main:
+                    model.save_pretrained(run_dir / name)
+        if _improved(row[stop_key], stop_best, stop_key != "val_loss"):
+            stop_best, since = row[stop_key], 0
+        else:
+            since += 1
+        stopped = config.patience > 0 and since >= config.patience
+        done = stopped or epoch == config.max_epochs
+        row["saved"] = saved
+        state = {
+            "epoch": epoch,
+            "best": best,
+            "stop_best": stop_best,
+            "since_improvement": since,
+            "stopped_early": stopped,
+            "done": done,
+            "seed": config.seed,
+        }
+        if main:
+            append_rows(run_dir / LOG_FILE, [row])
+            write_state(run_dir, model, optimizer, state)
+            _write_summary(run_dir, state)
+            bar.set_postfix(
+                loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", mi_sys=_fmt(row["mi_sys_srcc"])
+            )
+        accelerator.wait_for_everyone()
+        if done:
+            break
+    bar.close()
+    if not state.get("done"):  # max_epochs was already reached before this call: mark it finished
+        state = {**state, "done": True}
+        if main:
+            write_state(run_dir, model, optimizer, state)
+            _write_summary(run_dir, state)
+    accelerator.wait_for_everyone()
+    return _result(run_dir, state, model.eval())
+
+
+def _fmt(value: float) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.3f}"
+
+
+def _write_summary(run_dir: Path, state: dict[str, Any]) -> None:
+    summary = {
+        "epochs": state["epoch"],
+        "stopped_early": state["stopped_early"],
+        "done": state["done"],
+        "best": {name: {**b, "path": str(run_dir / name)} for name, b in state["best"].items()},
+    }
+    atomic_write_bytes(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1).encode())
+
+
+def _result(run_dir: Path, state: dict[str, Any], model: DeRAMOS) -> TrainResult:
+    best = {name: {**b, "path": str(run_dir / name)} for name, b in state.get("best", {}).items()}
+    return TrainResult(
+        run_dir=run_dir,
+        epochs=int(state.get("epoch", 0)),
+        stopped_early=bool(state.get("stopped_early", False)),
+        best=best,
+        history=read_rows(run_dir / LOG_FILE),
+        model=model,
+    )
