@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--chunk-size", type=int, default=4, help="clips per judge forward")
     p.add_argument("--checkpoints", type=lambda s: tuple(float(x) for x in s.split(",")), default=(0.25, 0.5))
     p.add_argument("--keep", type=float, default=0.5)
-    p.add_argument("--no-progressive", action="store_true")
+    p.add_argument("--progressive-ns", type=int, nargs="*", default=[8], help="N values for progressive")
     p.add_argument("--bf16-judge", action="store_true", help="score under bf16 autocast")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
@@ -137,9 +137,12 @@ def main(argv: list[str] | None = None) -> int:
         allocator = "glibc, freed memory kept for reuse (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)"
     head = header("Best-of-N reranking cost", allocator)
     model, processor, reward, gen, score = build(args)
-    modes = ["plain"] + ([] if args.no_progressive else ["progressive"])
-    configs = [(m, n) for n in args.ns for m in modes if not (m == "progressive" and n == 1)]
-    for mode, n in configs:  # warm-up: kernels are built per shape
+    configs = [("plain", n) for n in args.ns] + [("progressive", n) for n in args.progressive_ns]
+    # warm-up: kernels are built per shape; one call per distinct generation batch shape suffices
+    warm = {("plain", min(n, args.max_batch)) for n in args.ns} | {
+        ("progressive", n) for n in args.progressive_ns
+    }
+    for mode, n in sorted(warm):
         run_once(args, model, processor, reward, mode, n, seed=0)
     records: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
     for rep in range(args.repeats):
