@@ -235,8 +235,10 @@ def _pairs_cli(tmp_path, checkpoint, out, *extra):
 
 
 def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsys, monkeypatch):
+    # --max-batch 3 / --n 3: one prompt per generate call, each with its own seed derived from --seed
+    args = ("--max-pairs-per-prompt", "0", "--max-batch", "3")
     out = tmp_path / "pairs"
-    assert _pairs_cli(tmp_path, tiny_checkpoint, out, "--max-pairs-per-prompt", "0") == 0
+    assert _pairs_cli(tmp_path, tiny_checkpoint, out, *args) == 0
     ds = pf.load_pairs(out)
     assert sorted(set(ds["prompt_index"])) == [0, 1, 2] and len(ds) > 3  # all pairs of 3 candidates
     assert all(r["chosen_score"] > r["rejected_score"] for r in ds)
@@ -244,30 +246,27 @@ def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsy
     settings = json.loads((out / pf.PAIRS_SETTINGS).read_text())
     assert settings["n"] == 3 and settings["prompts"] == PROMPTS
     assert not (tmp_path / "pairs.partial.jsonl").exists()
-    assert _pairs_cli(tmp_path, tiny_checkpoint, out, "--max-pairs-per-prompt", "0") == 0
+    assert _pairs_cli(tmp_path, tiny_checkpoint, out, *args) == 0
     assert "already complete" in capsys.readouterr().err
 
-    # interrupted after the first group (--max-batch 3 / --n 3 = one prompt per group), then resumed
+    # interrupted during the second prompt, then resumed: the same dataset, prompt 0 not redone
     calls = []
     real = ac.best_of_n
 
-    def interrupted(*args, **kwargs):
-        calls.append(args[1])
+    def interrupted(*a, **k):
+        calls.append(a[1])
         if len(calls) == 2:
             raise KeyboardInterrupt
-        return real(*args, **kwargs)
+        return real(*a, **k)
 
     monkeypatch.setattr(ac, "best_of_n", interrupted)
     again = tmp_path / "again"
-    args = ("--max-pairs-per-prompt", "0", "--max-batch", "3")
     assert _pairs_cli(tmp_path, tiny_checkpoint, again, *args) == 130
     assert not again.exists() and (tmp_path / "again.partial.jsonl").is_file()
     monkeypatch.setattr(ac, "best_of_n", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
     assert _pairs_cli(tmp_path, tiny_checkpoint, again, *args) == 0
-    assert calls == [[PROMPTS[0]], [PROMPTS[1]], [PROMPTS[1]], [PROMPTS[2]]]  # prompt 0 was not redone
-    uninterrupted = tmp_path / "uninterrupted"
-    assert _pairs_cli(tmp_path, tiny_checkpoint, uninterrupted, *args) == 0
-    assert pf.load_pairs(again).to_dict() == pf.load_pairs(uninterrupted).to_dict()
+    assert calls == [[PROMPTS[0]], [PROMPTS[1]], [PROMPTS[1]], [PROMPTS[2]]]
+    assert pf.load_pairs(again).to_dict() == ds.to_dict()
 
 
 def test_pairs_cli_reports_bad_arguments(tmp_path, tiny_checkpoint, capsys):
