@@ -184,3 +184,13 @@ def test_leftover_parts_of_a_killed_multiprocess_run_are_resumed_and_merged(
     rows = read_rows(out)
     assert rows == [sentinel if i == 3 else r for i, r in enumerate(ref)]
     assert find_parts(out) == [] and Path(str(out) + ".partial.jsonl").exists() is False
+
+
+def test_several_processes_need_an_output_file(tiny_checkpoint, corpus, monkeypatch, capsys):
+    """Checked before joining the process group, so a misuse fails fast instead of waiting."""
+    _, manifest, _ = corpus
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    assert main(["score", "--model", str(tiny_checkpoint), "--manifest", str(manifest)]) == 2
+    assert "--out is required with several processes" in capsys.readouterr().err
+    assert not dist.is_initialized()

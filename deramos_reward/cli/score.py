@@ -35,6 +35,7 @@ from ..sharding import (
     find_parts,
     init_distributed,
     part_path,
+    shard_from_env,
     shutdown,
     take,
 )
@@ -260,6 +261,8 @@ def _report(failed: int, total: int) -> int:
 def run(args: argparse.Namespace) -> int:
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if shard_from_env().distributed and not args.out:
+        raise CommandError("--out is required with several processes (rank 0 merges their rows into it)")
     shard = init_distributed()
     try:
         return _run(args, shard)
@@ -272,8 +275,6 @@ def _run(args: argparse.Namespace, shard: Shard) -> int:
 
     jobs = read_jobs(args)
     if not args.out:
-        if shard.distributed:
-            raise CommandError("--out is required with several processes (rank 0 merges their rows into it)")
         return _score_to_stdout(args, jobs)
     out = Path(args.out)
     as_csv = out.suffix.lower() == ".csv"
