@@ -277,3 +277,10 @@ def test_pairs_cli_reports_bad_arguments(tmp_path, tiny_checkpoint, capsys):
     assert "already exists" in capsys.readouterr().err
     assert _pairs_cli(tmp_path, tiny_checkpoint, tmp_path / "b", "--margin", "1000") == 2
     assert "no pair has a score difference above --margin" in capsys.readouterr().err
+    assert (tmp_path / "b.partial.jsonl").is_file()  # the scored candidates are kept...
+    assert _pairs_cli(tmp_path, tiny_checkpoint, tmp_path / "b", "--margin", "0") == 0  # ...and re-paired
+    assert "wrote 3 pairs" in capsys.readouterr().err
+    assert not (tmp_path / "b.partial.jsonl").exists()
+    (tmp_path / "d.partial.jsonl").write_text('{"settings": {"n": 99}}\n')
+    assert _pairs_cli(tmp_path, tiny_checkpoint, tmp_path / "d") == 2
+    assert "other arguments" in capsys.readouterr().err

@@ -182,11 +182,13 @@ def run(args: argparse.Namespace) -> int:
             return 0
         raise CommandError(f"{out} already exists; use another --out or remove it")
     partial = out.with_name(out.name + ".partial.jsonl")
+    # pairing options do not change the candidates: a rerun with another --margin reuses them
+    generation = {k: v for k, v in settings.items() if k not in ("margin", "max_pairs_per_prompt")}
     rows = read_rows(partial)
-    if rows and rows[0].get("settings") != settings:
+    if rows and rows[0].get("settings") != generation:
         raise CommandError(f"{partial} holds a run with other arguments; remove it or use another --out")
     if not rows:
-        append_rows(partial, [{"settings": settings}])
+        append_rows(partial, [{"settings": generation}])
     done = {r["prompt_index"]: r for r in rows[1:]}
     todo = [i for i in range(len(prompts)) if i not in done]
     if todo:
