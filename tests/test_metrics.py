@@ -18,7 +18,7 @@ def rated():
     """8 systems x 10 clips; labels on the 0.2 grid (ties), predictions = labels + noise."""
     rng = np.random.default_rng(3)
     systems = np.repeat([f"S{i:03d}" for i in rng.permutation(8) + 1], 10)
-    quality = {s: rng.uniform(1.5, 4.5) for s in set(systems)}
+    quality = {s: rng.uniform(1.5, 4.5) for s in sorted(set(systems))}  # sorted: set order varies per process
     true = np.clip(np.round([quality[s] + rng.normal(0, 0.5) for s in systems], 0) / 1.0, 1, 5)
     true = np.round(true * 5) / 5
     pred = true + rng.normal(0, 0.6, true.size)
