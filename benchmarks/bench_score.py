@@ -222,6 +222,36 @@ def report(args: argparse.Namespace, out: dict) -> str:
     return "\n".join(lines)
 
 
+def front_end(args: argparse.Namespace) -> str:
+    """Time MuQEncoder.features against the plain torchaudio MelSpectrogram + AmplitudeToDB path."""
+    import torchaudio
+
+    encoder = build_model("tiny").audio_encoder
+    mel, to_db = encoder.mel, encoder.to_db
+
+    def plain(w: torch.Tensor) -> torch.Tensor:
+        return (to_db(mel(w))[..., :-1] - encoder.mel_mean) / encoder.mel_std
+
+    assert isinstance(mel, torchaudio.transforms.MelSpectrogram)
+    waves = torch.stack(make_inputs(args.clips, max(args.seconds), 1)[0])
+    times: dict[str, list[float]] = {"torchaudio (complex abs + pow)": [], "MuQEncoder.features": []}
+    with torch.inference_mode():
+        diff = float((plain(waves) - encoder.features(waves)).abs().max())
+        for _ in range(args.repeats):
+            for name, fn in zip(times, (plain, encoder.features)):
+                times[name].append(timed(functools.partial(fn, waves))[0])
+    rows = [[name, f"{median(t):.3f}"] for name, t in times.items()]
+    return "\n".join(
+        [
+            args.header,
+            f"- {args.clips} clips x {max(args.seconds):g} s in one batch, median of {args.repeats} repeats;"
+            f" max abs difference {diff:.1e}",
+            "",
+            markdown_table(["mel front-end", "wall s"], rows),
+        ]
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=("tiny", "paper"), default="tiny")
@@ -239,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
         default="default",
         help="'keep': glibc keeps freed memory for reuse (= MALLOC_MMAP_MAX_=0 MALLOC_TRIM_THRESHOLD_=2147483647)",
     )
+    p.add_argument("--front-end", action="store_true", help="only time the mel front-end, old vs new")
     p.add_argument("--json", type=Path, help="also write the raw results here")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -248,6 +279,9 @@ def main(argv: list[str] | None = None) -> int:
             raise SystemExit("--malloc keep needs glibc")
         allocator = "glibc, freed memory kept for reuse (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2**31-1)"
     args.header = header("Scoring throughput", allocator)  # machine, command and load at the start
+    if args.front_end:
+        print(front_end(args))
+        return 0
     out = run(args)
     print(report(args, out))
     if args.json:
