@@ -14,20 +14,20 @@ from . import CommandError
 
 # flag -> TrainConfig field, for the overrides that take a value
 _OVERRIDES = {
-    "lr": float,
-    "batch_size": int,
-    "max_epochs": int,
-    "patience": int,
-    "seed": int,
-    "device": str,
-    "num_workers": int,
-    "feature_cache": str,
-    "max_seconds": float,
-    "mixed_precision": str,
-    "early_stopping": str,
-    "train_split": str,
-    "val_split": str,
-    "init_from": str,
+    "lr": (float, "AdamW learning rate (default 5e-5)"),
+    "batch_size": (int, "global batch = the list BALR ranks (default 32)"),
+    "max_epochs": (int, "default 100"),
+    "patience": (int, "epochs without improvement before stopping; 0 = never (default 15)"),
+    "early_stopping": (str, "what patience watches: loss, mi_sys_srcc or combined (default loss)"),
+    "seed": (int, "heads init, shuffling, dropout (default 1984)"),
+    "device": (str, "auto, cpu or cuda (default auto)"),
+    "mixed_precision": (str, "no, bf16 or fp16 (default no)"),
+    "num_workers": (int, "audio loader processes for feature extraction"),
+    "feature_cache": (str, "folder for cached encoder features (default OUT/features)"),
+    "max_seconds": (float, "crop clips to their first N seconds (default: window long clips)"),
+    "train_split": (str, "default train"),
+    "val_split": (str, "default dev"),
+    "init_from": (str, "start from this checkpoint folder's weights and config"),
 }
 
 
@@ -49,8 +49,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--alpha", type=float, help="BALR weight (default 0.2)")
     p.add_argument("--beta", type=float, help="SAMA weight (default 0.3)")
     p.add_argument("--gather-balr", action="store_true", help="BALR over the global batch of all processes")
-    for field, kind in _OVERRIDES.items():
-        p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field)
+    for field, (kind, text) in _OVERRIDES.items():
+        p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field, help=text)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 
