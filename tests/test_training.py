@@ -350,3 +350,13 @@ def test_a_run_folder_refuses_another_recipe(trained, corpus):
     other = TrainConfig.from_dict({**config.to_dict(), "lr": 2e-3})
     with pytest.raises(ValueError, match=r"different configuration.*\['lr'\]"):
         train(other, corpus.root, result.run_dir)
+
+
+def test_checkpoint_selection_rules():
+    from deramos_reward.training.trainer import _improved
+
+    nan = float("nan")
+    assert _improved(nan, None, True)  # the first epoch always writes the checkpoint
+    assert _improved(0.2, nan, True) and not _improved(nan, 0.2, True)
+    assert _improved(0.3, 0.2, True) and not _improved(0.2, 0.2, True)  # ties keep the earlier epoch
+    assert _improved(1.0, 2.0, False) and not _improved(2.0, 1.0, False)

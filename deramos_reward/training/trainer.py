@@ -90,9 +90,13 @@ def derive_seed(*parts: int) -> int:
 
 
 def _improved(value: float, best: float | None, higher: bool) -> bool:
+    """Is ``value`` better than ``best``? The first epoch always counts (so every checkpoint
+    exists), an undefined value (nan: constant predictions) never beats a defined one."""
+    if best is None:
+        return True
     if value is None or math.isnan(value):
         return False
-    if best is None:
+    if math.isnan(best):
         return True
     return value > best if higher else value < best
 
