@@ -209,6 +209,10 @@ def _build(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = MusicgenForConditionalGeneration(config)
+        # A fresh EnCodec has all-zero codebooks (they are normally learned), so every code would
+        # decode to the same audio; random entries make different codes sound different.
+        for layer in model.audio_encoder.quantizer.layers:
+            torch.nn.init.normal_(layer.codebook.embed)
     pad = config.decoder.pad_token_id
     generation = model.generation_config
     # The generation settings published with facebook/musicgen-small (sampling with the default
