@@ -9,7 +9,7 @@ _EXTRA_OF = {
     "muq": "pip install 'deramos-reward[muq]'",
     "peft": "pip install 'deramos-reward[rl]'",
     "trl": "pip install 'deramos-reward[rl]'",
-    "accelerate": "pip install 'deramos-reward[rl]'",
+    "accelerate": "pip install 'deramos-reward[train]' (training) or '[rl]' (DPO)",
     "datasets": "pip install 'deramos-reward[rl]'",
     "matplotlib": "pip install 'deramos-reward[plot]'",
     "audiocraft": "see the AudioCraft install recipe in README.md (audiocraft is never a declared dependency)",
