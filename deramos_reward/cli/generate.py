@@ -66,7 +66,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
         path = Path(args.prompts)
         if not path.is_file():
             raise CommandError(f"--prompts file {args.prompts!r} does not exist")
-        prompts += [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        prompts += [line.strip() for line in path.read_text().split("\n") if line.strip()]
     if not prompts:
         raise CommandError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
     if any(not p.strip() for p in prompts):
