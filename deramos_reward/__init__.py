@@ -19,12 +19,15 @@ _LAZY = {
     "MusicReward": ("deramos_reward.reward", "MusicReward"),
     "best_of_n": ("deramos_reward.rerank", "best_of_n"),
     "BestOfNResult": ("deramos_reward.rerank", "BestOfNResult"),
+    "progressive_best_of_n": ("deramos_reward.progressive", "progressive_best_of_n"),
+    "RewardOutput": ("deramos_reward.reward", "RewardOutput"),
 }
 
 if TYPE_CHECKING:
     from . import losses, metrics
+    from .progressive import progressive_best_of_n
     from .rerank import BestOfNResult, best_of_n
-    from .reward import MusicReward
+    from .reward import MusicReward, RewardOutput
 
 
 def __getattr__(name: str):
@@ -44,10 +47,12 @@ __all__ = [
     "DeRAMOSConfig",
     "DeRAMOSOutput",
     "MusicReward",
+    "RewardOutput",
     "TextEncoderConfig",
     "best_of_n",
     "losses",
     "metrics",
+    "progressive_best_of_n",
     "score",
     "__version__",
 ]
