@@ -20,7 +20,7 @@ import json
 import sys
 
 from . import CommandError
-from .pairs import add_musicgen_arguments, load_musicgen
+from .musicgen import add_musicgen_arguments, load_musicgen
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:

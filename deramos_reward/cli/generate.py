@@ -96,27 +96,17 @@ def check_args(args: argparse.Namespace) -> tuple[float, ...]:
 
 def load_backend(args: argparse.Namespace, checkpoints: tuple[float, ...]):
     """-> rerank(prompts, reward, seed) -> BestOfNResult, for the chosen backend and mode."""
+    from .musicgen import load_musicgen
+
+    model, processor = load_musicgen(args.backend, args.musicgen, args.device)
     if args.backend == "audiocraft":
         from ..integrations import audiocraft as ac
 
-        if args.musicgen == "tiny":
-            musicgen = ac.tiny_musicgen(0, device=args.device)
-        else:
-            from .._optional import require
-
-            musicgen = require("audiocraft.models").MusicGen.get_pretrained(args.musicgen, device=args.device)
         fn = ac.progressive_best_of_n if args.progressive else ac.best_of_n
-        model_args: tuple = (musicgen,)
+        model_args: tuple = (model,)
     else:
         from ..integrations import transformers_musicgen as tm
 
-        if args.musicgen == "tiny":
-            model, processor = tm.tiny_musicgen(0, device=args.device)
-        else:
-            from transformers import AutoProcessor, MusicgenForConditionalGeneration
-
-            model = MusicgenForConditionalGeneration.from_pretrained(args.musicgen).to(args.device).eval()
-            processor = AutoProcessor.from_pretrained(args.musicgen)
         fn = tm.progressive_best_of_n if args.progressive else tm.best_of_n
         model_args = (model, processor)
     extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
