@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .backend_base import MusicGenBackend
-from .logprobs import audiocraft_code_logits, audiocraft_generation_params, check_prompt_list, seeded
+from .logprobs import audiocraft_code_logits, audiocraft_generation_params
 
 AUDIOCRAFT_LORA_TARGETS = (
     r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
@@ -76,19 +76,12 @@ class AudioCraftMusicGen(MusicGenBackend):
         finally:
             musicgen.duration, musicgen.generation_params = saved
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        frames: int,
-        *,
-        seed: int | None = None,
-        prefix: torch.Tensor | None = None,
-        **sampling: Any,
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = check_prompt_list(prompts)
         overrides = audiocraft_generation_params(sampling)
         musicgen = self.model
-        with self._settings(frames, overrides), seeded(seed, self.device), torch.no_grad():
+        with self._settings(frames, overrides):
             attributes, _ = musicgen._prepare_tokens_and_attributes(prompts, None)
             prompt_tokens = None if prefix is None else prefix.to(self.device)
             tokens = musicgen._generate_tokens(attributes, prompt_tokens)
