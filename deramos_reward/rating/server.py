@@ -317,7 +317,9 @@ class RatingHandler(BaseHTTPRequestHandler):
 def start_server(app: RatingApp, host: str = "127.0.0.1", port: int = 7860) -> RatingServer:
     """Bind (``port=0``: a free port) and serve in a background thread; stop with :func:`stop_server`."""
     server = RatingServer((host, port), app)
-    thread = threading.Thread(target=server.serve_forever, name="deramos-rate", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.1}, name="deramos-rate", daemon=True
+    )
     thread.start()
     server.thread = thread  # type: ignore[attr-defined]
     return server
