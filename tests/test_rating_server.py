@@ -390,3 +390,51 @@ def test_cli_rate_exports_and_errors(clips_dir, capsys):
     assert "--port" in capsys.readouterr().err
     assert main([*argv, "--model", str(clips_dir)]) == 2
     assert "--show-judge" in capsys.readouterr().err
+
+
+def test_cli_serves_with_judge_scores_and_stops_on_ctrl_c(clips_dir, tiny_checkpoint):
+    import queue
+    import signal
+    import subprocess
+    import sys
+    from urllib.parse import parse_qs, urlsplit
+
+    import deramos_reward as dr
+
+    manifest, out = clips_dir / "clips.jsonl", clips_dir / "r.jsonl"
+    argv = [sys.executable, "-m", "deramos_reward.cli", "rate", "--clips", str(manifest), "--out", str(out)]
+    argv += ["--port", "0", "--show-judge", "--model", str(tiny_checkpoint), "--token", "auto"]
+    proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
+    lines: queue.Queue = queue.Queue()
+    reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
+    reader.start()
+    try:
+        url = None
+        while url is None:  # bounded: each wait times out
+            line = lines.get(timeout=180)
+            if "open http" in line:
+                url = urlsplit(line.split("open ", 1)[1].split()[0])
+        token = parse_qs(url.query)["token"][0]
+
+        class Server:  # what request() needs
+            server_address = (url.hostname, url.port)
+
+        status, payload = request(Server, "GET", f"/api/next?rater=al&token={token}")
+        assert status == 200 and url.hostname == "127.0.0.1"
+        clip = read_clips(manifest)[int(payload["item"]["clips"][0]["audio"].split("/")[-1])]
+        expected = dr.score(dr.DeRAMOS.from_pretrained(tiny_checkpoint), [clip.file], [clip.prompt])[0]
+        judge = payload["item"]["clips"][0]["judge"]
+        assert judge == {"mi": round(expected["mi"], 2), "ta": round(expected["ta"], 2)}
+        assert request(Server, "GET", "/api/next?rater=al")[0] == 401
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    reader.join(timeout=30)  # stderr is closed: the reader has queued every line
+    rest = []
+    while not lines.empty():
+        rest.append(lines.get())
+    assert any("interrupted" in line for line in rest)
+    assert out.read_text() == ""  # created, nothing rated

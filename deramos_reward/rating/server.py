@@ -143,7 +143,8 @@ class RatingServer(ThreadingHTTPServer):
             self.address_family = socket.AF_INET6
         super().__init__(address, RatingHandler)
         host, port = self.server_address[:2]
-        names = LOOPBACK if host in LOOPBACK or host.startswith("127.") else None
+        loopback = host in LOOPBACK or host.startswith("127.")
+        names = {host, "127.0.0.1", "localhost"} if loopback else None
         self.allowed_hosts = None if names is None else {f"{h}:{port}" for h in names} | {f"[::1]:{port}"}
 
     @property
