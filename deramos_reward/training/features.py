@@ -25,7 +25,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ from ..data import Example, RatedClips
 from ..encoders.base import AudioFrames, TextTokens
 from ..frontend import Window, plan_windows
 from ..heads import DeRAMOSOutput
-from ..model import DeRAMOS, _combine
+from ..model import DeRAMOS
+from ..windowing import combine_windows, encode_windows
 
 FORMAT_VERSION = 1
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -201,12 +201,7 @@ def heads_forward(heads: nn.Module, batch: FeatureBatch) -> DeRAMOSOutput:
     Clips with several windows get the length-weighted mean of their window outputs, exactly as
     ``DeRAMOS.forward_clips`` computes it.
     """
-    out = heads(batch.audio, batch.text)
-    if len(batch.windows) == batch.n_clips:  # one window per clip: nothing to combine
-        return out
-    fields = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
-    per_window = [DeRAMOSOutput(*(getattr(out, k)[i] for k in fields)) for i in range(len(batch.windows))]
-    return _combine(batch.windows, per_window, batch.n_clips)
+    return combine_windows(batch.windows, heads(batch.audio, batch.text), batch.n_clips)
 
 
 # ---- extraction ------------------------------------------------------------------------------
@@ -277,20 +272,9 @@ def extract_features(
         waves = [it["wave"] for it in items]
         windows = plan_windows([w.shape[0] for w in waves], model.window_samples, model.hop_samples)
         outs: list[torch.Tensor | None] = [None] * len(windows)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, w in enumerate(windows):
-            groups[w.length].append(i)
-        for length, members in groups.items():
-            for s in range(0, len(members), model.window_batch_size):
-                chunk = members[s : s + model.window_batch_size]
-                segs = torch.stack(
-                    [waves[windows[i].clip][windows[i].start : windows[i].stop] for i in chunk]
-                )
-                if length < encoder.min_samples:
-                    segs = nn.functional.pad(segs, (0, encoder.min_samples - length))
-                out = encoder(segs.to(device), torch.full((len(chunk),), length))
-                for j, i in enumerate(chunk):
-                    outs[i] = out.frames[j, out.mask[j]].to("cpu", dtype)
+        for indices, out in encode_windows(encoder, waves, windows, model.window_batch_size, device):
+            for j, i in enumerate(indices):
+                outs[i] = out.frames[j, out.mask[j]].to("cpu", dtype)
         for i, w in enumerate(windows):  # windows come out clip by clip, in order
             window_frames.append(outs[i])
             window_samples.append(w.length)
