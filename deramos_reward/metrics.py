@@ -17,6 +17,8 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 
+from .validation import check_positive_int
+
 METRICS = ("MSE", "LCC", "SRCC", "KTAU")
 
 
@@ -147,8 +149,7 @@ def bootstrap_system_srcc(
         ``(low, high)`` at confidence ``level``; ``(nan, nan)`` with fewer than 3 systems or
         when no replicate is defined.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    n_boot = check_positive_int(n_boot, "n_boot")
     if not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
         raise ValueError(f"level must be in (0, 1), got {level!r}")
     _, p, t = system_means(pred, true, system_ids)

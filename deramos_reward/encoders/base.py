@@ -31,15 +31,20 @@ class TextTokens:
         return TextTokens(self.tokens.index_select(0, idx), self.mask.index_select(0, idx))
 
 
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop ``module`` training, in place: no parameter requires grad, eval mode (no dropout)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 class FrozenBackbone(nn.Module):
     """Base for wrappers: freezes ``self.backbone`` and keeps it in eval mode."""
 
     backbone: nn.Module
 
     def freeze(self) -> None:
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
+        freeze(self.backbone)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
