@@ -144,6 +144,31 @@ TINY_ROBERTA_BACKBONE = {
     "max_position_embeddings": 130,
     "type_vocab_size": 1,
 }
+# Text towers built from a config use the offline byte-level tokenizer (encoders/tokenizer.py):
+# ids 0-4 are <s>, <pad>, </s>, <unk>, <mask>, then the 256 byte symbols.
+BYTE_VOCAB_SIZE = 5 + 256
+BYTE_TOKEN_IDS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+# A ClapConfig dict: the tiny RoBERTa-like text tower above, tiny HTSAT (Swin) audio tower. The audio
+# input geometry is the real one (64 mels, spec_size 256, 4x4 patches: 10 s at 48 kHz), only widths
+# and depths shrink. Final Swin grid 32x32 -> 128 time-ordered frames of 32 channels per 10 s.
+TINY_CLAP_BACKBONE: dict = {
+    "projection_dim": 16,
+    "text_config": {"vocab_size": BYTE_VOCAB_SIZE, **TINY_ROBERTA_BACKBONE, **BYTE_TOKEN_IDS},
+    "audio_config": {
+        "spec_size": 256,
+        "num_mel_bins": 64,
+        "patch_size": 4,
+        "patch_stride": [4, 4],
+        "window_size": 8,
+        "patch_embeds_hidden_size": 16,
+        "hidden_size": 32,  # = patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+        "depths": [1, 1],
+        "num_attention_heads": [2, 2],
+        "num_hidden_layers": 2,
+        "mlp_ratio": 2.0,
+        "enable_fusion": False,
+    },
+}
 
 
 @dataclass
@@ -182,8 +207,6 @@ class DeRAMOSConfig:
             )
             text = TextEncoderConfig(kind="roberta", name_or_path=None, backbone=dict(TINY_ROBERTA_BACKBONE))
         elif encoder == "clap":
-            from .encoders.clap import TINY_CLAP_BACKBONE
-
             audio = AudioEncoderConfig(
                 kind="clap",
                 name_or_path=None,

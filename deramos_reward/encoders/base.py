@@ -9,6 +9,7 @@ them to the input waveform (the reward needs that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -72,9 +73,16 @@ class AudioEncoder(FrozenBackbone):
 class TextEncoder(FrozenBackbone):
     dim: int
     max_tokens: int
+    tokenizer: Any  # a transformers tokenizer
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """texts -> input_ids, attention_mask [B, L] (padded to the longest, at most ``max_tokens``)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")  # a str would be split into characters
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         """input_ids, attention_mask [B, L] -> token states [B, L, D]."""
