@@ -75,6 +75,15 @@ class TextEncoder(FrozenBackbone):
     max_tokens: int
     tokenizer: Any  # a transformers tokenizer
 
+    def adopt(self, backbone: nn.Module, tokenizer: Any, max_tokens: int) -> None:
+        """Take a RoBERTa-like tower (``config.hidden_size``, ``config.max_position_embeddings``)
+        and its tokenizer; prompts are cut to ``max_tokens`` tokens or what the positions allow."""
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.dim = int(backbone.config.hidden_size)
+        # RoBERTa-style positions start after the padding index: 2 positions are never used
+        self.max_tokens = min(max_tokens, backbone.config.max_position_embeddings - 2)
+        self.freeze()
+
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         """texts -> input_ids, attention_mask [B, L] (padded to the longest, at most ``max_tokens``)."""
         if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):

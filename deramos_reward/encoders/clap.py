@@ -271,7 +271,7 @@ class ClapTextEncoder(TextEncoder):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         if config.name_or_path is not None:
-            self.backbone, self.tokenizer = load_text_backbone(
+            backbone, tokenizer = load_text_backbone(
                 config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP"
             )
         else:
@@ -281,13 +281,9 @@ class ClapTextEncoder(TextEncoder):
                     f"text_encoder.backbone text_config.vocab_size must be >= {BYTE_VOCAB_SIZE} for the "
                     f"offline byte-level tokenizer, got {text_cfg.vocab_size}"
                 )
-            self.backbone = ClapTextModelWithProjection(text_cfg)
-            self.tokenizer = byte_level_tokenizer(config.max_tokens)
-        text_cfg = self.backbone.config
-        self.dim = int(text_cfg.hidden_size)
-        # RoBERTa-style positions start after the padding index: 2 positions are never used
-        self.max_tokens = min(config.max_tokens, text_cfg.max_position_embeddings - 2)
-        self.freeze()
+            backbone = ClapTextModelWithProjection(text_cfg)
+            tokenizer = byte_level_tokenizer(config.max_tokens)
+        self.adopt(backbone, tokenizer, config.max_tokens)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         """input_ids, attention_mask [B, L] -> token states [B, L, hidden], mask [B, L] bool."""

@@ -15,16 +15,14 @@ class RobertaEncoder(TextEncoder):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         if config.name_or_path is not None:
-            self.backbone, self.tokenizer = load_text_backbone(
+            backbone, tokenizer = load_text_backbone(
                 config.name_or_path, AutoModel.from_pretrained, "RoBERTa"
             )
         else:
             cfg = {"vocab_size": BYTE_VOCAB_SIZE, **BYTE_TOKEN_IDS, **config.backbone}
-            self.backbone = RobertaModel(RobertaConfig(**cfg), add_pooling_layer=False)
-            self.tokenizer = byte_level_tokenizer(config.max_tokens)
-        self.dim = self.backbone.config.hidden_size
-        self.max_tokens = min(config.max_tokens, self.backbone.config.max_position_embeddings - 2)
-        self.freeze()
+            backbone = RobertaModel(RobertaConfig(**cfg), add_pooling_layer=False)
+            tokenizer = byte_level_tokenizer(config.max_tokens)
+        self.adopt(backbone, tokenizer, config.max_tokens)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DeRAMOSConfig
+from ..config import DeRAMOSConfig, JsonConfig, check_fields
 from ..losses import LossWeights
 from ..validation import (
     check_bool,
@@ -30,7 +29,7 @@ RUNTIME_FIELDS = ("num_workers", "progress", "feature_cache", "extract_batch_siz
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(JsonConfig):
     """How to train DeRA-MOS heads (defaults: the paper's recipe, docs/model.md "Training recipe").
 
     model: a preset name (``"paper"`` = MuQ-large-msd-iter + roberta-base, ``"tiny"``,
@@ -75,6 +74,8 @@ class TrainConfig:
     device: str = "auto"
     mixed_precision: str = "no"
     progress: bool = True
+
+    JSON_NAME = "train config"
 
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> None:
@@ -140,39 +141,16 @@ class TrainConfig:
         ``loss`` may also be ``{"preset": NAME, ...overrides}`` with a name from
         ``deramos_reward.losses.ABLATIONS``.
         """
-        if not isinstance(data, dict):
-            raise TypeError(f"train config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"train config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        check_fields(cls, data, "train config")
         data = dict(data)
         loss = data.pop("loss", {})
-        if not isinstance(loss, dict):
-            raise TypeError(f"train config 'loss' must be a JSON object, got {type(loss).__name__}")
+        check_fields(LossWeights, loss, "train config 'loss'", also=frozenset({"preset"}))
         loss = dict(loss)
-        loss_known = {f.name for f in dataclasses.fields(LossWeights)}
-        unknown = sorted(set(loss) - loss_known - {"preset"})
-        if unknown:
-            raise ValueError(
-                f"train config 'loss' has unknown key(s) {unknown}; known keys: {sorted(loss_known)}"
-            )
         preset = loss.pop("preset", None)
         weights = LossWeights.preset(preset, **loss) if preset is not None else LossWeights(**loss)
         cfg = cls(loss=weights, **data)
         cfg.validate()
         return cfg
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"train config is not valid JSON: {err}") from err
-        return cls.from_dict(data)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
