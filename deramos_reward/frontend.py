@@ -1,8 +1,8 @@
 """Audio front-end: anything a user holds -> mono waveforms at the encoder's rate.
 
 All tensor work is torch and differentiable (downmix, resample); file reading uses soundfile.
-Clips longer than the encoder window are cut into deterministic overlapping windows here,
-and the model combines their scores with a length-weighted mean.
+Clips longer than the encoder window are cut into deterministic overlapping windows here
+(``plan_windows``); ``windowing`` encodes them and combines their outputs per clip.
 """
 
 from __future__ import annotations

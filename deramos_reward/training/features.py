@@ -2,10 +2,11 @@
 
 The backbones of DeRA-MOS never train, so a clip's audio frames and a prompt's token states are
 the same every step. ``extract_features`` runs the encoders once per clip and per distinct
-prompt, exactly as ``DeRAMOS.forward_clips`` does at inference (the same windows, the same
-grouping of equal-length windows, the same padding of short clips), and keeps only the real
-frames/tokens. ``FeatureSet.batch`` pads them back into masked batches for the heads, and
-``heads_forward`` combines window outputs per clip with the model's own length-weighted mean.
+prompt through ``windowing.encode_windows``, the function ``DeRAMOS.forward_clips`` uses at
+inference (the same windows, the same grouping of equal-length windows, the same padding of
+short clips), and keeps only the real frames/tokens. ``FeatureSet.batch`` pads them back into
+masked batches for the heads, and ``heads_forward`` combines window outputs per clip with
+``windowing.combine_windows``, the model's own length-weighted mean.
 Training on cached features therefore computes what running the encoders every step would
 (up to float rounding), at the cost of the heads only.
 
@@ -198,8 +199,8 @@ def _pad_text(rows: list[torch.Tensor], device: torch.device | str) -> TextToken
 def heads_forward(heads: nn.Module, batch: FeatureBatch) -> DeRAMOSOutput:
     """Run the (possibly DDP-wrapped) heads on a ``FeatureBatch`` -> per-clip outputs [B].
 
-    Clips with several windows get the length-weighted mean of their window outputs, exactly as
-    ``DeRAMOS.forward_clips`` computes it.
+    Clips with several windows get the length-weighted mean of their window outputs
+    (``windowing.combine_windows``, as in ``DeRAMOS.forward_clips``).
     """
     return combine_windows(batch.windows, heads(batch.audio, batch.text), batch.n_clips)
 
