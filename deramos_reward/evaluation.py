@@ -28,6 +28,7 @@ from .metrics import bootstrap_system_srcc, evaluate_both, format_table
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
 from .scoring import score_clips
+from .validation import check_positive_int
 
 AXES = ("MI", "TA")
 
@@ -46,8 +47,7 @@ def predict(
     """
     if not isinstance(model, DeRAMOS):
         raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     clips = RatedClips(list(examples), model.sample_rate, max_seconds)
     if len(clips) == 0:
         raise ValueError("examples is empty; nothing to evaluate")

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,3 +70,102 @@ def check_finite(audio: torch.Tensor, name: str = "audio") -> None:
             f"(at most {MAX_ABS_SAMPLE:g}). Pass integer PCM with its integer dtype (it is scaled "
             "automatically) or divide float samples by the full-scale value"
         )
+
+
+def check_clips(waves: Sequence[object]) -> None:
+    """``waves`` must be a non-empty list of non-empty, finite 1-D tensors (mono clips)."""
+    if len(waves) == 0:
+        raise ValueError("audio holds no clips")
+    for i, w in enumerate(waves):
+        if not isinstance(w, torch.Tensor) or w.dim() != 1:
+            raise ValueError(
+                f"audio[{i}] must be a 1-D tensor of samples, got {getattr(w, 'shape', type(w))}"
+            )
+        if w.shape[0] == 0:
+            raise ValueError(f"audio[{i}] is empty (0 samples)")
+        check_finite(w, f"audio[{i}]")
+
+
+# ---- argument checks --------------------------------------------------------------------------
+# Each returns the value as a plain Python bool/int/float and raises TypeError for a value of the
+# wrong type (a bool is never a number here) or ValueError for one out of range, with the same
+# message either way: "{name} must be <what>, got {value!r}". With ``optional=True`` None passes
+# (and is returned) and the message says "<what> or None".
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check(
+    value: object,
+    name: str,
+    what: str,
+    is_type: Callable[[object], bool],
+    in_range: Callable[[Any], bool],
+    convert: Callable[[Any], Any],
+    optional: bool,
+) -> Any:
+    if optional and value is None:
+        return None
+    if not is_type(value) or not in_range(value):
+        error = TypeError if not is_type(value) else ValueError
+        raise error(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
+    return convert(value)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """True or False (numpy bools pass; 0 and 1 do not)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_int(value: object, name: str, minimum: int, optional: bool = False) -> int | None:
+    """An int (numpy ints pass) >= ``minimum``."""
+    return _check(value, name, f"an int >= {minimum}", _is_int, lambda v: v >= minimum, int, optional)
+
+
+def check_positive_int(value: object, name: str, optional: bool = False) -> int | None:
+    """An int >= 1."""
+    return _check(value, name, "a positive int", _is_int, lambda v: v >= 1, int, optional)
+
+
+def check_non_negative_int(value: object, name: str, optional: bool = False) -> int | None:
+    """An int >= 0."""
+    return check_int(value, name, 0, optional)
+
+
+def check_number(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number (ints pass)."""
+    return _check(value, name, "a finite number", _is_real, math.isfinite, float, optional)
+
+
+def check_positive_float(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number > 0."""
+    return _check(
+        value, name, "a positive number", _is_real, lambda v: math.isfinite(v) and v > 0, float, optional
+    )
+
+
+def check_non_negative_float(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number >= 0."""
+    return _check(
+        value, name, "a number >= 0", _is_real, lambda v: math.isfinite(v) and v >= 0, float, optional
+    )
+
+
+def check_fraction(value: object, name: str, optional: bool = False) -> float | None:
+    """A real number in (0, 1] (a share: 1.0 keeps everything)."""
+    return _check(value, name, "a fraction in (0, 1]", _is_real, lambda v: 0.0 < v <= 1.0, float, optional)
+
+
+def check_choice(value: object, name: str, choices: Sequence) -> object:
+    """One of ``choices``."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

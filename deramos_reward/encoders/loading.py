@@ -13,6 +13,14 @@ class BackboneUnavailableError(OSError):
     """A referenced backbone could not be found locally and could not be downloaded."""
 
 
+def load_text_backbone(name_or_path: str, loader: Callable[[str], T], what: str) -> tuple[T, object]:
+    """A text tower and its tokenizer from one hub id or folder (``what``: e.g. ``"RoBERTa"``)."""
+    from transformers import AutoTokenizer
+
+    model = load_backbone(name_or_path, loader, f"{what} text encoder")
+    return model, load_backbone(name_or_path, AutoTokenizer.from_pretrained, f"{what} tokenizer")
+
+
 def load_backbone(name_or_path: str, loader: Callable[[str], T], what: str) -> T:
     """Call ``loader(name_or_path)``, turning hub/offline failures into BackboneUnavailableError."""
     try:

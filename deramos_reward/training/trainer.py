@@ -241,46 +241,18 @@ def train(
     config.validate()
     run_dir = Path(run_dir)
     accelerator = _make_accelerator(config)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    show = config.progress and main
+    main = accelerator.is_main_process
     if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(run_dir, config)
-        atomic_write_bytes(run_dir / CONFIG_FILE, config.to_json().encode())
+        _start_run_dir(run_dir, config)
     accelerator.wait_for_everyone()
-
-    train_examples = _load_split(data, config.train_split, "training")
-    val_examples = _load_split(val_data if val_data is not None else data, config.val_split, "validation")
-    if [e.wav_id for e in train_examples] == [e.wav_id for e in val_examples]:
-        raise ValueError(
-            f"the training and validation splits of {os.fspath(data)!r} are the same clips (a manifest "
-            "without 'split' keys gives every split all lines); add 'split' keys or pass separate validation data"
-        )
+    train_examples, val_examples = _load_splits(config, data, val_data)
 
     resumed = read_state(run_dir)
     state: dict[str, Any] = resumed[1] if resumed else {}
     if state.get("done"):
         return _result(run_dir, state, DeRAMOS.from_pretrained(resumed[0] / "model"))
-
     model = _build_model(config, resumed[0] if resumed else None)
-    device = accelerator.device
-    cache = config.feature_cache or os.fspath(run_dir / "features")
-    extract = dict(
-        device=device,
-        batch_size=config.extract_batch_size,
-        max_seconds=config.max_seconds,
-        num_workers=config.num_workers,
-        feature_dtype=config.feature_dtype,
-        progress=show,
-    )
-    with accelerator.main_process_first():  # the main process fills the cache, the others read it
-        key = encoder_fingerprint(model)
-        train_set = cached_feature_set(model, train_examples, cache, config.train_split, key, **extract)
-        val_set = cached_feature_set(model, val_examples, cache, config.val_split, key, **extract)
-    model.audio_encoder.to("cpu")
-    model.text_encoder.to("cpu")
-    model.heads.to(device)
-
+    train_set, val_set = _feature_sets(model, config, train_examples, val_examples, accelerator, run_dir)
     optimizer = torch.optim.AdamW(model.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if resumed:
         optimizer.load_state_dict(optimizer_state_dict(resumed[0] / "optimizer.safetensors"))
@@ -288,92 +260,38 @@ def train(
     plain_heads = accelerator.unwrap_model(heads)
 
     start = int(state.get("epoch", 0)) + 1
-    best: dict[str, dict[str, Any]] = state.get("best", {})
-    stop_key = EARLY_STOPPING_KEY[config.early_stopping]
-    stop_best, since = state.get("stop_best"), int(state.get("since_improvement", 0))
+    selection = _Selection.from_state(state, EARLY_STOPPING_KEY[config.early_stopping])
     if main:  # drop log rows of epochs that finished after the saved state (killed in between)
         rows = [r for r in read_rows(run_dir / LOG_FILE) if r.get("epoch", 0) < start]
         atomic_write_bytes(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-    stopped = False
     bar = tqdm(
-        range(start, config.max_epochs + 1), disable=not show, desc="epochs", unit="epoch", file=sys.stderr
+        range(start, config.max_epochs + 1),
+        disable=not (config.progress and main),
+        desc="epochs",
+        unit="epoch",
+        file=sys.stderr,
     )
     for epoch in bar:
-        torch.manual_seed(derive_seed(config.seed, epoch, rank))  # dropout stream of this epoch and rank
-        heads.train()
-        sums: dict[str, float] = {}
-        batches = _batches(len(train_set), config.batch_size, world, config.seed, epoch)
-        for global_idx in batches:
-            shard = len(global_idx) // world
-            idx = global_idx[rank * shard : (rank + 1) * shard]
-            batch = train_set.batch(idx, device)
-            mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
-            with accelerator.autocast():
-                out = heads_forward(heads, batch)
-                balr = None
-                if config.gather_balr and config.loss.use_balr and world > 1:
-                    balr = (gather_with_grad(out.mi.float()), gather(mi_t))
-                loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
-            accelerator.backward(loss)
-            if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(heads.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-        keys = sorted(sums)
-        local = torch.tensor(
-            [sums[k] / max(1, len(batches)) for k in keys], dtype=torch.float64, device=device
-        )
-        averaged = accelerator.reduce(local, reduction="mean").tolist() if world > 1 else local.tolist()
-        train_parts = dict(zip(keys, averaged))
-
-        val = validation_metrics(plain_heads, val_set, config, device)
-        if world > 1:  # every process acts on the main process's numbers
-            from accelerate.utils import broadcast_object_list
-
-            val = broadcast_object_list([val])[0]
+        train_parts, steps = _train_epoch(heads, optimizer, train_set, config, accelerator, epoch)
+        val = _validate(plain_heads, val_set, config, accelerator)
         row = {
             "epoch": epoch,
             "train_loss": train_parts.pop("total", float("nan")),
             "train_parts": train_parts,
             **val,
-            "steps": len(batches),
+            "steps": steps,
             "resumed_at": start,  # first epoch of the process that wrote this row
         }
-        saved = []
-        for name, (quantity, higher) in CHECKPOINTS.items():
-            if _improved(row[quantity], best.get(name, {}).get("value"), higher):
-                best[name] = {"epoch": epoch, "value": row[quantity], "metrics": val["metrics"]}
-                saved.append(name)
-                if main:
-                    model.save_pretrained(run_dir / name)
-        if _improved(row[stop_key], stop_best, stop_key != "val_loss"):
-            stop_best, since = row[stop_key], 0
-        else:
-            since += 1
-        stopped = config.patience > 0 and since >= config.patience
-        done = stopped or epoch == config.max_epochs
-        row["saved"] = saved
-        state = {
-            "epoch": epoch,
-            "best": best,
-            "stop_best": stop_best,
-            "since_improvement": since,
-            "stopped_early": stopped,
-            "done": done,
-            "seed": config.seed,
-        }
+        row["saved"] = selection.update(row, epoch)
+        stopped = config.patience > 0 and selection.since >= config.patience
+        state = selection.state(epoch, stopped, stopped or epoch == config.max_epochs, config.seed)
         if main:
-            append_rows(run_dir / LOG_FILE, [row])
-            write_state(run_dir, model, optimizer, state)
-            _write_summary(run_dir, state)
+            _save_epoch(run_dir, model, optimizer, row, state)
             bar.set_postfix(
                 loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", mi_sys=_fmt(row["mi_sys_srcc"])
             )
         accelerator.wait_for_everyone()
-        if done:
+        if state["done"]:
             break
     bar.close()
     if not state.get("done"):  # max_epochs was already reached before this call: mark it finished
@@ -383,6 +301,161 @@ def train(
             _write_summary(run_dir, state)
     accelerator.wait_for_everyone()
     return _result(run_dir, state, model.eval())
+
+
+def _start_run_dir(run_dir: Path, config: TrainConfig) -> None:
+    """Create ``run_dir`` (or check that the run in it has this configuration) and write the config."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_run_dir(run_dir, config)
+    atomic_write_bytes(run_dir / CONFIG_FILE, config.to_json().encode())
+
+
+def _load_splits(
+    config: TrainConfig, data: str | os.PathLike, val_data: str | os.PathLike | None
+) -> tuple[list[Example], list[Example]]:
+    """The training and validation examples, which must be rated and must not be the same clips."""
+    train_examples = _load_split(data, config.train_split, "training")
+    val_examples = _load_split(val_data if val_data is not None else data, config.val_split, "validation")
+    if [e.wav_id for e in train_examples] == [e.wav_id for e in val_examples]:
+        raise ValueError(
+            f"the training and validation splits of {os.fspath(data)!r} are the same clips (a manifest "
+            "without 'split' keys gives every split all lines); add 'split' keys or pass separate validation data"
+        )
+    return train_examples, val_examples
+
+
+def _feature_sets(
+    model: DeRAMOS,
+    config: TrainConfig,
+    train_examples: list[Example],
+    val_examples: list[Example],
+    accelerator: Any,
+    run_dir: Path,
+) -> tuple[FeatureSet, FeatureSet]:
+    """Cached encoder features of both splits; then the encoders go to the CPU, the heads to the device."""
+    device = accelerator.device
+    cache = config.feature_cache or os.fspath(run_dir / "features")
+    extract = dict(
+        device=device,
+        batch_size=config.extract_batch_size,
+        max_seconds=config.max_seconds,
+        num_workers=config.num_workers,
+        feature_dtype=config.feature_dtype,
+        progress=config.progress and accelerator.is_main_process,
+    )
+    with accelerator.main_process_first():  # the main process fills the cache, the others read it
+        key = encoder_fingerprint(model)
+        train_set = cached_feature_set(model, train_examples, cache, config.train_split, key, **extract)
+        val_set = cached_feature_set(model, val_examples, cache, config.val_split, key, **extract)
+    model.audio_encoder.to("cpu")
+    model.text_encoder.to("cpu")
+    model.heads.to(device)
+    return train_set, val_set
+
+
+def _train_epoch(
+    heads: torch.nn.Module,
+    optimizer: Any,
+    train_set: FeatureSet,
+    config: TrainConfig,
+    accelerator: Any,
+    epoch: int,
+) -> tuple[dict[str, float], int]:
+    """One epoch; each process takes its shard of every global batch.
+
+    Returns the loss parts averaged over steps and processes, and the number of steps.
+    """
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    torch.manual_seed(derive_seed(config.seed, epoch, rank))  # dropout stream of this epoch and rank
+    heads.train()
+    sums: dict[str, float] = {}
+    batches = _batches(len(train_set), config.batch_size, world, config.seed, epoch)
+    for global_idx in batches:
+        shard = len(global_idx) // world
+        idx = global_idx[rank * shard : (rank + 1) * shard]
+        batch = train_set.batch(idx, device)
+        mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
+        with accelerator.autocast():
+            out = heads_forward(heads, batch)
+            balr = None
+            if config.gather_balr and config.loss.use_balr and world > 1:
+                balr = (gather_with_grad(out.mi.float()), gather(mi_t))
+            loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
+        accelerator.backward(loss)
+        if config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(heads.parameters(), config.max_grad_norm)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    keys = sorted(sums)
+    local = torch.tensor([sums[k] / max(1, len(batches)) for k in keys], dtype=torch.float64, device=device)
+    averaged = accelerator.reduce(local, reduction="mean").tolist() if world > 1 else local.tolist()
+    return dict(zip(keys, averaged)), len(batches)
+
+
+def _validate(
+    heads: torch.nn.Module, val_set: FeatureSet, config: TrainConfig, accelerator: Any
+) -> dict[str, Any]:
+    """``validation_metrics``; every process gets the main process's numbers, so all act alike."""
+    val = validation_metrics(heads, val_set, config, accelerator.device)
+    if accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        val = broadcast_object_list([val])[0]
+    return val
+
+
+@dataclass
+class _Selection:
+    """The best epoch per checkpoint so far, and the epochs since the early-stopping quantity improved."""
+
+    best: dict[str, dict[str, Any]]
+    stop_key: str
+    stop_best: float | None
+    since: int
+
+    @classmethod
+    def from_state(cls, state: dict[str, Any], stop_key: str) -> _Selection:
+        return cls(
+            state.get("best", {}), stop_key, state.get("stop_best"), int(state.get("since_improvement", 0))
+        )
+
+    def update(self, row: dict[str, Any], epoch: int) -> list[str]:
+        """Take an epoch's log row; returns the checkpoints (``CHECKPOINTS`` names) it improves."""
+        saved = []
+        for name, (quantity, higher) in CHECKPOINTS.items():
+            if _improved(row[quantity], self.best.get(name, {}).get("value"), higher):
+                self.best[name] = {"epoch": epoch, "value": row[quantity], "metrics": row["metrics"]}
+                saved.append(name)
+        if _improved(row[self.stop_key], self.stop_best, self.stop_key != "val_loss"):
+            self.stop_best, self.since = row[self.stop_key], 0
+        else:
+            self.since += 1
+        return saved
+
+    def state(self, epoch: int, stopped: bool, done: bool, seed: int) -> dict[str, Any]:
+        """The resumable state after ``epoch`` (see ``state.write_state``)."""
+        return {
+            "epoch": epoch,
+            "best": self.best,
+            "stop_best": self.stop_best,
+            "since_improvement": self.since,
+            "stopped_early": stopped,
+            "done": done,
+            "seed": seed,
+        }
+
+
+def _save_epoch(
+    run_dir: Path, model: DeRAMOS, optimizer: Any, row: dict[str, Any], state: dict[str, Any]
+) -> None:
+    """Write what a finished epoch leaves: improved checkpoints, its log row, the state, the summary."""
+    for name in row["saved"]:
+        model.save_pretrained(run_dir / name)
+    append_rows(run_dir / LOG_FILE, [row])
+    write_state(run_dir, model, optimizer, state)
+    _write_summary(run_dir, state)
 
 
 def _fmt(value: float) -> str:
