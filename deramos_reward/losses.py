@@ -19,6 +19,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError, InputTypeError
+
 OBJECTIVES = ("distribution", "regression")
 REGRESSION_KINDS = ("l1", "mse")
 RANKING_KINDS = ("listwise", "pairwise")
@@ -244,27 +246,33 @@ class LossWeights:
 
     def validate(self) -> None:
         if self.objective not in OBJECTIVES:
-            raise ValueError(f"LossWeights.objective must be one of {OBJECTIVES}, got {self.objective!r}")
+            raise InputError(f"LossWeights.objective must be one of {OBJECTIVES}, got {self.objective!r}")
         if self.regression_kind not in REGRESSION_KINDS:
-            raise ValueError(
+            raise InputError(
                 f"LossWeights.regression_kind must be one of {REGRESSION_KINDS}, got {self.regression_kind!r}"
             )
         if self.ranking not in RANKING_KINDS:
-            raise ValueError(f"LossWeights.ranking must be one of {RANKING_KINDS}, got {self.ranking!r}")
+            raise InputError(f"LossWeights.ranking must be one of {RANKING_KINDS}, got {self.ranking!r}")
         if self.sama_mapping not in SAMA_MAPPINGS:
-            raise ValueError(
+            raise InputError(
                 f"LossWeights.sama_mapping must be one of {SAMA_MAPPINGS}, got {self.sama_mapping!r}"
             )
         for key in ("use_balr", "use_sama"):
             if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"LossWeights.{key} must be a bool, got {getattr(self, key)!r}")
+                raise InputTypeError(f"LossWeights.{key} must be a bool, got {getattr(self, key)!r}")
         for key in ("alpha", "beta", "pairwise_margin"):
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"LossWeights.{key} must be a number >= 0, got {value!r}")
+                raise InputError(f"LossWeights.{key} must be a number >= 0, got {value!r}")
         for key in ("temperature", "sigma"):
-            _check_positive(getattr(self, key), f"LossWeights.{key}")
-        _check_range(self.low, self.high)
+            try:
+                _check_positive(getattr(self, key), f"LossWeights.{key}")
+            except ValueError as err:
+                raise InputError(str(err)) from None
+        try:
+            _check_range(self.low, self.high)
+        except ValueError as err:
+            raise InputError(f"LossWeights: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,7 +281,7 @@ class LossWeights:
     def preset(cls, name: str, **overrides: Any) -> LossWeights:
         """One of the ablation settings in ``ABLATIONS`` (optionally with fields overridden)."""
         if name not in ABLATIONS:
-            raise ValueError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
+            raise InputError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
         weights = replace(ABLATIONS[name], **overrides)
         weights.validate()
         return weights

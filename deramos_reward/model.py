@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -64,13 +64,21 @@ class DeRAMOS(nn.Module):
 
     # ---- audio ------------------------------------------------------------------------------
     def _encode_windows(
-        self, waves: Sequence[torch.Tensor], windows: list[Window], text: TextTokens, text_row: list[int]
+        self,
+        waves: Sequence[torch.Tensor],
+        windows: list[Window],
+        text: TextTokens,
+        text_row: list[int],
+        on_progress: Callable[[float], None] | None = None,
     ):
         """Run encoder + heads over windows grouped by length (no padding between clips).
 
         Grouping by exact length keeps a clip's score independent of the rest of the batch:
-        MuQ's convolutions would otherwise see other clips' padding.
+        MuQ's convolutions would otherwise see other clips' padding. ``on_progress(samples)`` is
+        called after each group of windows with their share of the clips' samples (overlapping
+        windows share their clip's length), so the calls add up to the total number of samples.
         """
+        share = _window_shares(windows, [int(w.shape[0]) for w in waves]) if on_progress else None
         groups: dict[int, list[int]] = defaultdict(list)
         for i, w in enumerate(windows):
             groups[w.length].append(i)
@@ -90,15 +98,21 @@ class DeRAMOS(nn.Module):
                 out = self.heads(frames, rows)
                 for j, i in enumerate(chunk):
                     results[i] = DeRAMOSOutput(*(getattr(out, f)[j] for f in _FIELDS))
+                if on_progress is not None:
+                    on_progress(sum(share[i] for i in chunk))
         return results
 
     def forward_clips(
-        self, waves: Sequence[torch.Tensor], texts: Sequence[str] | TextTokens
+        self,
+        waves: Sequence[torch.Tensor],
+        texts: Sequence[str] | TextTokens,
+        on_progress: Callable[[float], None] | None = None,
     ) -> DeRAMOSOutput:
         """Mono clips of any lengths (each [T_i] at ``sample_rate``) -> scores [B].
 
         Clips longer than the window are scored in overlapping windows whose outputs are combined
         by a length-weighted mean (of scores, bin probabilities and embeddings).
+        ``on_progress(samples)``: called as groups of windows finish (see ``_encode_windows``).
         """
         if len(waves) == 0:
             raise ValueError("audio holds no clips")
@@ -112,7 +126,7 @@ class DeRAMOS(nn.Module):
             check_finite(w, f"audio[{i}]")
         text, text_row = self._text_rows(texts, len(waves))
         windows = plan_windows([int(w.shape[0]) for w in waves], self.window_samples, self.hop_samples)
-        per_window = self._encode_windows(waves, windows, text, text_row)
+        per_window = self._encode_windows(waves, windows, text, text_row, on_progress)
         return _combine(windows, per_window, len(waves))
 
     def forward(
@@ -178,6 +192,14 @@ class DeRAMOS(nn.Module):
 
 
 _FIELDS = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
+
+
+def _window_shares(windows: list[Window], clip_lengths: list[int]) -> list[float]:
+    """Each window's share of its clip's length (a clip's shares add up to its length)."""
+    covered = [0] * len(clip_lengths)
+    for w in windows:
+        covered[w.clip] += w.length
+    return [w.length * clip_lengths[w.clip] / covered[w.clip] for w in windows]
 
 
 def _combine(windows: list[Window], per_window: list[DeRAMOSOutput], n_clips: int) -> DeRAMOSOutput:

@@ -30,7 +30,7 @@ from transformers import (
 
 from ..config import AudioEncoderConfig, TextEncoderConfig
 from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
-from .loading import load_backbone
+from .loading import CLAP_HUB_ID, load_backbone
 from .tokenizer import BYTE_VOCAB_SIZE, byte_level_tokenizer
 
 # A ClapConfig dict: tiny RoBERTa-like text tower, tiny HTSAT (Swin) audio tower. The audio input
@@ -221,10 +221,16 @@ class ClapAudioEncoder(AudioEncoder):
         super().__init__()
         if config.name_or_path is not None:
             self.backbone = load_backbone(
-                config.name_or_path, ClapAudioModelWithProjection.from_pretrained, "CLAP audio encoder"
+                config.name_or_path,
+                ClapAudioModelWithProjection.from_pretrained,
+                "CLAP audio encoder",
+                hub_id=CLAP_HUB_ID,
             )
             extractor = load_backbone(
-                config.name_or_path, ClapFeatureExtractor.from_pretrained, "CLAP feature extractor"
+                config.name_or_path,
+                ClapFeatureExtractor.from_pretrained,
+                "CLAP feature extractor",
+                hub_id=CLAP_HUB_ID,
             )
         else:
             self.backbone = ClapAudioModelWithProjection(clap_config(config.backbone).audio_config)
@@ -306,10 +312,13 @@ class ClapTextEncoder(TextEncoder):
         super().__init__()
         if config.name_or_path is not None:
             self.backbone = load_backbone(
-                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP text encoder"
+                config.name_or_path,
+                ClapTextModelWithProjection.from_pretrained,
+                "CLAP text encoder",
+                hub_id=CLAP_HUB_ID,
             )
             self.tokenizer = load_backbone(
-                config.name_or_path, AutoTokenizer.from_pretrained, "CLAP tokenizer"
+                config.name_or_path, AutoTokenizer.from_pretrained, "CLAP tokenizer", hub_id=CLAP_HUB_ID
             )
         else:
             text_cfg = clap_config(config.backbone).text_config

@@ -7,7 +7,7 @@ from transformers import AutoModel, AutoTokenizer, RobertaConfig, RobertaModel
 
 from ..config import TextEncoderConfig
 from .base import TextEncoder, TextTokens
-from .loading import load_backbone
+from .loading import ROBERTA_HUB_ID, load_backbone
 from .tokenizer import BYTE_VOCAB_SIZE, byte_level_tokenizer
 
 
@@ -16,10 +16,10 @@ class RobertaEncoder(TextEncoder):
         super().__init__()
         if config.name_or_path is not None:
             self.backbone = load_backbone(
-                config.name_or_path, AutoModel.from_pretrained, "RoBERTa text encoder"
+                config.name_or_path, AutoModel.from_pretrained, "RoBERTa text encoder", hub_id=ROBERTA_HUB_ID
             )
             self.tokenizer = load_backbone(
-                config.name_or_path, AutoTokenizer.from_pretrained, "RoBERTa tokenizer"
+                config.name_or_path, AutoTokenizer.from_pretrained, "RoBERTa tokenizer", hub_id=ROBERTA_HUB_ID
             )
         else:
             cfg = {"vocab_size": BYTE_VOCAB_SIZE, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
