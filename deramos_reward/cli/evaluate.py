@@ -12,7 +12,7 @@ import json
 import sys
 from pathlib import Path
 
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, add_rating_scale_argument, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -31,13 +31,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_device_argument(p, "the model")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--max-seconds", type=float, help="crop clips to their first N seconds (as in training)")
-    p.add_argument(
-        "--rating-scale",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="the scale of the ratings in --data, mapped linearly onto 1-5 (default 1 5)",
-    )
+    add_rating_scale_argument(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the system-SRCC CI")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)

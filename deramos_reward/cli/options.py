@@ -74,3 +74,15 @@ def resolve_device(spec: str) -> str:
             f"--device {spec}: Apple MPS is not available on this machine; use --device cpu or auto"
         )
     return str(device)
+
+
+def add_rating_scale_argument(p: argparse.ArgumentParser) -> None:
+    """``--rating-scale LOW HIGH``: the scale of the data's ratings, mapped linearly onto 1-5."""
+    p.add_argument(
+        "--rating-scale",
+        nargs=2,
+        type=float,
+        metavar=("LOW", "HIGH"),
+        help="the scale of the ratings in --data, mapped linearly onto 1-5; a rating outside it is an "
+        "error naming its file and line (default: 1 5)",
+    )

@@ -16,9 +16,10 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import sys
 
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, add_rating_scale_argument, resolve_device
 
 # flag -> TrainConfig field, for the overrides that take a value
 _OVERRIDES = {
@@ -58,13 +59,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--alpha", type=float, help="BALR weight (default 0.2)")
     p.add_argument("--beta", type=float, help="SAMA weight (default 0.3)")
     p.add_argument("--gather-balr", action="store_true", help="BALR over the global batch of all processes")
-    p.add_argument(
-        "--rating-scale",
-        nargs=2,
-        type=float,
-        metavar=("LOW", "HIGH"),
-        help="the scale of the ratings in --data, mapped linearly onto 1-5 (default 1 5)",
-    )
+    add_rating_scale_argument(p)
     for field, (kind, text) in _OVERRIDES.items():
         p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field, help=text)
     add_device_argument(p, "feature extraction and training", default=None)
@@ -77,6 +72,11 @@ def _model_setting(args: argparse.Namespace):
         raise CommandError("give either --tiny or --model, not both")
     if args.tiny:
         return "tiny"
+    if args.model and os.path.isdir(args.model):
+        raise CommandError(
+            f"--model {args.model!r} is a folder; it takes a preset (paper, tiny, tiny-clap) or a "
+            "DeRAMOSConfig JSON file (to start from a checkpoint folder, use --init-from)"
+        )
     if args.model and args.model.endswith(".json"):
         from ..validation import check_file
 
