@@ -274,7 +274,7 @@ def test_a_permission_error_on_the_output_is_one_line(rated, tiny_checkpoint, tm
 
 
 # ---- help ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", OWN_COMMANDS)
+@pytest.mark.parametrize("command", [*OWN_COMMANDS, "generate", "pairs", "dpo"])
 def test_every_option_has_help_and_shows_its_default(command, capsys):
     p = build_parser()._subparsers._group_actions[0].choices[command]
     with pytest.raises(SystemExit) as info:
@@ -285,8 +285,9 @@ def test_every_option_has_help_and_shows_its_default(command, capsys):
         if not action.option_strings or action.dest == "help":
             continue
         assert action.help, f"{command} {action.option_strings[0]} has no help"
-        if action.default not in (None, False):
+        if action.default not in (None, False, []):
             assert f"(default: {action.default})" in text or "default" in action.help, action.option_strings
+    assert "--device DEVICE" in text and "auto = a CUDA GPU when there is one, else the CPU" in text
     if command in ("score", "eval"):
         assert (
             "(default: auto)" in text

@@ -20,7 +20,8 @@ from .options import CommandError
 CHUNK = 1 << 20
 
 
-def _sha256(paths: list[Path]) -> str:
+def sha256_of(paths: list[Path]) -> str:
+    """sha256 over the names and bytes of ``paths``, in order."""
     h = hashlib.sha256()
     for path in paths:
         h.update(path.name.encode() + b"\0")
@@ -44,7 +45,7 @@ def checkpoint_identity(spec: str) -> dict[str, str]:
         raise CommandError(
             f"checkpoint {spec!r} has no {missing[0]}; expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
         )
-    return {"path": spec, "sha256": _sha256(files)}
+    return {"path": spec, "sha256": sha256_of(files)}
 
 
 def differences(stored: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:
