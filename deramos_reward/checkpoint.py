@@ -194,13 +194,13 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
 def _defaults_of_muq() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     import muq
 
-    from .encoders.muq import _conformer_config
+    from .encoders.muq import conformer_config
 
     top = {
         f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         for f in dataclasses.fields(muq.MuQConfig)
     }
-    return top, {"w2v2_config": _conformer_config({}), "stat": {}}
+    return top, {"w2v2_config": conformer_config({}), "stat": {}}
 
 
 def _defaults_of_roberta() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 from ._optional import require
 from .checkpoint import atomic_write_bytes
 from .data import Example, RatedClips
+from .errors import InputError
 from .metrics import bootstrap_system_srcc, evaluate_both, format_table, undefined_reasons
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
 from .scoring import score_clips
+from .validation import check_positive_int
 
 AXES = ("MI", "TA")
 
@@ -46,8 +48,7 @@ def predict(
     """
     if not isinstance(model, DeRAMOS):
         raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     clips = RatedClips(list(examples), model.sample_rate, max_seconds)
     if len(clips) == 0:
         raise ValueError("examples is empty; nothing to evaluate")
@@ -158,13 +159,13 @@ def write_answer(
     """
     mi, ta = np.asarray(mi, dtype=np.float64), np.asarray(ta, dtype=np.float64)
     if not (len(wav_ids) == mi.shape[0] == ta.shape[0]):
-        raise ValueError(
+        raise InputError(
             f"wav_ids, mi and ta must have one entry per clip, got {len(wav_ids)}, {mi.shape[0]}, {ta.shape[0]}"
         )
     lines = []
     for wav_id, a, b in zip(wav_ids, mi, ta):
         if not isinstance(wav_id, str) or not wav_id or "," in wav_id or "\n" in wav_id:
-            raise ValueError(
+            raise InputError(
                 f"wav id {wav_id!r} cannot be written to answer.txt (empty, or holds ',' / newline)"
             )
         name = wav_id[:-4] if wav_id.lower().endswith(".wav") else wav_id

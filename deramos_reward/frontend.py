@@ -1,8 +1,8 @@
 """Audio front-end: anything a user holds -> mono waveforms at the encoder's rate.
 
 All tensor work is torch and differentiable (downmix, resample); file reading uses soundfile.
-Clips longer than the encoder window are cut into deterministic overlapping windows here,
-and the model combines their scores with a length-weighted mean.
+Clips longer than the encoder window are cut into deterministic overlapping windows here
+(``plan_windows``); ``windowing`` encodes them and combines their outputs per clip.
 """
 
 from __future__ import annotations
@@ -144,6 +144,18 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return out.to(wave.dtype) if wave.is_floating_point() else out
 
 
+def _downmix(audio: torch.Tensor, name: str, rank: int, layouts: str) -> torch.Tensor:
+    """``audio`` with ``rank`` axes, or ``rank + 1`` with a channel axis before time (averaged away)
+    -> ``rank`` axes. Any other rank is an error naming ``name`` and the accepted ``layouts``."""
+    if audio.dim() == rank + 1:
+        if audio.shape[-2] == 0:
+            raise InputError(f"{name} has 0 channels; expected at least one")
+        audio = to_mono(audio)
+    if audio.dim() != rank:
+        raise InputError(f"{name} must be {layouts}, got shape {tuple(audio.shape)}")
+    return audio
+
+
 @dataclass
 class Clips:
     """A list of mono clips at one sample rate, each its own length (no padding)."""
@@ -167,12 +179,7 @@ def batch_to_clips(audio: object, sample_rate: int, target_rate: int, name: str 
     audio = as_float_tensor(audio, name)
     if audio.dim() == 1:
         audio = audio.unsqueeze(0)
-    if audio.dim() == 3:
-        if audio.shape[1] == 0:
-            raise InputError(f"{name} has 0 channels; expected [B, C, T] with C >= 1")
-        audio = to_mono(audio)
-    if audio.dim() != 2:
-        raise InputError(f"{name} must be [T], [B, T] or [B, C, T], got shape {tuple(audio.shape)}")
+    audio = _downmix(audio, name, 2, "[T], [B, T] or [B, C, T]")
     if audio.shape[0] == 0:
         raise InputError(f"{name} holds no clips (batch size 0)")
     if audio.shape[-1] == 0:
@@ -211,12 +218,7 @@ def items_to_clips(
                     f"{label} has shape {tuple(wave.shape)}; expected channels-first [C, T] (transpose a [T, C] array)"
                 )
         rate = check_sample_rate(rate, f"sample rate of {label}")
-        if wave.dim() == 2:
-            if wave.shape[0] == 0:
-                raise InputError(f"{label} has 0 channels")
-            wave = to_mono(wave)
-        if wave.dim() != 1:
-            raise InputError(f"{label} must be [T] or [C, T], got shape {tuple(wave.shape)}")
+        wave = _downmix(wave, label, 1, "[T] or [C, T]")
         if wave.shape[0] == 0:
             raise InputError(f"{label} is empty (0 samples)")
         warn_if_loud(check_finite(wave, label), label)

@@ -1,4 +1,4 @@
-"""The two DeRA-MOS branches on top of frozen encoder outputs (DERAMOS.md, "Architecture")."""
+"""The two DeRA-MOS branches on top of frozen encoder outputs (docs/model.md, "Architecture")."""
 
 from __future__ import annotations
 

@@ -27,11 +27,18 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .encoders.base import TextTokens
+from .encoders.base import TextTokens, freeze
 from .frontend import to_clips
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
-from .validation import check_prompts
+from .validation import (
+    check_bool,
+    check_choice,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_prompts,
+)
 
 NORMALIZATIONS = ("none", "zscore", "rank")
 
@@ -44,12 +51,6 @@ class RewardOutput:
     raw: torch.Tensor  # mi_weight * mi + ta_weight * ta
     mi: torch.Tensor  # expected MI, 1-5
     ta: torch.Tensor  # expected TA, 1-5
-
-
-def _check_weight(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
 
 
 def describe_reward(
@@ -85,12 +86,6 @@ def describe_reward(
     }
 
 
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def rank_within_groups(values: torch.Tensor, groups: Sequence[Hashable]) -> torch.Tensor:
     """Rank of each value inside its group, scaled to [0, 1] (no gradient).
 
@@ -124,7 +119,10 @@ class MusicReward(nn.Module):
     """A frozen DeRA-MOS turned into a reward: ``reward(audio, sample_rate, prompts) -> [B]``.
 
     Args:
-        model: the DeRA-MOS scorer. It is frozen in place (``requires_grad_(False)``, eval mode).
+        model: the DeRA-MOS scorer. It is frozen in place once, here (``requires_grad_(False)``,
+            eval mode); ``reward.train()`` keeps it in eval mode and ``reward.requires_grad_(True)``
+            is refused. Calls do not freeze it again: unfreezing ``reward.model`` yourself
+            afterwards lets gradients into the scorer.
         mi_weight, ta_weight: weights of MI and TA in the raw reward. The defaults (0.5, 0.5) make the
             raw reward the mean of MI and TA, itself a MOS on the judges' 1-5 scale.
         normalize: ``"none"``, ``"zscore"`` or ``"rank"`` (see the module docstring).
@@ -150,16 +148,14 @@ class MusicReward(nn.Module):
         super().__init__()
         if not isinstance(model, DeRAMOS):
             raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         self.model = model
-        self.mi_weight = _check_weight(mi_weight, "mi_weight")
-        self.ta_weight = _check_weight(ta_weight, "ta_weight")
-        self.normalize = normalize
-        self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.mi_weight = check_number(mi_weight, "mi_weight")
+        self.ta_weight = check_number(ta_weight, "ta_weight")
+        self.normalize = check_choice(normalize, "normalize", NORMALIZATIONS)
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.gradient_checkpointing = check_bool(gradient_checkpointing, "gradient_checkpointing")
         self.prompt_cache = PromptCache(
-            model.text_encoder, _check_positive_int(prompt_cache_size, "prompt_cache_size")
+            model.text_encoder, check_positive_int(prompt_cache_size, "prompt_cache_size")
         )
         self._mean: float | None = None
         self._std: float | None = None
@@ -173,7 +169,7 @@ class MusicReward(nn.Module):
                 self.set_stats(*stats)
             else:
                 raise TypeError(f"stats must be {{'mean': m, 'std': s}} or (mean, std), got {stats!r}")
-        self._freeze()
+        freeze(model)  # here, after the checks: a rejected call leaves the model as it was
 
     # ---- state --------------------------------------------------------------------------
     @property
@@ -188,16 +184,8 @@ class MusicReward(nn.Module):
 
     def set_stats(self, mean: float, std: float) -> None:
         """Set the mean and standard deviation of the raw reward used by ``normalize="zscore"``."""
-        mean = _check_weight(mean, "mean")
-        std = _check_weight(std, "std")
-        if std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
+        mean, std = check_number(mean, "mean"), check_positive_float(std, "std")
         self._mean, self._std = mean, std
-
-    def _freeze(self) -> None:
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.model.eval()
 
     def train(self, mode: bool = True) -> MusicReward:
         """The scorer stays in eval mode whatever ``mode`` is (no dropout in a reward)."""
@@ -252,7 +240,6 @@ class MusicReward(nn.Module):
         self, audio: object, sample_rate: int | None, prompts: str | Sequence[str]
     ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
         """-> (mi [B], ta [B], prompts as a list of B strings)."""
-        self._freeze()
         if isinstance(audio, torch.Tensor) and audio.dim() in (2, 3):
             # Clip by clip, so a clip's resampled samples never depend on the rest of the batch.
             waves = [

@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from .frontend import to_clips
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
-from .validation import check_prompts
+from .validation import check_positive_int, check_prompts
 
 
 def score(
@@ -33,8 +33,7 @@ def score(
     """
     if not isinstance(model, DeRAMOS):
         raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     clips = to_clips(audio, sample_rate, model.sample_rate)
     prompts = check_prompts(texts, len(clips.waves), name="texts")
     return score_clips(model, clips.waves, prompts, batch_size, progress, prompt_cache)

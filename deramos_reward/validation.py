@@ -1,7 +1,8 @@
 """Input checks shared by the public entry points.
 
-Every check raises ``ValueError`` or ``TypeError`` with a message that names the input and
-what was expected, so callers never see a shape error from deep inside torch.
+Every check raises ``InputError`` (a ``ValueError``) or ``InputTypeError`` (also a ``TypeError``)
+with a message that names the input and what was expected, so callers never see a shape error from
+deep inside torch, and the ``deramos`` command reports them as one line.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ import math
 import numbers
 import os
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -86,7 +88,7 @@ def warn_if_loud(peak: float, name: str = "audio") -> None:
     """An ``AudioInputWarning`` naming ``name`` when float audio peaks beyond ``LOUD_SAMPLE`` (2.0).
 
     Such audio is scored as it is, but it is most likely integer PCM stored as float. Called where
-    user audio enters (the front-end, ``DeRAMOS.forward``), once per input.
+    user audio enters (the front-end and the rated-clip reader), once per input.
     """
     if peak > LOUD_SAMPLE:
         warnings.warn(
@@ -112,3 +114,102 @@ def check_file(path: object, what: str, missing: type[Exception] = InputError) -
     if os.path.isdir(name):
         raise InputError(f"{what} {name!r} is a folder; expected a file")
     raise missing(f"{what} {name!r} does not exist")
+
+
+def check_clips(waves: Sequence[object]) -> None:
+    """``waves`` must be a non-empty list of non-empty, finite 1-D tensors (mono clips)."""
+    if len(waves) == 0:
+        raise InputError("audio holds no clips")
+    for i, w in enumerate(waves):
+        if not isinstance(w, torch.Tensor) or w.dim() != 1:
+            raise InputError(
+                f"audio[{i}] must be a 1-D tensor of samples, got {getattr(w, 'shape', type(w))}"
+            )
+        if w.shape[0] == 0:
+            raise InputError(f"audio[{i}] is empty (0 samples)")
+        check_finite(w, f"audio[{i}]")
+
+
+# ---- argument checks --------------------------------------------------------------------------
+# Each returns the value as a plain Python bool/int/float and raises InputTypeError for a value of
+# the wrong type (a bool is never a number here) or InputError for one out of range, with the same
+# message either way: "{name} must be <what>, got {value!r}". With ``optional=True`` None passes
+# (and is returned) and the message says "<what> or None".
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, (bool, np.bool_))
+
+
+def _is_real(value: object) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, (bool, np.bool_))
+
+
+def _check(
+    value: object,
+    name: str,
+    what: str,
+    is_type: Callable[[object], bool],
+    in_range: Callable[[Any], bool],
+    convert: Callable[[Any], Any],
+    optional: bool,
+) -> Any:
+    if optional and value is None:
+        return None
+    if not is_type(value) or not in_range(value):
+        error = InputTypeError if not is_type(value) else InputError
+        raise error(f"{name} must be {what}{' or None' if optional else ''}, got {value!r}")
+    return convert(value)
+
+
+def check_bool(value: object, name: str) -> bool:
+    """True or False (numpy bools pass; 0 and 1 do not)."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise InputTypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def check_int(value: object, name: str, minimum: int, optional: bool = False) -> int | None:
+    """An int (numpy ints pass) >= ``minimum``."""
+    return _check(value, name, f"an int >= {minimum}", _is_int, lambda v: v >= minimum, int, optional)
+
+
+def check_positive_int(value: object, name: str, optional: bool = False) -> int | None:
+    """An int >= 1."""
+    return _check(value, name, "a positive int", _is_int, lambda v: v >= 1, int, optional)
+
+
+def check_non_negative_int(value: object, name: str, optional: bool = False) -> int | None:
+    """An int >= 0."""
+    return check_int(value, name, 0, optional)
+
+
+def check_number(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number (ints pass)."""
+    return _check(value, name, "a finite number", _is_real, math.isfinite, float, optional)
+
+
+def check_positive_float(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number > 0."""
+    return _check(
+        value, name, "a positive number", _is_real, lambda v: math.isfinite(v) and v > 0, float, optional
+    )
+
+
+def check_non_negative_float(value: object, name: str, optional: bool = False) -> float | None:
+    """A finite real number >= 0."""
+    return _check(
+        value, name, "a number >= 0", _is_real, lambda v: math.isfinite(v) and v >= 0, float, optional
+    )
+
+
+def check_fraction(value: object, name: str, optional: bool = False) -> float | None:
+    """A real number in (0, 1] (a share: 1.0 keeps everything)."""
+    return _check(value, name, "a fraction in (0, 1]", _is_real, lambda v: 0.0 < v <= 1.0, float, optional)
+
+
+def check_choice(value: object, name: str, choices: Sequence) -> object:
+    """One of ``choices``."""
+    if value not in choices:
+        raise InputError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value

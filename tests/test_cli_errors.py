@@ -274,7 +274,7 @@ def test_a_permission_error_on_the_output_is_one_line(rated, tiny_checkpoint, tm
 
 
 # ---- help ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("command", [*OWN_COMMANDS, "generate", "pairs", "dpo"])
+@pytest.mark.parametrize("command", [*OWN_COMMANDS, "generate", "pairs", "dpo", "rate", "agreement"])
 def test_every_option_has_help_and_shows_its_default(command, capsys):
     p = build_parser()._subparsers._group_actions[0].choices[command]
     with pytest.raises(SystemExit) as info:

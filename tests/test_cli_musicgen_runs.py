@@ -203,20 +203,23 @@ def test_a_missing_extra_is_named_before_any_work(
     assert not (tmp_path / "out").exists()
 
 
-def test_a_reward_describes_its_weights_and_normalisation(tiny_model):
-    plain = dr.MusicReward(tiny_model).describe()
+def test_a_reward_describes_its_weights_and_normalisation():
+    from deramos_reward.reward import describe_reward
+
+    judge = dr.DeRAMOS(dr.DeRAMOSConfig.tiny())  # its own: MusicReward freezes the judge it wraps
+    plain = dr.MusicReward(judge).describe()
     assert (plain["mi_weight"], plain["ta_weight"], plain["normalize"], plain["range"]) == (
         0.5,
         0.5,
         "none",
         [1.0, 5.0],
     )
-    z = dr.MusicReward(tiny_model, mi_weight=1, ta_weight=0, normalize="zscore", stats=(3.0, 0.5)).describe()
+    z = dr.MusicReward(judge, mi_weight=1, ta_weight=0, normalize="zscore", stats=(3.0, 0.5)).describe()
     assert (
         z["formula"] == "(1*MI + 0*TA - 3) / 0.5"
         and z["range"] is None
         and z["stats"] == {"mean": 3.0, "std": 0.5}
     )
-    rank = dr.MusicReward(tiny_model, normalize="rank").describe()
+    rank = describe_reward(0.5, 0.5, "rank")
     assert rank["range"] == [0.0, 1.0] and rank["text"].startswith("rank of 0.5*MI + 0.5*TA")
-    assert dr.MusicReward(tiny_model, mi_weight=-1, ta_weight=2).describe()["range"] == [-3.0, 9.0]
+    assert describe_reward(-1, 2)["range"] == [-3.0, 9.0]

@@ -237,8 +237,8 @@ def test_a_clip_that_fails_inside_the_model_is_one_error_row(tiny_checkpoint, tm
     assert main(_args(tiny_checkpoint, manifest, out, "--batch-size", "4")) == 1
     rows, ref = read_rows(out), read_rows(ref_out)
     assert rows[1]["error"] == "scoring failed: RuntimeError: simulated out-of-memory"
-    # scored alone instead of in a batch of 3: the batch-size tolerance of tests/test_determinism.py
-    for i in (0, 2, 3):
+    for i in (0, 2, 3):  # scored alone instead of in a batch of three: batch-size noise only (1e-5, as in
+        # tests/test_determinism.py; 1.2e-6 was seen on this machine)
         assert rows[i]["mi"] == pytest.approx(ref[i]["mi"], abs=1e-5)
         assert rows[i]["ta"] == pytest.approx(ref[i]["ta"], abs=1e-5)
 

@@ -28,6 +28,8 @@ SUBCOMMANDS = {
     "generate": "generate",
     "pairs": "pairs",
     "dpo": "dpo",
+    "rate": "rate",
+    "agreement": "agreement",
 }
 # OSErrors about the user's files and disk rather than about the code
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}

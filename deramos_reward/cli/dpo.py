@@ -30,7 +30,7 @@ import numpy as np
 from .._optional import require
 from . import provenance
 from .musicgen import add_musicgen_arguments, load_backend
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -168,6 +168,7 @@ def run(args: argparse.Namespace) -> int:
     require("datasets")  # the pairs
     from ..integrations.dpo import MusicDPOTrainer
 
+    check_output(args.out, "--out", folder=True)
     config = _config(args)
     accelerator = _accelerator(args)
     record = {

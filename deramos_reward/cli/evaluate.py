@@ -12,7 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-from .options import CommandError, add_device_argument, add_rating_scale_argument, resolve_device
+from .options import (
+    CommandError,
+    add_device_argument,
+    add_rating_scale_argument,
+    check_output,
+    resolve_device,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -41,6 +47,9 @@ def _check(args: argparse.Namespace, labeled: bool) -> str:
     """Validate the options against the split before the slow part -> the device to use."""
     if args.batch_size < 1:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    check_output(args.out, "--out", folder=False)
+    check_output(args.answer, "--answer", folder=False)
+    check_output(args.plot_dir, "--plot-dir", folder=True)
     if args.n_boot < 1:
         raise CommandError(f"--n-boot must be >= 1, got {args.n_boot}")
     if not labeled:

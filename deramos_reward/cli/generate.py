@@ -32,7 +32,7 @@ from .musicgen import (
     load_backend,
     prompt_progress,
 )
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 SCORES_NAME = "scores.json"
 
@@ -189,6 +189,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     checkpoints = check_args(args)
     device = resolve_device(args.device)
+    check_output(args.out, "--out", folder=True)
     out = Path(args.out)
     settings = run_settings(args, prompts, checkpoints)
     scores_path = out / SCORES_NAME

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
@@ -86,3 +87,14 @@ def add_rating_scale_argument(p: argparse.ArgumentParser) -> None:
         help="the scale of the ratings in --data, mapped linearly onto 1-5; a rating outside it is an "
         "error naming its file and line (default: 1 5)",
     )
+
+
+def check_output(path: str | None, flag: str, folder: bool) -> None:
+    """An output path must not be the wrong kind of thing: a file output an existing folder, or a
+    folder output an existing file (CommandError naming ``flag``)."""
+    if path is None:
+        return
+    if folder and os.path.exists(path) and not os.path.isdir(path):
+        raise CommandError(f"{flag} {path!r} is a file; expected a folder")
+    if not folder and os.path.isdir(path):
+        raise CommandError(f"{flag} {path!r} is a folder; expected a file")

@@ -35,7 +35,7 @@ from .musicgen import (
     load_backend,
     prompt_progress,
 )
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -197,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
     prompts = read_prompts(args)
     check_args(args)
     device = resolve_device(args.device)
+    check_output(args.out, "--out", folder=True)
     settings = {
         **run_settings(args, prompts),
         "reward_function": describe_reward(args.mi_weight, args.ta_weight),

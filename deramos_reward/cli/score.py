@@ -49,7 +49,7 @@ from ..sharding import (
     take,
 )
 from . import provenance
-from .options import CommandError, add_device_argument, resolve_device
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 CSV_FIELDS = ["path", "prompt", "mi", "ta", "error", "warning"]
 META_SUFFIX = ".meta.json"
@@ -320,6 +320,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
     if shard_from_env().distributed and not args.out:
         raise CommandError("--out is required with several processes (rank 0 merges their rows into it)")
+    check_output(args.out, "--out", folder=False)
     device = resolve_device(args.device)
     jobs = read_jobs(args)
     if not args.out:

@@ -19,7 +19,13 @@ import math
 import os
 import sys
 
-from .options import CommandError, add_device_argument, add_rating_scale_argument, resolve_device
+from .options import (
+    CommandError,
+    add_device_argument,
+    add_rating_scale_argument,
+    check_output,
+    resolve_device,
+)
 
 # flag -> TrainConfig field, for the overrides that take a value
 _OVERRIDES = {
@@ -62,6 +68,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     add_rating_scale_argument(p)
     for field, (kind, text) in _OVERRIDES.items():
         p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field, help=text)
+    p.add_argument(
+        "--init",
+        dest="init_from",
+        metavar="CKPT",
+        help="adapt an existing judge: start from this checkpoint (alias of --init-from; heads train, encoders stay frozen)",
+    )
     add_device_argument(p, "feature extraction and training", default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
@@ -140,6 +152,7 @@ def _value(value: float | None) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..training import train
 
+    check_output(args.out, "--out", folder=True)
     config = build_config(args)
     result = train(config, args.data, args.out, val_data=args.val_data, overwrite=args.overwrite)
     import accelerate

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from ..frontend import load_audio, resample, to_mono
-from ..validation import check_finite, check_sample_rate, warn_if_loud
+from ..validation import check_finite, check_positive_float, check_sample_rate, warn_if_loud
 from .manifest import ManifestEntry, load_dataset_split, load_manifest, read_manifest, read_manifest_entries
 from .musiceval import (
     DataFormatError,
@@ -72,10 +72,7 @@ class RatedClips(torch.utils.data.Dataset):
         for i, ex in enumerate(examples):
             if not isinstance(ex, Example):
                 raise TypeError(f"examples[{i}] must be an Example, got {type(ex).__name__}")
-        if max_seconds is not None and (
-            isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0
-        ):
-            raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
+        check_positive_float(max_seconds, "max_seconds", optional=True)
         self.examples = list(examples)
         self.sample_rate = check_sample_rate(sample_rate)
         self.max_samples = None if max_seconds is None else max(1, int(round(max_seconds * self.sample_rate)))

@@ -7,9 +7,10 @@ One JSON object per line::
 Keys: ``path`` and ``prompt`` (required); ``mi``, ``ta`` (numbers, or null / absent when the clip
 is unlabeled); ``system`` (default: the name of the folder holding the audio file, so clips
 organised as ``<generator>/<clip>.wav`` get per-generator system metrics); ``split`` (optional);
-``id`` (default: ``path`` as written, without its extension). Relative paths are resolved against
-the manifest's folder. Blank lines are skipped; unknown keys are an error (catches ``"MI"``).
-Lines are split on ``"\\n"`` only, so a prompt may hold U+2028 or U+0085.
+``id`` (default: ``path`` as written, without its extension); ``rater`` (optional: who gave the
+rating; ``deramos rate`` writes one line per clip and rater, with ``id`` = ``<clip id>@<rater>``).
+Relative paths are resolved against the manifest's folder. Blank lines are skipped; unknown keys
+are an error (catches ``"MI"``). Lines are split on ``"\\n"`` only, so a prompt may hold U+2028 or U+0085.
 
 ``read_manifest_entries`` checks the format of every line (the scorer needs no more: a missing
 audio file or an empty prompt becomes that input's error row). ``read_manifest`` /
@@ -34,7 +35,7 @@ from ..validation import check_file
 from .musiceval import DataFormatError, Example, MissingDataError, load_musiceval
 from .ratings import check_rating_scale, to_mos
 
-MANIFEST_KEYS = ("path", "prompt", "mi", "ta", "system", "split", "id")
+MANIFEST_KEYS = ("path", "prompt", "mi", "ta", "system", "split", "id", "rater")
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ManifestEntry:
     system: str | None
     split: str | None
     id: str | None
+    rater: str | None = None
 
     @property
     def where(self) -> str:
@@ -80,17 +82,24 @@ def _string(record: dict, key: str, where: str, required: bool, empty_ok: bool =
     return value
 
 
-def _entry(manifest: str, line_no: int, line: str) -> ManifestEntry:
-    where = f"{manifest}:{line_no}"
+def json_record(line: str, where: str, keys: Sequence[str]) -> dict:
+    """One JSONL line -> its object; DataFormatError naming ``where`` (file:line) for text that is not
+    JSON, a value that is not an object, or a key not in ``keys`` (catches ``"MI"`` for ``"mi"``)."""
     try:
         record = json.loads(line)
     except json.JSONDecodeError as err:
         raise DataFormatError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
     if not isinstance(record, dict):
         raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    unknown = sorted(set(record) - set(MANIFEST_KEYS))
+    unknown = sorted(set(record) - set(keys))
     if unknown:
-        raise DataFormatError(f"{where}: unknown key(s) {unknown}; known keys: {list(MANIFEST_KEYS)}")
+        raise DataFormatError(f"{where}: unknown key(s) {unknown}; known keys: {list(keys)}")
+    return record
+
+
+def _entry(manifest: str, line_no: int, line: str) -> ManifestEntry:
+    where = f"{manifest}:{line_no}"
+    record = json_record(line, where, MANIFEST_KEYS)
     rel = _string(record, "path", where, required=True)
     folder = os.path.dirname(manifest)
     return ManifestEntry(
@@ -104,6 +113,7 @@ def _entry(manifest: str, line_no: int, line: str) -> ManifestEntry:
         system=_string(record, "system", where, required=False),
         split=_string(record, "split", where, required=False),
         id=_string(record, "id", where, required=False),
+        rater=_string(record, "rater", where, required=False),
     )
 
 

@@ -9,6 +9,7 @@ them to the input waveform (the reward needs that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -31,15 +32,20 @@ class TextTokens:
         return TextTokens(self.tokens.index_select(0, idx), self.mask.index_select(0, idx))
 
 
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop ``module`` training, in place: no parameter requires grad, eval mode (no dropout)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 class FrozenBackbone(nn.Module):
     """Base for wrappers: freezes ``self.backbone`` and keeps it in eval mode."""
 
     backbone: nn.Module
 
     def freeze(self) -> None:
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
+        freeze(self.backbone)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
@@ -67,9 +73,25 @@ class AudioEncoder(FrozenBackbone):
 class TextEncoder(FrozenBackbone):
     dim: int
     max_tokens: int
+    tokenizer: Any  # a transformers tokenizer
+
+    def adopt(self, backbone: nn.Module, tokenizer: Any, max_tokens: int) -> None:
+        """Take a RoBERTa-like tower (``config.hidden_size``, ``config.max_position_embeddings``)
+        and its tokenizer; prompts are cut to ``max_tokens`` tokens or what the positions allow."""
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.dim = int(backbone.config.hidden_size)
+        # RoBERTa-style positions start after the padding index: 2 positions are never used
+        self.max_tokens = min(max_tokens, backbone.config.max_position_embeddings - 2)
+        self.freeze()
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """texts -> input_ids, attention_mask [B, L] (padded to the longest, at most ``max_tokens``)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")  # a str would be split into characters
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         """input_ids, attention_mask [B, L] -> token states [B, L, D]."""

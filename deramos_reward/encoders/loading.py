@@ -29,6 +29,16 @@ def _is_hub_id(name: str) -> bool:
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
 
 
+def load_text_backbone(
+    name_or_path: str, loader: Callable[[str], T], what: str, hub_id: str | None = None
+) -> tuple[T, object]:
+    """A text tower and its tokenizer from one hub id or folder (``what``: e.g. ``"RoBERTa"``)."""
+    from transformers import AutoTokenizer
+
+    model = load_backbone(name_or_path, loader, f"{what} text encoder", hub_id)
+    return model, load_backbone(name_or_path, AutoTokenizer.from_pretrained, f"{what} tokenizer", hub_id)
+
+
 def load_backbone(name_or_path: str, loader: Callable[[str], T], what: str, hub_id: str | None = None) -> T:
     """Call ``loader(name_or_path)``, turning hub/offline failures into BackboneUnavailableError.
 

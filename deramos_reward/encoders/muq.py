@@ -19,7 +19,7 @@ from .base import AudioEncoder, AudioFrames
 from .loading import MUQ_HUB_ID, load_backbone
 
 
-def _conformer_config(w2v2: dict) -> dict:
+def conformer_config(w2v2: dict) -> dict:
     """A conformer config dict MuQ can build: transformers' defaults + the given keys."""
     from transformers import Wav2Vec2ConformerConfig
 
@@ -33,7 +33,7 @@ def build_muq(backbone: dict):
     """A randomly initialised ``muq.MuQ`` from a MuQConfig dict (no downloads)."""
     muq = require("muq")
     cfg = dict(backbone)
-    cfg["w2v2_config"] = _conformer_config(cfg.get("w2v2_config", {}))
+    cfg["w2v2_config"] = conformer_config(cfg.get("w2v2_config", {}))
     torch_state = torch.random.get_rng_state()
     model = muq.MuQ(muq.MuQConfig(**cfg))
     torch.random.set_rng_state(torch_state)  # MuQ seeds Python's RNG; keep torch's stream ours
