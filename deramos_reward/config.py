@@ -12,6 +12,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Self
 
+from .errors import InputError, InputTypeError
+
 AUDIO_KINDS = ("muq", "clap")
 TEXT_KINDS = ("roberta", "clap")
 
@@ -19,26 +21,26 @@ TEXT_KINDS = ("roberta", "clap")
 def check_fields(cls: type, data: object, where: str, also: frozenset[str] = frozenset()) -> None:
     """``data`` must be a dict whose keys are fields of the dataclass ``cls`` (or in ``also``)."""
     if not isinstance(data, dict):
-        raise TypeError(f"{where} must be a JSON object, got {type(data).__name__}")
+        raise InputTypeError(f"{where} must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - known - also)
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        raise InputError(f"{where} has unknown key(s) {unknown}; known keys: {sorted(known)}")
 
 
 def _check_type(where: str, key: str, value: Any, types: tuple[type, ...]) -> None:
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         names = "/".join(t.__name__ for t in types)
-        raise TypeError(f"{where}.{key} must be {names}, got {type(value).__name__} ({value!r})")
+        raise InputTypeError(f"{where}.{key} must be {names}, got {type(value).__name__} ({value!r})")
 
 
 def _check_source(config: AudioEncoderConfig | TextEncoderConfig, where: str, kinds: tuple[str, ...]) -> None:
     """The backbone kind, and exactly one of a reference to load and a config dict to build from."""
     if config.kind not in kinds:
-        raise ValueError(f"{where}.kind must be one of {kinds}, got {config.kind!r}")
+        raise InputError(f"{where}.kind must be one of {kinds}, got {config.kind!r}")
     if (config.name_or_path is None) == (config.backbone is None):
-        raise ValueError(f"{where}: set exactly one of name_or_path (load) and backbone (build from config)")
+        raise InputError(f"{where}: set exactly one of name_or_path (load) and backbone (build from config)")
     if config.backbone is not None:
         _check_type(where, "backbone", config.backbone, (dict,))
 
@@ -56,7 +58,7 @@ class JsonConfig:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{cls.JSON_NAME} is not valid JSON: {err}") from err
+            raise InputError(f"{cls.JSON_NAME} is not valid JSON: {err}") from err
         return cls.from_dict(data)
 
 
@@ -81,9 +83,9 @@ class AudioEncoderConfig:
         for key in ("window_seconds", "hop_seconds", "min_seconds"):
             _check_type(where, key, getattr(self, key), (int, float))
             if getattr(self, key) <= 0:
-                raise ValueError(f"{where}.{key} must be > 0, got {getattr(self, key)}")
+                raise InputError(f"{where}.{key} must be > 0, got {getattr(self, key)}")
         if self.hop_seconds > self.window_seconds:
-            raise ValueError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
+            raise InputError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
         _check_type(where, "layer", self.layer, (int,))
 
 
@@ -100,7 +102,7 @@ class TextEncoderConfig:
         _check_source(self, where, TEXT_KINDS)
         _check_type(where, "max_tokens", self.max_tokens, (int,))
         if self.max_tokens < 2:
-            raise ValueError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
+            raise InputError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
 
 
 # Dimensions of the paper's backbones, used to build them with random weights offline.
@@ -233,7 +235,7 @@ class DeRAMOSConfig(JsonConfig):
                 kind="clap", name_or_path=None, backbone=json.loads(json.dumps(TINY_CLAP_BACKBONE))
             )
         else:
-            raise ValueError(f"encoder must be 'muq' or 'clap', got {encoder!r}")
+            raise InputError(f"encoder must be 'muq' or 'clap', got {encoder!r}")
         return cls(
             audio_encoder=audio,
             text_encoder=text,
@@ -258,19 +260,19 @@ class DeRAMOSConfig(JsonConfig):
         for key in ("n_bins", "mi_layers", "mi_heads", "mi_ff_dim", "ta_heads", "max_frames"):
             _check_type("config", key, getattr(self, key), (int,))
             if getattr(self, key) < 1:
-                raise ValueError(f"config.{key} must be >= 1, got {getattr(self, key)}")
+                raise InputError(f"config.{key} must be >= 1, got {getattr(self, key)}")
         if self.n_bins < 2:
-            raise ValueError(f"config.n_bins must be >= 2, got {self.n_bins}")
+            raise InputError(f"config.n_bins must be >= 2, got {self.n_bins}")
         for key in ("mi_mlp", "ta_mlp"):
             value = getattr(self, key)
             if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
-                raise TypeError(f"config.{key} must be a list of positive ints, got {value!r}")
+                raise InputTypeError(f"config.{key} must be a list of positive ints, got {value!r}")
         for key in ("score_low", "score_high", "dropout"):
             _check_type("config", key, getattr(self, key), (int, float))
         if not self.score_low < self.score_high:
-            raise ValueError(f"config.score_low ({self.score_low}) must be < score_high ({self.score_high})")
+            raise InputError(f"config.score_low ({self.score_low}) must be < score_high ({self.score_high})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"config.dropout must be in [0, 1), got {self.dropout}")
+            raise InputError(f"config.dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
 from .validation import (
     check_bool,
     check_choice,
@@ -315,7 +316,7 @@ class LossWeights:
         self.validate()
 
     def validate(self) -> None:
-        """Raise ValueError/TypeError naming the first bad field."""
+        """Raise InputError/InputTypeError naming the first bad field."""
         for key, allowed in (
             ("objective", OBJECTIVES),
             ("regression_kind", REGRESSION_KINDS),
@@ -331,7 +332,8 @@ class LossWeights:
             check_positive_float(getattr(self, key), f"LossWeights.{key}")
         for key in ("low", "high"):
             check_number(getattr(self, key), f"LossWeights.{key}")
-        _check_range(self.low, self.high)
+        if not self.low < self.high:
+            raise InputError(f"LossWeights: low ({self.low}) must be < high ({self.high})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -340,7 +342,7 @@ class LossWeights:
     def preset(cls, name: str, **overrides: Any) -> LossWeights:
         """One of the ablation settings in ``ABLATIONS`` (optionally with fields overridden)."""
         if name not in ABLATIONS:
-            raise ValueError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
+            raise InputError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
         return replace(ABLATIONS[name], **overrides)
 
 

@@ -5,7 +5,8 @@ utterance level and at the system level (mean prediction per system against mean
 system). The challenge ranks by system-level SRCC; ``bootstrap_system_srcc`` gives a
 confidence interval for it by resampling systems.
 
-Correlations of constant or too-short inputs are undefined and come back as ``nan``.
+Correlations of constant or too-short inputs are undefined and come back as ``nan``;
+``undefined_reasons`` says why, and ``json_safe`` turns them into ``null`` for JSON files.
 """
 
 from __future__ import annotations
@@ -114,6 +115,61 @@ def evaluate_both(
 ) -> dict[str, dict[str, dict[str, float]]]:
     """Both axes: ``{"MI": evaluate(...), "TA": evaluate(...)}``."""
     return {"MI": evaluate(pred_mi, true_mi, system_ids), "TA": evaluate(pred_ta, true_ta, system_ids)}
+
+
+def _why_undefined(values: np.ndarray, what: str, unit: str) -> str | None:
+    if values.size < 2:
+        return f"only {values.size} {unit}"
+    if np.ptp(values) == 0:
+        return f"every {what} is {values[0]:g}"
+    return None
+
+
+def undefined_reasons(true: object, system_ids: Sequence, pred: object | None = None) -> dict[str, str]:
+    """Why the correlations (LCC, SRCC, KTAU) of ``evaluate`` are undefined, per level.
+
+    Args:
+        true: labels [N]; system_ids: N ids; pred: predictions [N], or None to judge from the
+            labels alone (what the data decides before any model is run).
+
+    Returns:
+        ``{"utterance": reason, "system": reason}`` for the undefined levels only, e.g.
+        ``{"system": "only 1 system"}``; MSE is always defined.
+    """
+    t = _as_1d(true, "true")
+    p = t if pred is None else _pair(pred, true)[0]
+    systems, p_sys, t_sys = system_means(p, t, system_ids)
+    levels = {
+        "utterance": (t, p, "label", "prediction", "clip" if t.size == 1 else "clips"),
+        "system": (
+            t_sys,
+            p_sys,
+            "system's mean label",
+            "system's mean prediction",
+            "system" if len(systems) == 1 else "systems",
+        ),
+    }
+    out = {}
+    for level, (tv, pv, label, prediction, unit) in levels.items():
+        reason = _why_undefined(tv, label, unit) or (
+            None if pred is None else _why_undefined(pv, prediction, unit)
+        )
+        if reason is not None:
+            out[level] = reason
+    return out
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN/Inf float (an undefined metric) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.floating):
+        return json_safe(float(value))
+    return value
 
 
 def _row_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -64,7 +64,10 @@ class DeRAMOS(nn.Module):
 
     # ---- audio ------------------------------------------------------------------------------
     def forward_clips(
-        self, waves: Sequence[torch.Tensor], texts: Sequence[str] | TextTokens
+        self,
+        waves: Sequence[torch.Tensor],
+        texts: Sequence[str] | TextTokens,
+        on_progress: Callable[[float], None] | None = None,
     ) -> DeRAMOSOutput:
         """Mono clips of any lengths (each [T_i] at ``sample_rate``) -> scores [B].
 
@@ -72,6 +75,9 @@ class DeRAMOS(nn.Module):
         or from ``forward``, which check them (non-empty, finite). Clips longer than the window
         are scored in overlapping windows whose outputs are combined by a length-weighted mean
         (of scores, bin probabilities and embeddings): see ``windowing``.
+        ``on_progress(samples)`` is called after each encoder pass with its windows' share of the
+        clips' samples (overlapping windows share their clip's length), so the calls add up to the
+        total number of samples: a progress bar moves inside a long clip.
         """
         text, text_row = self._text_rows(texts, len(waves))
         windows = plan_windows([int(w.shape[0]) for w in waves], self.window_samples, self.hop_samples)
@@ -81,6 +87,8 @@ class DeRAMOS(nn.Module):
         ):
             rows = text.index([text_row[windows[i].clip] for i in indices])
             passes.append((indices, self.heads(frames, rows)))
+            if on_progress is not None:
+                on_progress(_share(windows, waves, indices))
         return combine_windows(windows, concat_outputs(passes, len(windows)), len(waves))
 
     def forward(
@@ -144,3 +152,13 @@ class DeRAMOS(nn.Module):
         if device is not None or dtype is not None:
             model.to(device=device, dtype=dtype)
         return model
+
+
+def _share(windows: list, waves: Sequence[torch.Tensor], indices: Sequence[int]) -> float:
+    """Samples of the clips that windows ``indices`` stand for (each window: its share of its clip)."""
+    covered: dict[int, int] = {}
+    for w in windows:
+        covered[w.clip] = covered.get(w.clip, 0) + w.length
+    return sum(
+        windows[i].length * int(waves[windows[i].clip].shape[0]) / covered[windows[i].clip] for i in indices
+    )

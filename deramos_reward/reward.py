@@ -19,6 +19,7 @@ normalised:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -50,6 +51,39 @@ class RewardOutput:
     raw: torch.Tensor  # mi_weight * mi + ta_weight * ta
     mi: torch.Tensor  # expected MI, 1-5
     ta: torch.Tensor  # expected TA, 1-5
+
+
+def describe_reward(
+    mi_weight: float, ta_weight: float, normalize: str = "none", stats: Mapping[str, float] | None = None
+) -> dict[str, object]:
+    """What a reward value means, for logs and saved results (JSON-ready).
+
+    Returns ``{"mi_weight", "ta_weight", "normalize", "stats", "formula", "range", "text"}``:
+    ``formula`` in words, ``range`` ``[low, high]`` (None for z-scores), ``text`` a one-line summary
+    such as ``"0.5*MI + 0.5*TA, not normalised: a MOS on 1-5"``.
+    """
+    raw = f"{mi_weight:g}*MI + {ta_weight:g}*TA"
+    ends = [mi_weight * m + ta_weight * t for m in (1.0, 5.0) for t in (1.0, 5.0)]
+    if normalize == "none":
+        formula, value_range = raw, [min(ends), max(ends)]
+        mos = mi_weight >= 0 and ta_weight >= 0 and math.isclose(mi_weight + ta_weight, 1.0)
+        text = f"{raw}, not normalised: " + ("a MOS on 1-5" if mos else f"{min(ends):g} to {max(ends):g}")
+    elif normalize == "zscore":
+        mean, std = (stats or {}).get("mean"), (stats or {}).get("std")
+        formula = f"({raw} - {mean:g}) / {std:g}" if stats else f"({raw} - mean) / std"
+        value_range, text = None, f"z-score of {raw}" + (f" (mean {mean:g}, std {std:g})" if stats else "")
+    else:
+        formula = f"rank of {raw} within its prompt's group, scaled to [0, 1]"
+        value_range, text = [0.0, 1.0], formula
+    return {
+        "mi_weight": mi_weight,
+        "ta_weight": ta_weight,
+        "normalize": normalize,
+        "stats": None if stats is None else dict(stats),
+        "formula": formula,
+        "range": value_range,
+        "text": text,
+    }
 
 
 def rank_within_groups(values: torch.Tensor, groups: Sequence[Hashable]) -> torch.Tensor:
@@ -169,6 +203,10 @@ class MusicReward(nn.Module):
     def _apply(self, fn, *args, **kwargs):
         self.prompt_cache.clear()  # cached states live on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
+
+    def describe(self) -> dict[str, object]:
+        """What this reward's values mean: weights, normalisation, formula, range (see ``describe_reward``)."""
+        return describe_reward(self.mi_weight, self.ta_weight, self.normalize, self.stats)
 
     def extra_repr(self) -> str:
         return (

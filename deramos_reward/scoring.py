@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -46,8 +46,13 @@ def score_clips(
     batch_size: int = 16,
     progress: bool = False,
     prompt_cache: PromptCache | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Mono clips already at ``model.sample_rate`` (each [T_i]) + prompts -> rows, in input order."""
+    """Mono clips already at ``model.sample_rate`` (each [T_i]) + prompts -> rows, in input order.
+
+    ``on_progress(seconds)``: called as parts of the clips are scored (windows of long clips too);
+    the calls add up to the clips' total duration.
+    """
     cache = PromptCache(model.text_encoder) if prompt_cache is None else prompt_cache
     # Clips of equal length share encoder passes, so batch them together; restore order after.
     order = sorted(range(len(prompts)), key=lambda i: waves[i].shape[0])
@@ -63,7 +68,8 @@ def score_clips(
                 text = cache.get([prompts[i] for i in idx], model.device)
                 # Clips stay where they are: the model stacks each group of windows and moves it to
                 # its device in one copy (no per-clip copies or per-clip device syncs).
-                out = model.forward_clips([waves[i] for i in idx], text)
+                done = None if on_progress is None else (lambda n: on_progress(n / model.sample_rate))
+                out = model.forward_clips([waves[i] for i in idx], text, on_progress=done)
                 for i, mi, ta in zip(idx, out.mi.tolist(), out.ta.tolist()):  # one transfer per field
                     rows[i] = {"mi": mi, "ta": ta}
     finally:

@@ -1,15 +1,17 @@
 """The offline demo behind `make demo`: synthetic corpus -> train a tiny judge -> metrics -> score clips.
 
-Runs on a 2-core CPU in well under a minute (measured: 20 s) with no downloads. The encoders
+Runs on a 2-core CPU in about a minute with no downloads. The encoders
 are tiny random MuQ/RoBERTa models built from configs, so the numbers show the pipeline working
 on a corpus with a designed quality ordering, not the quality of the paper's model: MI is
 learned well; of TA, such encoders learn only the part that follows audio quality, not whether
 the music matches the prompt. Everything is written
-under ./demo_out; running it again reuses the corpus, the feature cache and the finished run.
+under --out (default ./demo_out); running it again reuses the corpus, the feature cache and the
+finished run.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 from pathlib import Path
 
@@ -20,15 +22,20 @@ from deramos_reward.data import load_dataset_split, make_corpus
 from deramos_reward.evaluation import evaluate_split, format_report, predict, write_answer
 from deramos_reward.training import TrainConfig, train
 
-OUT = Path("demo_out")
 
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", default="demo_out", help="folder for the corpus, the run and answer.txt (default: demo_out)"
+    )
+    out = Path(parser.parse_args(argv).out)
     torch.set_num_threads(min(4, os.cpu_count() or 1))
 
     # 1. A MusicEval-format corpus: 8 simulated text-to-music systems of designed quality,
     #    24 prompts (instrument, tempo, mood), 2 clips per system and prompt, 3 s each.
-    corpus_dir = OUT / "corpus"
+    corpus_dir = out / "corpus"
     if not (corpus_dir / "sets").exists():
         print("building the synthetic corpus ...")
         make_corpus(
@@ -46,10 +53,10 @@ def main() -> None:
         seed=0,
         device="cpu",
     )
-    result = train(config, corpus_dir, OUT / "run")
+    result = train(config, corpus_dir, out / "run")
     print(f"\ntrained {result.epochs} epochs; checkpoints:")
     for name, best in result.best.items():
-        print(f"  {name:<18} epoch {best['epoch']:>2} -> {best['path']}")
+        print(f"  {name:<18} epoch {best['epoch']:>2} ({best['quantity']}) -> {best['path']}")
 
     # 3. Evaluate the "combined" checkpoint on the held-out test split (running the encoders
     #    on the audio, as a user's model would) and write the challenge answer file.
@@ -58,8 +65,8 @@ def main() -> None:
     mi, ta = predict(model, test)
     print("\ntest split:")
     print(format_report(evaluate_split(mi, ta, test)))
-    write_answer(OUT / "answer.txt", [ex.wav_id for ex in test], mi, ta)
-    print(f"wrote {OUT / 'answer.txt'}")
+    write_answer(out / "answer.txt", [ex.wav_id for ex in test], mi, ta)
+    print(f"wrote {out / 'answer.txt'}")
 
     # 4. Score a few clips with the plain API: file paths + prompts -> MI and TA.
     clips = test[:4]

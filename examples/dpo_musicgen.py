@@ -115,6 +115,12 @@ def main() -> None:
         learning_rate=3e-3, max_steps=args.steps, per_device_train_batch_size=16, logging_steps=10
     )
     trainer = MusicDPOTrainer(backend, pairs, config)
+    what = (
+        reward.describe()["text"]
+        if isinstance(reward, dr.MusicReward)
+        else "minus the spectral centroid in kHz"
+    )
+    print(f"reward = {what}")
     before, se_before = mean_reward()  # the adapter starts as a no-op (LoRA B = 0)
     trainer.train()
     after, se_after = mean_reward()

@@ -53,7 +53,8 @@ def main() -> None:
 
     prompts = ["a calm piano piece", "fast techno with heavy bass"]
     res = best_of_n(musicgen, prompts, args.n, reward, max_batch=8, seed=0)
-    print("best-of-N scores [P, n]:\n", res.scores, "\nchosen:", res.index.tolist())
+    print(f"best-of-N scores [P, n] (reward = {reward.describe()['text']}):\n", res.scores)
+    print("chosen:", res.index.tolist())
     print("audio", tuple(res.audio.shape), "tokens", tuple(res.codes.shape), "at", res.sample_rate, "Hz")
 
     prog = progressive_best_of_n(

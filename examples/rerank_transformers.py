@@ -67,7 +67,8 @@ def main() -> None:
         seed=0,
         guidance_scale=3.0,
     )
-    print("best-of-N scores [P, n]:\n", res.scores, "\nchosen:", res.index.tolist())
+    print(f"best-of-N scores [P, n] (reward = {reward.describe()['text']}):\n", res.scores)
+    print("chosen:", res.index.tolist())
     print("audio", tuple(res.audio.shape), "codes", tuple(res.codes.shape), "at", res.sample_rate, "Hz")
 
     prog = progressive_best_of_n(

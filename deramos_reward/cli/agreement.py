@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_bytes
-from . import CommandError
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -29,15 +29,15 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("ratings", help="ratings file written by deramos rate")
     p.add_argument("--model", help="judge checkpoint folder or hub id (default: raters' agreement only)")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--batch-size", type=int, default=16)
+    add_device_argument(p, "the judge")
+    p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass of the judge")
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates (default 1000)")
     p.add_argument("--level", type=float, default=0.95, help="confidence level (default 0.95)")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default 0)")
     p.add_argument(
         "--mi-weight", type=float, default=1.0, help="A/B: judge score = mi_weight * MI + ta_weight * TA"
     )
-    p.add_argument("--ta-weight", type=float, default=1.0)
+    p.add_argument("--ta-weight", type=float, default=1.0, help="A/B: the weight of TA in the judge score")
     p.add_argument("--out", help="also write the report as JSON here")
     p.set_defaults(run=run)
 
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not os.path.isfile(args.ratings):
         raise CommandError(f"ratings file {args.ratings!r} does not exist")
+    check_output(args.out, "--out", folder=False)
     first = read_rows(args.ratings, repair=False)[:1]
     mode = "ab" if first and "choice" in first[0] else "mos"
     rows = read_answers(args.ratings, mode)
@@ -60,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
         missing = [path for path, _ in clips.values() if not os.path.isfile(path)]
         if missing:
             raise CommandError(f"audio file {missing[0]!r} named in {args.ratings!r} does not exist")
-        model = dr.DeRAMOS.from_pretrained(args.model, device=args.device)
+        model = dr.DeRAMOS.from_pretrained(args.model, device=resolve_device(args.device))
         ids = list(clips)
         scores = dr.score(
             model,

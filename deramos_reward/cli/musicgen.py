@@ -9,7 +9,7 @@ import argparse
 import ast
 from typing import Any
 
-from . import CommandError
+from .options import CommandError
 
 
 def add_musicgen_arguments(p: argparse.ArgumentParser) -> None:
@@ -86,7 +86,26 @@ def parse_sampling(items: list[str]) -> dict[str, Any]:
 
 
 def load_backend(args: argparse.Namespace, device: Any = "cpu"):
-    """The MusicGen backend named by ``--backend`` / ``--musicgen``, on ``device``."""
+    """The MusicGen backend named by ``--backend`` / ``--musicgen``, on ``device``.
+
+    A model that cannot be loaded (no such folder or hub id, the hub unreachable or offline) is a
+    CommandError naming ``--musicgen``'s value.
+    """
     from ..integrations.backend import load_musicgen_backend
 
-    return load_musicgen_backend(args.backend, args.musicgen, device=device)
+    try:
+        return load_musicgen_backend(args.backend, args.musicgen, device=device)
+    except OSError as err:
+        text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        if args.musicgen not in text:
+            text = f"could not load --musicgen {args.musicgen!r}: {text}"
+        raise CommandError(f"{text} (--backend {args.backend})") from err
+
+
+def prompt_progress(total: int, done: int, desc: str):
+    """One progress bar over a whole job's prompts (with ``done`` of them finished before), with ETA."""
+    import sys
+
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=done, desc=desc, unit="prompt", file=sys.stderr, dynamic_ncols=True)

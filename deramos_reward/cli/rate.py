@@ -18,10 +18,11 @@ writes nothing but --out. Use --token on a LAN (``--token auto`` makes a random 
 from __future__ import annotations
 
 import argparse
+import os
 import secrets
 import sys
 
-from . import CommandError
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -48,7 +49,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--show-judge", action="store_true", help="show the judge's MI/TA next to each clip")
     p.add_argument("--model", help="judge checkpoint to score the clips with for --show-judge")
-    p.add_argument("--device", default="cpu", help="device for --model (default cpu)")
+    add_device_argument(p, "the --model judge")
     p.add_argument(
         "--token", help="require this token (?token=...) for data and audio; 'auto' = a random one"
     )
@@ -90,7 +91,7 @@ def _judge_scores(args: argparse.Namespace, clips) -> list:
         raise CommandError("--model only scores clips for --show-judge; add --show-judge or drop --model")
     import deramos_reward as dr
 
-    model = dr.DeRAMOS.from_pretrained(args.model, device=args.device)
+    model = dr.DeRAMOS.from_pretrained(args.model, device=resolve_device(args.device))
     rows = dr.score(model, [c.file for c in clips], [c.prompt for c in clips], progress=True)
     return [(r["mi"], r["ta"]) for r in rows]
 
@@ -108,6 +109,10 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError("--clips is required (except with --export-mos)")
     if args.token is not None and (not args.token.strip() or len(args.token) > 256):
         raise CommandError("--token must be 1-256 characters")
+    check_output(args.out, "--out", folder=False)
+    check_output(args.export_mos, "--export-mos", folder=False)
+    if args.export_pairs and os.path.exists(args.export_pairs):
+        raise CommandError(f"--export-pairs {args.export_pairs!r} already exists; choose another folder")
 
 
 def run(args: argparse.Namespace) -> int:

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..frontend import load_audio, resample, to_mono
-from ..validation import check_positive_float, check_sample_rate
-from .manifest import load_dataset_split, load_manifest, read_manifest
+from ..validation import check_finite, check_positive_float, check_sample_rate, warn_if_loud
+from .manifest import ManifestEntry, load_dataset_split, load_manifest, read_manifest, read_manifest_entries
 from .musiceval import (
     DataFormatError,
     Example,
@@ -28,14 +28,18 @@ from .musiceval import (
     read_prompt_table,
     system_of,
 )
+from .ratings import MOS_SCALE, check_rating_scale
 from .synthetic import make_corpus
 
 __all__ = [
     "DataFormatError",
     "Example",
+    "MOS_SCALE",
+    "ManifestEntry",
     "MissingDataError",
     "RatedBatch",
     "RatedClips",
+    "check_rating_scale",
     "collate",
     "load_dataset_split",
     "load_manifest",
@@ -43,6 +47,7 @@ __all__ = [
     "make_corpus",
     "prompt_id_of",
     "read_manifest",
+    "read_manifest_entries",
     "read_mos_list",
     "read_prompt_table",
     "system_of",
@@ -78,6 +83,7 @@ class RatedClips(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         ex = self.examples[index]
         audio, rate = load_audio(ex.path)  # [C, T]
+        warn_if_loud(check_finite(audio, f"audio file {ex.path!r}"), f"audio file {ex.path!r}")
         wave = resample(to_mono(audio), rate, self.sample_rate)
         if self.max_samples is not None:
             wave = wave[: self.max_samples]

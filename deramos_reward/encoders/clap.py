@@ -29,7 +29,7 @@ from transformers import (
 
 from ..config import BYTE_VOCAB_SIZE, TINY_CLAP_BACKBONE, AudioEncoderConfig, TextEncoderConfig
 from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
-from .loading import load_backbone, load_text_backbone
+from .loading import CLAP_HUB_ID, load_backbone, load_text_backbone
 from .tokenizer import byte_level_tokenizer
 
 # The feature extractor settings of laion/clap-htsat-unfused (its preprocessor_config.json); used
@@ -187,10 +187,16 @@ class ClapAudioEncoder(AudioEncoder):
         super().__init__()
         if config.name_or_path is not None:
             self.backbone = load_backbone(
-                config.name_or_path, ClapAudioModelWithProjection.from_pretrained, "CLAP audio encoder"
+                config.name_or_path,
+                ClapAudioModelWithProjection.from_pretrained,
+                "CLAP audio encoder",
+                hub_id=CLAP_HUB_ID,
             )
             extractor = load_backbone(
-                config.name_or_path, ClapFeatureExtractor.from_pretrained, "CLAP feature extractor"
+                config.name_or_path,
+                ClapFeatureExtractor.from_pretrained,
+                "CLAP feature extractor",
+                hub_id=CLAP_HUB_ID,
             )
         else:
             self.backbone = ClapAudioModelWithProjection(clap_config(config.backbone).audio_config)
@@ -272,7 +278,7 @@ class ClapTextEncoder(TextEncoder):
         super().__init__()
         if config.name_or_path is not None:
             backbone, tokenizer = load_text_backbone(
-                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP"
+                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP", hub_id=CLAP_HUB_ID
             )
         else:
             text_cfg = clap_config(config.backbone).text_config

@@ -16,7 +16,7 @@ import torchaudio
 from .._optional import require
 from ..config import AudioEncoderConfig
 from .base import AudioEncoder, AudioFrames
-from .loading import load_backbone
+from .loading import MUQ_HUB_ID, load_backbone
 
 
 def conformer_config(w2v2: dict) -> dict:
@@ -50,7 +50,9 @@ class MuQEncoder(AudioEncoder):
         super().__init__()
         if config.name_or_path is not None:
             muq = require("muq")
-            self.backbone = load_backbone(config.name_or_path, muq.MuQ.from_pretrained, "MuQ audio encoder")
+            self.backbone = load_backbone(
+                config.name_or_path, muq.MuQ.from_pretrained, "MuQ audio encoder", hub_id=MUQ_HUB_ID
+            )
         else:
             self.backbone = build_muq(config.backbone)
         inner = self.backbone.model

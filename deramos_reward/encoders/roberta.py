@@ -7,7 +7,7 @@ from transformers import AutoModel, RobertaConfig, RobertaModel
 
 from ..config import BYTE_TOKEN_IDS, BYTE_VOCAB_SIZE, TextEncoderConfig
 from .base import TextEncoder, TextTokens
-from .loading import load_text_backbone
+from .loading import ROBERTA_HUB_ID, load_text_backbone
 from .tokenizer import byte_level_tokenizer
 
 
@@ -16,7 +16,7 @@ class RobertaEncoder(TextEncoder):
         super().__init__()
         if config.name_or_path is not None:
             backbone, tokenizer = load_text_backbone(
-                config.name_or_path, AutoModel.from_pretrained, "RoBERTa"
+                config.name_or_path, AutoModel.from_pretrained, "RoBERTa", hub_id=ROBERTA_HUB_ID
             )
         else:
             cfg = {"vocab_size": BYTE_VOCAB_SIZE, **BYTE_TOKEN_IDS, **config.backbone}

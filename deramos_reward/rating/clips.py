@@ -23,12 +23,14 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import math
 import os
 import random
 import re
 from dataclasses import dataclass
+
+from ..data.manifest import json_record
+from ..errors import InputError, InputTypeError
 
 CLIP_KEYS = ("path", "prompt", "system", "id", "split", "codes", "judge_mi", "judge_ta", "mi", "ta")
 AUDIO_TYPES = {
@@ -72,7 +74,7 @@ class Item:
 def check_rater(rater: object) -> str:
     """A rater id: 1-64 letters, digits, ``_``, ``.`` or ``-``, starting with a letter or digit."""
     if not isinstance(rater, str) or not RATER_PATTERN.fullmatch(rater):
-        raise ValueError(
+        raise InputError(
             f"rater id must be 1-64 letters, digits, '_', '.' or '-' (starting with a letter or digit), "
             f"got {rater!r}"
         )
@@ -89,10 +91,10 @@ def _text(record: dict, key: str, where: str, required: bool) -> str | None:
     value = record.get(key)
     if value is None:
         if required:
-            raise ValueError(f"{where}: missing required key {key!r}")
+            raise InputError(f"{where}: missing required key {key!r}")
         return None
     if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
+        raise InputError(f"{where}: {key!r} must be a non-empty string, got {value!r}")
     return value
 
 
@@ -102,7 +104,7 @@ def _judge(record: dict, where: str) -> tuple[float, float] | None:
         return None
     for key, value in zip(("judge_mi", "judge_ta"), values):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise ValueError(
+            raise InputError(
                 f"{where}: {key!r} must be a finite number (give judge_mi and judge_ta together)"
             )
     return float(values[0]), float(values[1])
@@ -112,28 +114,20 @@ def _codes(record: dict, where: str) -> str | list | None:
     codes = record.get("codes")
     if codes is None or isinstance(codes, list) or (isinstance(codes, str) and codes.strip()):
         return codes
-    raise ValueError(f"{where}: 'codes' must be a .npy path or a [K, S] list of ints, got {codes!r}")
+    raise InputError(f"{where}: 'codes' must be a .npy path or a [K, S] list of ints, got {codes!r}")
 
 
 def _parse_line(raw: str, where: str, folder: str, root: str, index: int, line_no: int) -> Clip:
-    try:
-        record = json.loads(raw)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise ValueError(f"{where}: expected a JSON object, got {type(record).__name__}")
-    unknown = sorted(set(record) - set(CLIP_KEYS))
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; known keys: {list(CLIP_KEYS)}")
+    record = json_record(raw, where, CLIP_KEYS)
     rel = _text(record, "path", where, required=True)
     prompt = _text(record, "prompt", where, required=True)
     audio = os.path.normpath(os.path.join(folder, os.path.expanduser(rel)))
     if not os.path.isfile(audio):
-        raise ValueError(f"{where}: audio file {audio!r} does not exist")
+        raise InputError(f"{where}: audio file {audio!r} does not exist")
     if os.path.splitext(audio)[1].lower() not in AUDIO_TYPES:
-        raise ValueError(f"{where}: {rel!r} is not an audio file the page can play ({sorted(AUDIO_TYPES)})")
+        raise InputError(f"{where}: {rel!r} is not an audio file the page can play ({sorted(AUDIO_TYPES)})")
     if not inside(audio, root):
-        raise ValueError(
+        raise InputError(
             f"{where}: {rel!r} resolves to {os.path.realpath(audio)!r}, outside the audio root {root!r}; "
             "move it under the root or pass --audio-root"
         )
@@ -156,7 +150,7 @@ def resolve_root(manifest: str | os.PathLike, audio_root: str | os.PathLike | No
     folder = os.path.dirname(os.path.abspath(os.fspath(manifest)))
     root = os.path.realpath(os.fspath(audio_root) if audio_root is not None else folder)
     if not os.path.isdir(root):
-        raise ValueError(f"audio root {root!r} is not a folder")
+        raise InputError(f"audio root {root!r} is not a folder")
     return root
 
 
@@ -170,7 +164,7 @@ def read_clips(manifest: str | os.PathLike, audio_root: str | os.PathLike | None
     """
     path = os.path.abspath(os.fspath(manifest))
     if not os.path.isfile(path):
-        raise ValueError(f"clips manifest {path!r} does not exist")
+        raise InputError(f"clips manifest {path!r} does not exist")
     folder = os.path.dirname(path)
     root = resolve_root(path, audio_root)
     with open(path, encoding="utf-8-sig") as f:
@@ -182,15 +176,15 @@ def read_clips(manifest: str | os.PathLike, audio_root: str | os.PathLike | None
             continue
         clip = _parse_line(raw, f"{path}:{line_no}", folder, root, len(clips), line_no)
         if clip.id in seen:
-            raise ValueError(f"{path}:{line_no}: clip id {clip.id!r} already used on line {seen[clip.id]}")
+            raise InputError(f"{path}:{line_no}: clip id {clip.id!r} already used on line {seen[clip.id]}")
         seen[clip.id] = line_no
         clips.append(clip)
     if not clips:
-        raise ValueError(f"clips manifest {path!r} has no clips")
+        raise InputError(f"clips manifest {path!r} has no clips")
     with_split = [c for c in clips if c.split is not None]
     if with_split and len(with_split) != len(clips):
         first = next(c for c in clips if c.split is None)
-        raise ValueError(f"{path}:{first.line}: this line has no 'split' but others do; give all or none")
+        raise InputError(f"{path}:{first.line}: this line has no 'split' but others do; give all or none")
     return clips
 
 
@@ -208,9 +202,9 @@ def ab_items(clips: list[Clip], max_pairs_per_prompt: int | None = None, seed: i
     if max_pairs_per_prompt is not None and (
         isinstance(max_pairs_per_prompt, bool) or not isinstance(max_pairs_per_prompt, int)
     ):
-        raise TypeError(f"max_pairs_per_prompt must be an int or None, got {max_pairs_per_prompt!r}")
+        raise InputTypeError(f"max_pairs_per_prompt must be an int or None, got {max_pairs_per_prompt!r}")
     if max_pairs_per_prompt is not None and max_pairs_per_prompt < 1:
-        raise ValueError(f"max_pairs_per_prompt must be >= 1 or None, got {max_pairs_per_prompt}")
+        raise InputError(f"max_pairs_per_prompt must be >= 1 or None, got {max_pairs_per_prompt}")
     groups: dict[str, list[Clip]] = {}
     for clip in clips:
         groups.setdefault(clip.prompt, []).append(clip)
@@ -224,7 +218,7 @@ def ab_items(clips: list[Clip], max_pairs_per_prompt: int | None = None, seed: i
             pairs = [pairs[i] for i in chosen]
         items += [Item(f"{a.id}|{b.id}", (a.index, b.index), prompt) for a, b in pairs]
     if not items:
-        raise ValueError(
+        raise InputError(
             "A/B mode needs at least two clips with the same prompt; every prompt of the manifest has one clip"
         )
     return items
@@ -233,7 +227,7 @@ def ab_items(clips: list[Clip], max_pairs_per_prompt: int | None = None, seed: i
 def build_items(clips: list[Clip], mode: str, max_pairs_per_prompt: int | None = None, seed: int = 0):
     """The items of a session in ``mode`` (``"mos"`` or ``"ab"``)."""
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {MODES}, got {mode!r}")
     return mos_items(clips) if mode == "mos" else ab_items(clips, max_pairs_per_prompt, seed)
 
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from .._optional import require
+from ..errors import InputError
 from ..jsonl import read_rows, write_rows
 from .clips import Clip
 
@@ -30,7 +31,7 @@ def read_answers(path: str | os.PathLike, mode: str) -> list[dict[str, Any]]:
     """The lines of a ratings file (not modified), checked to be of ``mode``."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"ratings file {str(path)!r} does not exist")
+        raise InputError(f"ratings file {str(path)!r} does not exist")
     rows = read_rows(path, repair=False)
     for n, row in enumerate(rows, start=1):
         if mode == "ab":
@@ -42,9 +43,9 @@ def read_answers(path: str | os.PathLike, mode: str) -> list[dict[str, Any]]:
                 row.get("id"), str
             )
         if not ok or not isinstance(row.get("rater"), str):
-            raise ValueError(f"{path}:{n}: not a {mode.upper()} line written by deramos rate")
+            raise InputError(f"{path}:{n}: not a {mode.upper()} line written by deramos rate")
     if not rows:
-        raise ValueError(f"ratings file {str(path)!r} has no answers yet")
+        raise InputError(f"ratings file {str(path)!r} has no answers yet")
     return rows
 
 
@@ -52,7 +53,7 @@ def load_codes(clip: Clip, manifest: str | os.PathLike) -> np.ndarray:
     """The clip's integer codes ``[K, S]`` (a ``.npy`` path is read without pickle, relative to the manifest)."""
     where = f"{os.fspath(manifest)}:{clip.line}"
     if clip.codes is None:
-        raise ValueError(
+        raise InputError(
             f"{where}: clip {clip.id!r} has no 'codes'; A/B pairs for DPO need every voted clip's codes"
         )
     if isinstance(clip.codes, str):
@@ -60,14 +61,14 @@ def load_codes(clip: Clip, manifest: str | os.PathLike) -> np.ndarray:
         try:
             codes = np.load(file, allow_pickle=False)
         except (OSError, ValueError) as err:
-            raise ValueError(f"{where}: cannot read codes {file!r} ({err})") from None
+            raise InputError(f"{where}: cannot read codes {file!r} ({err})") from None
     else:
         try:
             codes = np.asarray(clip.codes)
         except ValueError as err:
-            raise ValueError(f"{where}: 'codes' is not a rectangular [K, S] list ({err})") from None
+            raise InputError(f"{where}: 'codes' is not a rectangular [K, S] list ({err})") from None
     if codes.ndim != 2 or codes.size == 0 or not np.issubdtype(codes.dtype, np.integer):
-        raise ValueError(
+        raise InputError(
             f"{where}: codes must be a non-empty [K, S] integer array, got {codes.dtype} {codes.shape}"
         )
     return codes.astype(np.int64)
@@ -110,13 +111,13 @@ def export_pairs(
     rows = read_answers(ratings, "ab")
     shares = vote_shares(rows, clips)
     if not shares:
-        raise ValueError(f"no vote in {os.fspath(ratings)!r} is about clips of {os.fspath(manifest)!r}")
+        raise InputError(f"no vote in {os.fspath(ratings)!r} is about clips of {os.fspath(manifest)!r}")
     prompt_index = {p: i for i, p in enumerate(dict.fromkeys(c.prompt for c in clips))}
     groups: dict[tuple, list] = defaultdict(list)  # codes shape -> [(prompt, codes [2, K, S], scores [2])]
     for (x, y), (sx, sy, _) in sorted(shares.items()):
         cx, cy = load_codes(clips[x], manifest), load_codes(clips[y], manifest)
         if cx.shape != cy.shape:
-            raise ValueError(
+            raise InputError(
                 f"clips {clips[x].id!r} and {clips[y].id!r} have codes of different shapes {cx.shape}, {cy.shape}"
             )
         groups[cx.shape].append((clips[x].prompt, np.stack([cx, cy]), [sx, sy]))
@@ -133,7 +134,7 @@ def export_pairs(
         if len(dataset):
             parts.append(dataset)
     if not parts:
-        raise ValueError(f"no item has a vote-share difference above {min_margin}: no pair to export")
+        raise InputError(f"no item has a vote-share difference above {min_margin}: no pair to export")
     dataset = parts[0] if len(parts) == 1 else require("datasets").concatenate_datasets(parts)
     settings = {
         "source": "deramos rate",

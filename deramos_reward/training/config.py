@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from ..config import DeRAMOSConfig, JsonConfig, check_fields
+from ..data.ratings import check_rating_scale
+from ..errors import InputError, InputTypeError
 from ..losses import LossWeights
 from ..validation import (
     check_bool,
     check_choice,
+    check_file,
     check_non_negative_float,
     check_non_negative_int,
     check_positive_float,
@@ -48,7 +51,10 @@ class TrainConfig(JsonConfig):
         the reference crops to 30 s, our model windows long clips instead).
     feature_cache: folder for cached encoder features (default ``RUN_DIR/features``); share it
         between runs over the same data and encoders. feature_dtype: how they are stored.
-    device: ``"auto"`` (GPU when available), ``"cpu"`` or ``"cuda"``.
+    rating_scale: ``[low, high]`` of the ratings in the data when they are not on 1-5 (e.g.
+        ``[0, 10]``); they are mapped linearly onto 1-5. None = 1-5; a rating outside the scale is
+        an error naming its file and line.
+    device: ``"auto"`` (GPU when available), ``"cpu"`` or ``"cuda"`` (an error when no GPU is there).
     """
 
     model: str | dict[str, Any] = "paper"
@@ -67,6 +73,7 @@ class TrainConfig(JsonConfig):
     train_split: str = "train"
     val_split: str = "dev"
     max_seconds: float | None = None
+    rating_scale: list[float] | None = None
     feature_cache: str | None = None
     feature_dtype: str = "float32"
     extract_batch_size: int = 16
@@ -77,24 +84,28 @@ class TrainConfig(JsonConfig):
 
     JSON_NAME = "train config"
 
+    def __post_init__(self) -> None:
+        if isinstance(self.rating_scale, tuple):  # JSON gives a list: keep one form for comparisons
+            self.rating_scale = list(self.rating_scale)
+
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ValueError/TypeError naming the first bad field."""
+        """Raise InputError/InputTypeError naming the first bad field."""
         if isinstance(self.model, str):
             if self.model not in MODEL_PRESETS:
-                raise ValueError(
+                raise InputError(
                     f"TrainConfig.model must be one of {MODEL_PRESETS} or a config dict, got {self.model!r}"
                 )
         elif isinstance(self.model, dict):
             DeRAMOSConfig.from_dict(self.model)  # raises naming the bad key
         else:
-            raise TypeError(
+            raise InputTypeError(
                 f"TrainConfig.model must be a preset name or a config dict, got {type(self.model).__name__}"
             )
         for key in ("init_from", "feature_cache"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
-                raise TypeError(f"TrainConfig.{key} must be a path string or None, got {value!r}")
+                raise InputTypeError(f"TrainConfig.{key} must be a path string or None, got {value!r}")
         for key in ("batch_size", "eval_batch_size", "max_epochs", "extract_batch_size"):
             check_positive_int(getattr(self, key), f"TrainConfig.{key}")
         for key in ("patience", "num_workers", "seed"):
@@ -115,9 +126,11 @@ class TrainConfig(JsonConfig):
             check_bool(getattr(self, key), f"TrainConfig.{key}")
         for key in ("train_split", "val_split"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ValueError(f"TrainConfig.{key} must be a split name, got {getattr(self, key)!r}")
+                raise InputError(f"TrainConfig.{key} must be a split name, got {getattr(self, key)!r}")
+        if self.rating_scale is not None:
+            check_rating_scale(self.rating_scale, "TrainConfig.rating_scale")
         if not isinstance(self.loss, LossWeights):
-            raise TypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
+            raise InputTypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
         self.loss.validate()
 
     def model_config(self) -> DeRAMOSConfig:
@@ -154,13 +167,11 @@ class TrainConfig(JsonConfig):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"train config {str(path)!r} does not exist")
+        path = Path(check_file(path, "train config"))
         try:
             return cls.from_json(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        except InputError as err:  # InputTypeError too: the message gains the file, the class stays
+            raise type(err)(f"{path}: {err}") from err
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that decide the result (all but ``RUNTIME_FIELDS``); resume compares these."""
