@@ -15,6 +15,8 @@ SUBCOMMANDS = {
     "generate": "generate",
     "pairs": "pairs",
     "dpo": "dpo",
+    "rate": "rate",
+    "agreement": "agreement",
     "rl": "rl",
 }
 
