@@ -80,6 +80,7 @@ from deramos_reward.training.state import optimizer_state_dict, optimizer_tensor
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "RUN_STATE",
     "accelerator_device",
     "ForwardModule",
     "RunLogger",
@@ -513,18 +514,25 @@ def load_training_state(
     )
 
 
+RUN_STATE = (CHECKPOINT_DIR, _SETTINGS_FILE, "log.jsonl")
+"""What a run folder holds besides an adapter: kept by ``save_adapter(..., keep=RUN_STATE)``."""
+
+
 def save_adapter(
     policy: Any,
     path: str | os.PathLike,
     *,
     files: Mapping[str, Any] | None = None,
+    keep: Sequence[str] = (),
     accelerator: Any = None,
 ) -> Path:
     """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``) into ``path``,
     plus one JSON file per ``files`` entry (name -> JSON-ready value), e.g. the config and the logs.
 
-    Written to a temporary sibling folder and renamed into place (an existing folder is replaced), by the
-    main process only; every process waits for it. Load it back with ``load_adapter``."""
+    Written to a temporary sibling folder and renamed into place, by the main process only; every
+    process waits for it. An existing folder is replaced, except its entries named in ``keep`` (e.g.
+    :data:`RUN_STATE` when the adapter goes into its run folder), which are copied over first.
+    Load it back with ``load_adapter``."""
     path = Path(path)
     _, _, main = _rank(accelerator)
     _barrier(accelerator)
@@ -536,6 +544,12 @@ def save_adapter(
             for name, value in (files or {}).items():
                 data = json.dumps(value, indent=2, allow_nan=False) + "\n"
                 (tmp / "adapter" / name).write_text(data)
+            for name in keep:
+                old = path / name
+                if old.is_dir():
+                    shutil.copytree(old, tmp / "adapter" / name)
+                elif old.is_file():
+                    shutil.copy2(old, tmp / "adapter" / name)
             if path.exists():
                 os.replace(path, tmp / "old")
             os.replace(tmp / "adapter", path)
