@@ -24,6 +24,8 @@ OUTPUT_FIELDS = tuple(f.name for f in dataclasses.fields(DeRAMOSOutput))
 # Combined per clip as a length-weighted mean of the values / of the bin probabilities.
 MEAN_FIELDS = ("mi", "ta", "audio_embedding", "text_embedding")
 LOGIT_FIELDS = ("mi_logits", "ta_logits")
+# Combined as the spread of the mixture of the windows' distributions (law of total variance).
+STD_FIELDS = ("mi_std", "ta_std")
 
 
 def encode_windows(
@@ -67,7 +69,8 @@ def combine_windows(windows: Sequence[Window], outputs: DeRAMOSOutput, n_clips: 
     Returns:
         Outputs [n_clips, ...]. A clip with one window keeps that window's row unchanged; a clip
         with several gets the mean of their rows weighted by window length (scores and
-        embeddings directly, bin logits as the log of the weighted mean of their softmax).
+        embeddings directly, bin logits as the log of the weighted mean of their softmax, score
+        standard deviations as the spread of that mixture).
     """
     by_clip: list[list[int]] = [[] for _ in range(n_clips)]
     for i, w in enumerate(windows):
@@ -90,6 +93,12 @@ def combine_windows(windows: Sequence[Window], outputs: DeRAMOSOutput, n_clips: 
         for f in LOGIT_FIELDS:
             probs = torch.softmax(getattr(outputs, f).index_select(0, index).float(), -1)
             rows[f].append(torch.log((weights.to(probs.dtype)[:, None] * probs).sum(0)))
+        for axis in ("mi", "ta"):
+            means = getattr(outputs, axis).index_select(0, index)
+            stds = getattr(outputs, f"{axis}_std").index_select(0, index)
+            w = weights.to(means.dtype)
+            variance = (w * (stds.pow(2) + means.pow(2))).sum(0) - (w * means).sum(0).pow(2)
+            rows[f"{axis}_std"].append(variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt())
     return DeRAMOSOutput(**{f: torch.stack(v) for f, v in rows.items()})
 
 
@@ -116,6 +125,7 @@ __all__ = [
     "LOGIT_FIELDS",
     "MEAN_FIELDS",
     "OUTPUT_FIELDS",
+    "STD_FIELDS",
     "combine_windows",
     "concat_outputs",
     "encode_windows",

@@ -30,6 +30,7 @@ SUBCOMMANDS = {
     "dpo": "dpo",
     "rate": "rate",
     "agreement": "agreement",
+    "rl": "rl",
 }
 # OSErrors about the user's files and disk rather than about the code
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}
