@@ -77,10 +77,11 @@ def combine_windows(windows: Sequence[Window], outputs: DeRAMOSOutput, n_clips: 
         by_clip[w.clip].append(i)
     if all(members == [clip] for clip, members in enumerate(by_clip)):
         return outputs  # one window per clip, in clip order: nothing to combine
-    rows: dict[str, list[torch.Tensor]] = {f: [] for f in OUTPUT_FIELDS}
+    present = [f for f in OUTPUT_FIELDS if getattr(outputs, f) is not None]  # spreads are optional
+    rows: dict[str, list[torch.Tensor]] = {f: [] for f in present}
     for members in by_clip:
         if len(members) == 1:
-            for f in OUTPUT_FIELDS:
+            for f in present:
                 rows[f].append(getattr(outputs, f)[members[0]])
             continue
         index = torch.tensor(members, device=outputs.mi.device)
@@ -93,7 +94,7 @@ def combine_windows(windows: Sequence[Window], outputs: DeRAMOSOutput, n_clips: 
         for f in LOGIT_FIELDS:
             probs = torch.softmax(getattr(outputs, f).index_select(0, index).float(), -1)
             rows[f].append(torch.log((weights.to(probs.dtype)[:, None] * probs).sum(0)))
-        for axis in ("mi", "ta"):
+        for axis in ("mi", "ta") if "mi_std" in present else ():
             means = getattr(outputs, axis).index_select(0, index)
             stds = getattr(outputs, f"{axis}_std").index_select(0, index)
             w = weights.to(means.dtype)
@@ -112,7 +113,8 @@ def concat_outputs(parts: Sequence[tuple[Sequence[int], DeRAMOSOutput]], count: 
     in_order = order == list(range(count))
     if len(parts) == 1 and in_order:
         return parts[0][1]
-    fields = {f: torch.cat([getattr(out, f) for _, out in parts]) for f in OUTPUT_FIELDS}
+    present = [f for f in OUTPUT_FIELDS if getattr(parts[0][1], f) is not None]
+    fields = {f: torch.cat([getattr(out, f) for _, out in parts]) for f in present}
     if not in_order:
         inverse = torch.empty(count, dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(count)

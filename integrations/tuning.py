@@ -75,6 +75,7 @@ from tqdm.auto import tqdm
 
 from deramos_reward._optional import require
 from deramos_reward.checkpoint import atomic_write_bytes
+from deramos_reward.errors import InputError
 from deramos_reward.jsonl import append_rows, write_rows
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
 
@@ -318,7 +319,7 @@ def check_run_settings(
 
     The first call writes ``settings`` (JSON) to ``run_dir/filename`` (main process only) and returns
     False. Later calls return True when the recorded settings equal ``settings`` (keys in ``ignore``
-    excepted) and raise ``ValueError`` naming each changed setting otherwise.
+    excepted) and raise ``InputError`` (a ``ValueError``) naming each changed setting otherwise.
     """
     path = Path(run_dir) / filename
     current = json.loads(json.dumps(dict(settings)))
@@ -326,7 +327,7 @@ def check_run_settings(
         try:
             recorded = json.loads(path.read_text())
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path} is not valid JSON ({err}); remove it or use a new run folder") from err
+            raise InputError(f"{path} is not valid JSON ({err}); remove it or use a new run folder") from err
         skip = set(ignore)
         keys = sorted((set(recorded) | set(current)) - skip)
         changed = [
@@ -335,7 +336,7 @@ def check_run_settings(
             if recorded.get(k, "<unset>") != current.get(k, "<unset>")
         ]
         if changed:
-            raise ValueError(
+            raise InputError(
                 f"{Path(run_dir)} holds a run with other settings ({'; '.join(changed)}); "
                 "rerun with the same settings to resume, or use a new output folder"
             )

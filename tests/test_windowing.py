@@ -28,6 +28,8 @@ def _outputs(n: int, seed: int = 0, bins: int = 5, dim: int = 3) -> DeRAMOSOutpu
         ta_logits=torch.randn(n, bins, generator=g, dtype=torch.float64),
         audio_embedding=torch.randn(n, dim, generator=g, dtype=torch.float64),
         text_embedding=torch.randn(n, dim, generator=g, dtype=torch.float64),
+        mi_std=0.1 + torch.rand(n, generator=g, dtype=torch.float64),
+        ta_std=0.1 + torch.rand(n, generator=g, dtype=torch.float64),
     )
 
 
@@ -46,6 +48,15 @@ def test_combine_windows_is_the_length_weighted_mean_per_clip():
     for f in ("mi_logits", "ta_logits"):
         probs = sum(w[k].float() * torch.softmax(getattr(out, f)[1 + k].float(), -1) for k in range(3))
         torch.testing.assert_close(getattr(got, f)[1], torch.log(probs), rtol=0, atol=1e-6, check_dtype=False)
+    for axis in ("mi", "ta"):  # spread of the mixture: E[X^2] - E[X]^2 over the windows' distributions
+        mean = sum(w[k] * getattr(out, axis)[1 + k] for k in range(3))
+        second = sum(
+            w[k] * (getattr(out, f"{axis}_std")[1 + k] ** 2 + getattr(out, axis)[1 + k] ** 2)
+            for k in range(3)
+        )
+        torch.testing.assert_close(
+            getattr(got, f"{axis}_std")[1], (second - mean**2).sqrt(), rtol=0, atol=1e-12
+        )
 
 
 def test_combine_windows_passes_one_window_per_clip_through():

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -151,25 +152,40 @@ def _accelerator(args: argparse.Namespace):
     )
 
 
-def _check_out(out: Path, record: dict, overwrite: bool) -> bool:
-    """True when ``out`` already holds the adapter of this very run; CommandError when it may not be replaced."""
+def _config_changes(stored: dict, record: dict) -> str:
+    """``name: OLD -> NEW; ...`` for the training settings that differ."""
+    old, new = stored.get("config") or {}, record["config"]
+    keys = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+    return "; ".join(f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys)
+
+
+def _check_out(out: Path, record: dict, overwrite: bool) -> dict | None:
+    """The stored record when ``out`` holds the finished adapter of this very run (None otherwise: no
+    folder, an interrupted run of the same inputs that the trainer resumes, or ``--overwrite``);
+    CommandError when ``out`` holds a run of other inputs (or no run of ``deramos dpo``)."""
     if not out.exists():
-        return False
+        return None
     stored = provenance.read(out / RUN_RECORD)
     if stored is None:
         raise CommandError(
             f"{out} exists and has no {RUN_RECORD} (not an adapter written by deramos dpo); "
             "choose another --out (it is never replaced)"
         )
-    diff = provenance.differences(stored, record)
-    if not diff and not overwrite:
-        return True
-    if diff and not overwrite:
+    diff = provenance.differences(stored, record, ignore=("summary",))
+    if overwrite:  # a folder of deramos dpo (it has the record): start over
+        shutil.rmtree(out)
+        return None
+    if diff:
+        what = (
+            f"config: {_config_changes(stored, record)}"
+            if diff == ["config"]
+            else provenance.describe(stored, record, diff[0])
+        )
         raise CommandError(
-            f"{out} holds an adapter made from other inputs ({provenance.describe(stored, record, diff[0])}); "
+            f"{out} holds an adapter made from other inputs ({what}); "
             "use --overwrite to train again and replace it, or another --out"
         )
-    return False
+    return stored if "summary" in stored else None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -188,19 +204,26 @@ def run(args: argparse.Namespace) -> int:
         "config": {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_steps")},
     }
     out = Path(args.out)
-    if _check_out(out, record, args.overwrite):
+    finished = _check_out(out, record, args.overwrite)
+    if finished is not None:
+        print(json.dumps(finished["summary"], indent=2))
         print(f"deramos dpo: {out} already holds the adapter of this run; nothing to do", file=sys.stderr)
         return 0
     backend = load_backend(args)
     pairs = _read_pairs(args.pairs, backend, "--pairs")
     eval_pairs = _read_pairs(args.eval_pairs, backend, "--eval-pairs") if args.eval_pairs else None
     trainer = MusicDPOTrainer(backend, pairs, config, eval_dataset=eval_pairs, accelerator=accelerator)
+    if (
+        trainer.accelerator.is_main_process
+    ):  # before training: an interrupted run resumes only with these inputs
+        out.mkdir(parents=True, exist_ok=True)
+        provenance.write(out / RUN_RECORD, record)
     summary = trainer.train()
     if eval_pairs is not None:
         summary.update({f"eval/{k}": v for k, v in trainer.evaluate().items()})
     trainer.save_adapter(args.out)
     if trainer.accelerator.is_main_process:
-        provenance.write(out / RUN_RECORD, record)
+        provenance.write(out / RUN_RECORD, {**record, "summary": summary})
         print(json.dumps(summary, indent=2))
         print(f"deramos dpo: saved the adapter to {args.out}", file=sys.stderr)
     return 0
