@@ -433,6 +433,8 @@ def environment(ctx: Context) -> None:
             info[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             info[pkg] = "not installed"
+    spec = importlib.util.find_spec("transformers")
+    info["transformers from"] = str(Path(spec.origin).parent.parent) if spec and spec.origin else "-"
     info["cuda"] = torch.version.cuda
     info["float32 matmul precision"] = torch.get_float32_matmul_precision()
     info["cudnn allow_tf32 / benchmark"] = (

@@ -15,8 +15,10 @@ if [ -z "$PY" ]; then
   if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
 if compgen -G ".wheels/*.whl" > /dev/null; then
-  SITE="$(mktemp -d)"
-  trap 'rm -rf "$SITE"' EXIT
+  TMP_SITE="$(mktemp -d)"
+  trap 'rm -rf "$TMP_SITE"' EXIT
+  # named site-packages: dill (datasets' fingerprinting) pickles modules from any other folder by value
+  SITE="$TMP_SITE/site-packages"
   "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$SITE" .wheels/*.whl
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
