@@ -52,9 +52,10 @@ def test_judge_rows_cover_every_clip_length_and_variant_with_consistent_figures(
     doc, _ = smoke
     plan = gpu_check.smoke_plan()
     judge = rows(doc, "judge")
-    flops = doc["sections"]["judge"]["flops_per_clip"]
+    flops = doc["sections"]["judge"]["flops"]
     assert set(flops) == {str(s) for s in plan.clip_seconds}
-    assert 1.5 < flops["2.0"] / flops["1.0"] < 2.5  # about linear in clip length
+    assert 1.5 < flops["2.0"]["per_clip"] / flops["1.0"]["per_clip"] < 2.5  # about linear in clip length
+    assert flops["2.0"]["per_batch"] == flops["1.0"]["per_batch"] > 0  # one prompt per batch
     for seconds in plan.clip_seconds:
         for variant in VARIANTS:
             mine = [r for r in judge if r["clip_s"] == seconds and r["variant"] == variant]
@@ -63,7 +64,8 @@ def test_judge_rows_cover_every_clip_length_and_variant_with_consistent_figures(
             for r in ok:
                 assert r["clips_per_s"] == pytest.approx(1e3 * r["batch"] / r["ms_per_batch"])
                 assert r["x_realtime"] == pytest.approx(r["clips_per_s"] * seconds)
-                assert r["tflops"] == pytest.approx(flops[str(seconds)] * r["clips_per_s"] / 1e12)
+                work = flops[str(seconds)]["per_clip"] * r["batch"] + flops[str(seconds)]["per_batch"]
+                assert r["tflops"] == pytest.approx(work / (r["ms_per_batch"] / 1e3) / 1e12)
             if variant.startswith("compiled"):
                 assert [r["batch"] for r in mine] == [min(2, plan.compile_max_batch)]
             else:  # the smoke plan simulates running out of memory at batch 4
