@@ -12,6 +12,10 @@ Variants (each scores the same clips with the same random weights):
 - ``compiled`` (``--compile``): fast paths + ``compile_judge`` (inductor), float32; the compile time
   (first call) is reported apart.
 
+``--backward`` adds, per variant, the peak RSS increase during one ``MusicReward`` forward + backward
+to the first clip (after one warm-up backward; method in ``common.py``): what the attention path keeps
+for backward shows there. ``--variants`` limits the run to some variants.
+
 Every variant is warmed up once, then the variants run in turn ``--repeats`` times (interleaved, so
 load changes on a shared machine hit them alike); figures are medians. CPU time is this process's
 user + system time. Drift is the largest |difference| of MI and TA against ``reference`` over the clips.
@@ -32,7 +36,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import header, load_average, markdown_table, median, timed  # noqa: E402
+from common import header, load_average, markdown_table, median, peak_memory, timed  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
 from deramos_reward.acceleration import compile_judge  # noqa: E402
@@ -76,7 +80,20 @@ def setups(model: dr.DeRAMOS, compile_: bool) -> dict:
     return out
 
 
-def main(argv: list[str] | None = None) -> int:
+def backward_peak_mib(judge: dr.DeRAMOS, ctx, clip: torch.Tensor, prompt: str) -> float:
+    """Peak RSS increase (MiB) of one reward forward + backward to ``clip`` [1, T], after a warm-up."""
+    reward = dr.MusicReward(judge)
+    wave = clip.clone().requires_grad_(True)
+
+    def step() -> None:
+        with ctx():
+            (grad,) = torch.autograd.grad(reward(wave, judge.sample_rate, [prompt]).sum(), wave)
+
+    step()
+    return peak_memory(step)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--size", choices=("tiny", "paper"), default="paper")
     p.add_argument("--seconds", type=float, default=10.0)
@@ -84,16 +101,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--compile", action="store_true", help="add the compiled variant (slow to compile)")
+    p.add_argument("--variants", nargs="+", choices=[*VARIANTS, "compiled"], help="run only these")
+    p.add_argument("--backward", action="store_true", help="peak RSS of a reward forward + backward")
     p.add_argument("--json", type=Path)
-    args = p.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    head = header("Judge fast paths on the CPU")
-    torch.manual_seed(0)
-    cfg = dr.DeRAMOSConfig.tiny() if args.size == "tiny" else dr.DeRAMOSConfig.paper_architecture()
-    model = dr.DeRAMOS(cfg).eval()
-    audio = clips(args.clips, args.seconds, model.sample_rate)
-    prompts = [f"prompt number {i}: a calm piano piece" for i in range(args.clips)]
-    variants = setups(model, args.compile)
+    return p.parse_args(argv)
+
+
+def measure(args, variants: dict, audio: torch.Tensor, prompts: list[str]) -> tuple[dict, dict, dict]:
+    """-> (scores [clips, 2], first-call wall s, [(wall, cpu)] per repeat), each per variant."""
 
     def run(name: str) -> torch.Tensor:
         judge, ctx = variants[name]
@@ -109,7 +124,28 @@ def main(argv: list[str] | None = None) -> int:
             wall, cpu, _ = timed(lambda name=name: run(name))
             times[name].append((wall, cpu))
         print(f"  repeat {rep + 1} done (load {load_average()})", file=sys.stderr, flush=True)
+    return scores, first, times
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    head = header("Judge fast paths on the CPU")
+    torch.manual_seed(0)
+    cfg = dr.DeRAMOSConfig.tiny() if args.size == "tiny" else dr.DeRAMOSConfig.paper_architecture()
+    model = dr.DeRAMOS(cfg).eval()
+    audio = clips(args.clips, args.seconds, model.sample_rate)
+    prompts = [f"prompt number {i}: a calm piano piece" for i in range(args.clips)]
+    variants = {
+        k: v for k, v in setups(model, args.compile).items() if not args.variants or k in args.variants
+    }
+    if "reference" not in variants:
+        raise SystemExit("--variants must include reference (drift is measured against it)")
+    scores, first, times = measure(args, variants, audio, prompts)
+    memory = {}
+    for name in variants if args.backward else ():
+        judge, ctx = variants[name]
+        memory[name] = backward_peak_mib(judge, ctx, audio[:1], prompts[0])
     rows, out = [], []
     base = median([c for _, c in times["reference"]])
     for name in variants:
@@ -125,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                 "max_abs_diff_mi": drift[0],
                 "max_abs_diff_ta": drift[1],
                 "times": times[name],
+                "backward_peak_rss_mib": memory.get(name),
             }
         )
         rows.append(
@@ -136,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{first[name]:.1f}",
                 f"{drift[0]:.1e}",
                 f"{drift[1]:.1e}",
+                *([f"{memory[name]:.0f}"] if args.backward else []),
             ]
         )
     print(head)
@@ -152,6 +190,7 @@ def main(argv: list[str] | None = None) -> int:
         "first call s (wall)",
         "max abs diff MI",
         "max abs diff TA",
+        *(["reward backward peak RSS +MiB"] if args.backward else []),
     ]
     print(markdown_table(columns, rows))
     print(f"\n- load average at end: {load_average()}")

@@ -69,9 +69,18 @@ def compute_floor(judge: dr.DeRAMOS, n: int, duration: float) -> dict[str, float
 
     audio = 0.1 * torch.randn(1, 1, int(duration * 32_000), generator=torch.Generator().manual_seed(0))
     reward = dr.MusicReward(judge, chunk_size=1)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        reward.evaluate(audio, 32_000, PROMPTS[:1])
+    with torch.no_grad():
+        reward.evaluate(audio, 32_000, PROMPTS[:1])  # the prompt is encoded once per best-of-N call: cache it
+        with FlopCounterMode(display=False) as counter:
+            reward.evaluate(audio, 32_000, PROMPTS[:1])
     flops = float(counter.get_total_flops()) * n
+    per = {k: float(sum(v.values())) / 1e9 for k, v in counter.get_flop_counts().items()}
+    encoder, conformer = per.get("MuQEncoder", 0.0), per.get("MuQEncoder.backbone.model.conformer", 0.0)
+    parts = {
+        "conv subsampling + mel": encoder - conformer,
+        "conformer": conformer,
+        "heads": per.get("DeRAMOSHeads", 0.0),
+    }
     rows = 8 * round(duration * 25)  # 8 clips of 25 frames per second
     a, b = torch.randn(rows, 1024), torch.randn(4096, 1024)
     times = []
@@ -80,7 +89,7 @@ def compute_floor(judge: dr.DeRAMOS, n: int, duration: float) -> dict[str, float
         torch.nn.functional.linear(a, b)
         times.append(time.process_time() - cpu)
     rate = 2 * rows * 1024 * 4096 / median(times[2:])
-    return {"gflop": flops / 1e9, "gemm_gflops": rate / 1e9, "floor_s": flops / rate}
+    return {"gflop": flops / 1e9, "gemm_gflops": rate / 1e9, "floor_s": flops / rate, "gflop_per_clip": parts}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -140,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"\n- compute floor: {floor['gflop']:.0f} GFLOP for the {args.n} candidates (float32 counted work);"
         f" the core's float32 GEMM rate {floor['gemm_gflops']:.0f} GFLOP/s -> at least {floor['floor_s']:.2f} s,"
-        f" {100 * floor['floor_s'] / g_cpu:.1f}% of the generation CPU time"
+        f" {100 * floor['floor_s'] / g_cpu:.1f}% of the generation CPU time\n- GFLOP per candidate: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in floor["gflop_per_clip"].items())
     )
     print(f"\n- load average at end: {load_average()}")
     if args.json:

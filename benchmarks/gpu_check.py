@@ -321,8 +321,9 @@ def noise(ctx: Context, batch: int, samples: int, seed: int = 0, channels: int |
 
 
 # ---------------------------------------------------------------------------------- measurement
-def measure(ctx: Context, fn: Callable[[], object], batch: int) -> dict:
-    """Warm-up call (its time: ``first_call_s``) + timed calls -> status, median seconds, peak memory."""
+def measure(ctx: Context, make_fn: Callable[[int], Callable[[], object]], batch: int) -> dict:
+    """``fn = make_fn(batch)`` (inputs allocated), a warm-up call (its time: ``first_call_s``) and timed
+    calls -> status, median seconds, peak memory. Running out of memory anywhere in that is a result."""
     if ctx.plan.simulate_oom_batch is not None and batch >= ctx.plan.simulate_oom_batch:
         try:
             raise SimulatedOOM(f"simulated out of memory at batch {batch} (smoke run)")
@@ -330,12 +331,14 @@ def measure(ctx: Context, fn: Callable[[], object], batch: int) -> dict:
             return {"status": "out of memory", "error": str(err)}
     try:
         ctx.dev.reset_peak()
+        fn = make_fn(batch)
         first, _ = ctx.dev.call(fn)
         times = ctx.dev.repeat(fn, ctx.plan.min_seconds, ctx.plan.min_reps, ctx.plan.max_reps)
     except Exception as err:  # noqa: BLE001 - out-of-memory is a result, anything else is re-raised
         if not is_oom(err):
             raise
         message = str(err).splitlines()[0][:200]
+        fn = None  # drop the failed call's inputs before freeing the cache
     else:
         return {
             "status": "ok",
@@ -387,7 +390,7 @@ def ladder(ctx: Context, section: str, make_fn, seconds: float, flops, fields: d
         if cost is not None and cost * batch / last > left:
             stopped = "time budget"
             break
-        m = measure(ctx, make_fn(batch), batch)
+        m = measure(ctx, make_fn, batch)
         row = fields | throughput_row(m, batch, seconds, flops, ctx)
         ctx.results.add_row(section, row)
         print(
