@@ -179,89 +179,93 @@ def smoke_plan() -> Plan:
     )
 
 
+def _columns(spec: str) -> list[tuple[str, str, str]]:
+    """Lines ``column title | row key | number format`` -> [(title, key, format)]."""
+    rows = [tuple(part.strip() for part in line.split("|")) for line in spec.splitlines() if line.strip()]
+    bad = [row for row in rows if len(row) != 3]
+    if bad:
+        raise ValueError(f"table columns must read 'title | key | format', got {bad}")
+    return rows
+
+
+_RUN = "clip s | clip_s | {{:g}}\n{0} | {0} | {{}}\nbatch | batch | {{}}\nstatus | status | {{}}\n"
+_SPEED = """
+ms / batch | ms_per_batch | {:.4g}
+clips/s | clips_per_s | {:.4g}
+x realtime | x_realtime | {:.4g}
+peak GiB | peak_gib | {:.3g}
+"""
+
 # Markdown tables: section -> (title, [(column, row key, number format)]).
 TABLES = {
-    "environment": ("Environment", [("item", "item", "{}"), ("value", "value", "{}")]),
+    "environment": ("Environment", _columns("item | item | {}\nvalue | value | {}")),
     "judge": (
         "Judge throughput",
-        [
-            ("clip s", "clip_s", "{:g}"),
-            ("variant", "variant", "{}"),
-            ("batch", "batch", "{}"),
-            ("status", "status", "{}"),
-            ("ms / batch", "ms_per_batch", "{:.4g}"),
-            ("clips/s", "clips_per_s", "{:.4g}"),
-            ("x realtime", "x_realtime", "{:.4g}"),
-            ("peak GiB", "peak_gib", "{:.3g}"),
-            ("TFLOP/s", "tflops", "{:.3g}"),
-            ("% of bf16 peak", "pct_of_bf16_peak", "{:.1f}"),
-            ("% of matmul", "pct_of_matmul", "{:.1f}"),
-            ("first call s", "first_call_s", "{:.3g}"),
-        ],
+        _columns(
+            _RUN.format("variant")
+            + _SPEED
+            + """
+TFLOP/s | tflops | {:.3g}
+% of bf16 peak | pct_of_bf16_peak | {:.1f}
+% of matmul | pct_of_matmul | {:.1f}
+first call s | first_call_s | {:.3g}
+"""
+        ),
     ),
     "judge_limits": (
         "Judge: largest batch",
-        [
-            ("clip s", "clip_s", "{:g}"),
-            ("variant", "variant", "{}"),
-            ("largest batch run", "largest_batch", "{}"),
-            ("stopped by", "stopped_by", "{}"),
-            ("best clips/s", "best_clips_per_s", "{:.4g}"),
-            ("at batch", "best_batch", "{}"),
-            ("largest batch that fits (extrapolated)", "fits_estimate", "{}"),
-        ],
+        _columns("""
+clip s | clip_s | {:g}
+variant | variant | {}
+largest batch run | largest_batch | {}
+stopped by | stopped_by | {}
+best clips/s | best_clips_per_s | {:.4g}
+at batch | best_batch | {}
+largest batch that fits (extrapolated) | fits_estimate | {}
+"""),
     ),
     "determinism": (
         "Determinism",
-        [
-            ("precision", "precision", "{}"),
-            ("clips", "clips", "{}"),
-            ("clip s", "clip_s", "{:g}"),
-            ("max diff across batch sizes, MI", "batch_mi", "{:.2e}"),
-            ("max diff across batch sizes, TA", "batch_ta", "{:.2e}"),
-            ("max diff across runs, MI", "runs_mi", "{:.2e}"),
-            ("max diff across runs, TA", "runs_ta", "{:.2e}"),
-        ],
+        _columns("""
+precision | precision | {}
+clips | clips | {}
+clip s | clip_s | {:g}
+max diff across batch sizes, MI | batch_mi | {:.2e}
+max diff across batch sizes, TA | batch_ta | {:.2e}
+max diff across runs, MI | runs_mi | {:.2e}
+max diff across runs, TA | runs_ta | {:.2e}
+"""),
     ),
     "reward_backward": (
         "MusicReward forward + backward (gradient to the audio)",
-        [
-            ("clip s", "clip_s", "{:g}"),
-            ("precision", "precision", "{}"),
-            ("batch", "batch", "{}"),
-            ("status", "status", "{}"),
-            ("ms / batch", "ms_per_batch", "{:.4g}"),
-            ("clips/s", "clips_per_s", "{:.4g}"),
-            ("x realtime", "x_realtime", "{:.4g}"),
-            ("peak GiB", "peak_gib", "{:.3g}"),
-        ],
+        _columns(_RUN.format("precision") + _SPEED),
     ),
     "best_of_n": (
         "Best-of-N reranking (generation vs scoring)",
-        [
-            ("mode", "mode", "{}"),
-            ("N", "n", "{}"),
-            ("clip s", "clip_s", "{:g}"),
-            ("generation s", "generation_s", "{:.3g}"),
-            ("scoring s", "scoring_s", "{:.3g}"),
-            ("scoring / generation %", "scoring_pct", "{:.1f}"),
-            ("total s", "total_s", "{:.3g}"),
-            ("frames generated", "frames", "{}"),
-            ("peak GiB", "peak_gib", "{:.3g}"),
-        ],
+        _columns("""
+mode | mode | {}
+N | n | {}
+clip s | clip_s | {:g}
+generation s | generation_s | {:.3g}
+scoring s | scoring_s | {:.3g}
+scoring / generation % | scoring_pct | {:.1f}
+total s | total_s | {:.3g}
+frames generated | frames | {}
+peak GiB | peak_gib | {:.3g}
+"""),
     ),
     "train_steps": (
         "Training steps",
-        [
-            ("step", "step", "{}"),
-            ("model", "model", "{}"),
-            ("batch", "batch", "{}"),
-            ("clip s", "clip_s", "{:g}"),
-            ("status", "status", "{}"),
-            ("s / step", "s_per_step", "{:.3g}"),
-            ("peak GiB", "peak_gib", "{:.3g}"),
-            ("first step s", "first_step_s", "{:.3g}"),
-        ],
+        _columns("""
+step | step | {}
+model | model | {}
+batch | batch | {}
+clip s | clip_s | {:g}
+status | status | {}
+s / step | s_per_step | {:.3g}
+peak GiB | peak_gib | {:.3g}
+first step s | first_step_s | {:.3g}
+"""),
     ),
 }
 
