@@ -142,16 +142,38 @@ class DeRAMOS(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> DeRAMOS:
-        """Load a checkpoint folder (or a hub id, downloading only config + safetensors)."""
+        """Load a checkpoint folder (or a hub id, downloading only config + safetensors).
+
+        ``dtype`` is the frozen encoders' weight dtype (``torch.bfloat16`` halves their memory);
+        the heads and the mel front-end stay float32 (see ``set_encoder_dtype``).
+        """
         directory = resolve_checkpoint(path_or_hub_id)
         config, state = read_checkpoint(directory)
         model = cls(config)
         check_state(model._saved_state(), state, f"checkpoint {str(directory)!r}")
         model.load_state_dict(state, strict=False)
         model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
+        if device is not None:
+            model.to(device=device)
+        if dtype is not None:
+            model.set_encoder_dtype(dtype)
         return model
+
+    def set_encoder_dtype(self, dtype: torch.dtype) -> DeRAMOS:
+        """Store the frozen audio and text encoders' weights in ``dtype``, in place; returns self.
+
+        A half type (``torch.bfloat16``: half the memory, bf16 matrix units without autocast's
+        per-call casts) or float32 casts only the two backbones: the mel front-end, the heads and
+        the scores stay float32 (the heads cast encoder outputs to their own dtype).
+        ``torch.float64`` casts the whole judge (for checks).
+        """
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        if dtype == torch.float64:
+            return self.to(torch.float64)
+        self.audio_encoder.backbone.to(dtype)
+        self.text_encoder.backbone.to(dtype)
+        return self
 
 
 def _share(windows: list, waves: Sequence[torch.Tensor], indices: Sequence[int]) -> float:

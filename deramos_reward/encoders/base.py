@@ -62,6 +62,10 @@ class AudioEncoder(FrozenBackbone):
         """Frames the encoder outputs for ``num_samples`` input samples."""
         raise NotImplementedError
 
+    def compile_backbone(self, **compile_kwargs) -> None:
+        """``torch.compile`` the backbone's heavy modules in place (``compile_kwargs`` go to it)."""
+        self.backbone.compile(**compile_kwargs)
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFrames:
         """wave [B, T] at ``sample_rate`` (all rows length T) -> frames [B, N, D].
 

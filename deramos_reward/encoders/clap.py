@@ -238,6 +238,10 @@ class ClapAudioEncoder(AudioEncoder):
         self.min_samples = max(1, min(int(config.min_seconds * self.sample_rate), self.clip_samples))
         self.freeze()
 
+    def compile_backbone(self, **compile_kwargs) -> None:
+        """Compile the HTSAT audio tower (``forward`` calls it directly, not the projection wrapper)."""
+        self.backbone.audio_model.compile(**compile_kwargs)
+
     def num_frames(self, num_samples: int) -> int:
         """Real (unmasked) frames for a clip of ``num_samples``: ceil(num_samples / clip_samples * N)."""
         n = self.frames_per_clip
