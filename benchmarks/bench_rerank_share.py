@@ -1,6 +1,6 @@
 """Scoring share of best-of-N for several judge set-ups, on the same candidates, in one interleaved run.
 
-Each repeat generates the N candidates once with ``transformers_musicgen.best_of_n`` (random-weight
+Each repeat generates the N candidates once with ``deramos_reward.integrations.best_of_n`` (random-weight
 MusicGen of musicgen-small's architecture; generation time = time inside ``model.generate``), then
 scores those candidates with every judge set-up as ``best_of_n`` does (``MusicReward.evaluate`` under
 ``torch.no_grad``), in an order rotated from repeat to repeat. Set-ups (same random weights):
@@ -38,6 +38,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rerank import PROMPTS, Stopwatch  # noqa: E402
 from common import header, load_average, markdown_table, median  # noqa: E402
+from deramos_reward.integrations import best_of_n  # noqa: E402
 from deramos_reward.integrations import transformers_musicgen as tm  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
@@ -114,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     gen_times, times, scores = [], {k: [] for k in names}, {}
     for rep in range(args.repeats + 1):  # repeat 0 warms every kernel up and is not counted
         gen.reset()
-        res = tm.best_of_n(
-            model, processor, PROMPTS[:1], args.n, rewards["before"][0], seed=rep,
+        res = best_of_n(
+            model, PROMPTS[:1], args.n, rewards["before"][0], processor=processor, seed=rep,
             duration=args.duration, max_batch=args.max_batch, return_candidates=True,
         )  # fmt: skip
         audio = res.candidates.reshape(-1, *res.candidates.shape[2:])

@@ -669,7 +669,7 @@ class SyncStopwatch:
 
 def best_of_n(ctx: Context) -> None:
     """Generation vs scoring time of best-of-N (plain N = 1, 4, 8, 16; progressive at N = 8)."""
-    from deramos_reward.integrations import transformers_musicgen as tm
+    from deramos_reward.integrations import best_of_n, musicgen_backend, progressive_best_of_n
 
     dr, plan = ctx.dr, ctx.plan
     model, processor = musicgen(ctx)
@@ -680,7 +680,7 @@ def best_of_n(ctx: Context) -> None:
     common = dict(duration=plan.best_of_seconds, max_batch=plan.gen_batch)
     runs = [("plain", n) for n in plan.best_of_ns] + [("progressive", plan.progressive_n)]
     try:
-        tm.best_of_n(model, processor, [PROMPT], 1, reward, seed=0, **common)  # warm-up
+        best_of_n(model, [PROMPT], 1, reward, processor=processor, seed=0, **common)  # warm-up
         for mode, n in runs:
             if ctx.clock.left() <= 0:
                 ctx.results.add_row(
@@ -690,11 +690,13 @@ def best_of_n(ctx: Context) -> None:
                 continue
             gen.seconds = score.seconds = 0.0
             ctx.dev.reset_peak()
-            fn = tm.best_of_n if mode == "plain" else tm.progressive_best_of_n
+            fn = best_of_n if mode == "plain" else progressive_best_of_n
             total, res = ctx.dev.call(
-                lambda fn=fn, n=n: fn(model, processor, [PROMPT], n, reward, seed=1, **common)
+                lambda fn=fn, n=n: fn(model, [PROMPT], n, reward, processor=processor, seed=1, **common)
             )
-            frames = res.stats.get("generated_frames", n * tm.frames_for(model, plan.best_of_seconds))
+            frames = res.stats.get(
+                "generated_frames", n * musicgen_backend(model, processor).frames_for(plan.best_of_seconds)
+            )
             row = {
                 "mode": mode,
                 "n": n,
@@ -718,14 +720,14 @@ def best_of_n(ctx: Context) -> None:
 # Training steps: (label, factory). A factory takes (ctx, policy, max_steps) and returns a trainer
 # with .train() and .policy; the first call gets the plain model. An RL step is one more entry here.
 def dpo_trainer(ctx: Context, policy, max_steps: int):
+    from deramos_reward.integrations import musicgen_backend
     from deramos_reward.integrations import preference as pf
-    from deramos_reward.integrations import transformers_musicgen as tm
     from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
 
     plan = ctx.plan
     model, processor = musicgen(ctx)
     k, card = model.decoder.num_codebooks, model.config.decoder.vocab_size
-    frames = tm.frames_for(model, plan.train_seconds)
+    frames = musicgen_backend(model, processor).frames_for(plan.train_seconds)
     count = plan.train_batch * max_steps
     g = torch.Generator().manual_seed(max_steps)
     codes = torch.randint(0, card, (count, 2, k, frames), generator=g)
