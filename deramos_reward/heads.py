@@ -9,7 +9,14 @@ from torch import nn
 
 from .config import DeRAMOSConfig
 from .encoders.base import AudioFrames, TextTokens
-from .layers import AttentivePooling, BinHead, SinusoidalPositionalEncoding, expected_score, masked_mean
+from .layers import (
+    AttentivePooling,
+    BinHead,
+    SinusoidalPositionalEncoding,
+    expected_score,
+    masked_mean,
+    score_std,
+)
 
 
 @dataclass
@@ -22,6 +29,8 @@ class DeRAMOSOutput:
     ta_logits: torch.Tensor  # [B, n_bins]
     audio_embedding: torch.Tensor  # [B, D_text] pre-fusion alignment space
     text_embedding: torch.Tensor  # [B, D_text]
+    mi_std: torch.Tensor | None = None  # [B] standard deviation of the MI bin distribution (uncertainty)
+    ta_std: torch.Tensor | None = None  # [B] standard deviation of the TA bin distribution
 
 
 class MIBranch(nn.Module):
@@ -92,4 +101,6 @@ class DeRAMOSHeads(nn.Module):
             ta_logits=ta_logits,
             audio_embedding=audio_emb,
             text_embedding=text_emb,
+            mi_std=score_std(mi_logits, self.bin_centres),
+            ta_std=score_std(ta_logits, self.bin_centres),
         )

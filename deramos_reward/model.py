@@ -177,7 +177,7 @@ class DeRAMOS(nn.Module):
         return model
 
 
-_FIELDS = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
+_FIELDS = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding", "mi_std", "ta_std")
 
 
 def _combine(windows: list[Window], per_window: list[DeRAMOSOutput], n_clips: int) -> DeRAMOSOutput:
@@ -202,4 +202,10 @@ def _combine(windows: list[Window], per_window: list[DeRAMOSOutput], n_clips: in
         for f in ("mi_logits", "ta_logits"):
             probs = torch.stack([torch.softmax(getattr(per_window[i], f).float(), -1) for i in members])
             fields[f].append(torch.log((weights.to(probs.dtype)[:, None] * probs).sum(0)))
+        for axis in ("mi", "ta"):  # spread of the mixture distribution: law of total variance
+            means = torch.stack([getattr(per_window[i], axis) for i in members])
+            stds = torch.stack([getattr(per_window[i], f"{axis}_std") for i in members])
+            w = weights.to(means.dtype)
+            variance = (w * (stds.pow(2) + means.pow(2))).sum(0) - (w * means).sum(0).pow(2)
+            fields[f"{axis}_std"].append(variance.clamp_min(torch.finfo(variance.dtype).tiny).sqrt())
     return DeRAMOSOutput(**{f: torch.stack(v) for f, v in fields.items()})

@@ -7,7 +7,11 @@ of its parameters have ``requires_grad=False`` and it stays in eval mode (no dro
 gradients reach the audio (and whatever generated it) and nothing else.
 
 The reward of a clip is ``mi_weight * MI + ta_weight * TA`` (the *raw* reward), then optionally
-normalised:
+normalised. The judge predicts a 20-bin distribution per axis; its standard deviation (``mi_std``,
+``ta_std``) is the judge's uncertainty. With ``uncertainty_penalty=lam`` each axis enters the raw
+reward as a lower confidence bound, ``MI - lam * mi_std`` (and the same for TA), so clips the judge
+is unsure about (where an optimiser is most likely to find ratings the judge gets wrong) score lower.
+Normalisations:
 
 - ``"none"``: the raw reward (with weights 0.5/0.5 it is a MOS on 1-5);
 - ``"zscore"``: ``(raw - mean) / std`` with stored statistics (``set_stats`` or ``calibrate``);
@@ -41,9 +45,12 @@ class RewardOutput:
     """Reward and its parts for B clips (all [B], in input order)."""
 
     reward: torch.Tensor  # normalised reward (what ``MusicReward.forward`` returns)
-    raw: torch.Tensor  # mi_weight * mi + ta_weight * ta
+    raw: torch.Tensor  # mi_weight * (mi - lam * mi_std) + ta_weight * (ta - lam * ta_std)
     mi: torch.Tensor  # expected MI, 1-5
     ta: torch.Tensor  # expected TA, 1-5
+    mi_std: torch.Tensor | None = None  # standard deviation of the predicted MI distribution
+    ta_std: torch.Tensor | None = None  # standard deviation of the predicted TA distribution
+    audio_embedding: torch.Tensor | None = None  # [B, D] the judge's pre-fusion audio embedding
 
 
 def _check_weight(value: object, name: str) -> float:
@@ -100,6 +107,8 @@ class MusicReward(nn.Module):
         gradient_checkpointing: when gradients are needed, keep only each chunk's input and
             recompute its activations during backward (memory ~ one chunk instead of the batch).
         prompt_cache_size: prompts whose text-encoder states are kept across calls.
+        uncertainty_penalty: ``lam >= 0``; each axis counts as ``mean - lam * std`` of its predicted
+            distribution (a lower confidence bound). 0 (default) uses the expected scores.
     """
 
     def __init__(
@@ -112,6 +121,7 @@ class MusicReward(nn.Module):
         chunk_size: int = 8,
         gradient_checkpointing: bool = False,
         prompt_cache_size: int = 4096,
+        uncertainty_penalty: float = 0.0,
     ):
         super().__init__()
         if not isinstance(model, DeRAMOS):
@@ -121,6 +131,9 @@ class MusicReward(nn.Module):
         self.model = model
         self.mi_weight = _check_weight(mi_weight, "mi_weight")
         self.ta_weight = _check_weight(ta_weight, "ta_weight")
+        self.uncertainty_penalty = _check_weight(uncertainty_penalty, "uncertainty_penalty")
+        if self.uncertainty_penalty < 0:
+            raise ValueError(f"uncertainty_penalty must be >= 0, got {uncertainty_penalty!r}")
         self.normalize = normalize
         self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
         self.gradient_checkpointing = bool(gradient_checkpointing)
@@ -185,7 +198,7 @@ class MusicReward(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mi_weight={self.mi_weight}, ta_weight={self.ta_weight}, normalize={self.normalize!r}, "
-            f"stats={self.stats}, chunk_size={self.chunk_size}"
+            f"stats={self.stats}, chunk_size={self.chunk_size}, uncertainty_penalty={self.uncertainty_penalty}"
         )
 
     # ---- scoring ------------------------------------------------------------------------
@@ -196,14 +209,15 @@ class MusicReward(nn.Module):
             return self.prompt_cache.get(prompts, device)
 
     def _score_chunk(self, waves: list[torch.Tensor], prompts: list[str]) -> torch.Tensor:
-        """Mono clips at the scorer rate -> [len, 2] (MI, TA)."""
+        """Mono clips at the scorer rate -> [len, 4 + D]: MI, TA, MI std, TA std, audio embedding."""
         text = self._text(prompts)
         device = self.model.device
         waves = [w.to(device) for w in waves]
 
         def run(*ws: torch.Tensor) -> torch.Tensor:
             out = self.model.forward_clips(list(ws), text)
-            return torch.stack([out.mi, out.ta], dim=-1)
+            scores = torch.stack([out.mi, out.ta, out.mi_std, out.ta_std], dim=-1)
+            return torch.cat([scores, out.audio_embedding.to(scores.dtype)], dim=-1)
 
         needs_grad = torch.is_grad_enabled() and any(w.requires_grad for w in waves)
         if self.gradient_checkpointing and needs_grad:
@@ -212,8 +226,8 @@ class MusicReward(nn.Module):
 
     def _parts(
         self, audio: object, sample_rate: int | None, prompts: str | Sequence[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """-> (mi [B], ta [B], prompts as a list of B strings)."""
+    ) -> tuple[torch.Tensor, list[str]]:
+        """-> (parts [B, 4 + D] as in ``_score_chunk``, prompts as a list of B strings)."""
         self._freeze()
         if isinstance(audio, torch.Tensor) and audio.dim() in (2, 3):
             # Clip by clip, so a clip's resampled samples never depend on the rest of the batch.
@@ -238,8 +252,15 @@ class MusicReward(nn.Module):
         scores = torch.cat(parts)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        mi, ta = scores.index_select(0, inverse.to(scores.device)).unbind(-1)
-        return mi, ta, prompts
+        return scores.index_select(0, inverse.to(scores.device)), prompts
+
+    def _raw(self, parts: torch.Tensor) -> torch.Tensor:
+        """parts [B, 4 + D] -> raw reward [B] (weighted lower confidence bounds)."""
+        lam = self.uncertainty_penalty
+        mi, ta = parts[:, 0], parts[:, 1]
+        if lam:
+            mi, ta = mi - lam * parts[:, 2], ta - lam * parts[:, 3]
+        return self.mi_weight * mi + self.ta_weight * ta
 
     def evaluate(
         self,
@@ -257,8 +278,9 @@ class MusicReward(nn.Module):
             prompts: one prompt per clip; a single string is used for every clip.
             group_ids: B group labels for ``normalize="rank"`` (default: the prompt text).
         Returns:
-            RewardOutput with ``reward``, ``raw``, ``mi``, ``ta``, each [B] float32 (float64 for
-            a float64 scorer), on the scorer's device.
+            RewardOutput with ``reward``, ``raw``, ``mi``, ``ta``, ``mi_std``, ``ta_std``, each [B]
+            float32 (float64 for a float64 scorer), and ``audio_embedding`` [B, D], on the scorer's
+            device.
         """
         if self.normalize == "zscore" and self._mean is None:
             raise ValueError(
@@ -271,17 +293,25 @@ class MusicReward(nn.Module):
             raise TypeError(
                 f"group_ids must be a sequence of hashable labels, got {type(group_ids).__name__}"
             )
-        mi, ta, prompts = self._parts(audio, sample_rate, prompts)
+        parts, prompts = self._parts(audio, sample_rate, prompts)
         if group_ids is not None and len(group_ids) != len(prompts):
             raise ValueError(f"group_ids has {len(group_ids)} entries for {len(prompts)} clips")
-        raw = self.mi_weight * mi + self.ta_weight * ta
+        raw = self._raw(parts)
         if self.normalize == "zscore":
             reward = (raw - self._mean) / self._std
         elif self.normalize == "rank":
             reward = rank_within_groups(raw, list(group_ids) if group_ids is not None else prompts)
         else:
             reward = raw
-        return RewardOutput(reward=reward, raw=raw, mi=mi, ta=ta)
+        return RewardOutput(
+            reward=reward,
+            raw=raw,
+            mi=parts[:, 0],
+            ta=parts[:, 1],
+            mi_std=parts[:, 2],
+            ta_std=parts[:, 3],
+            audio_embedding=parts[:, 4:],
+        )
 
     def forward(
         self,
@@ -301,8 +331,7 @@ class MusicReward(nn.Module):
 
         Returns ``{"mean": m, "std": s}`` (std with Bessel's correction).
         """
-        mi, ta, _ = self._parts(audio, sample_rate, prompts)
-        raw = (self.mi_weight * mi + self.ta_weight * ta).double()
+        raw = self._raw(self._parts(audio, sample_rate, prompts)[0]).double()
         if raw.numel() < 2:
             raise ValueError(f"calibrate needs at least 2 clips, got {raw.numel()}")
         mean, std = float(raw.mean()), float(raw.std())

@@ -204,7 +204,7 @@ def heads_forward(heads: nn.Module, batch: FeatureBatch) -> DeRAMOSOutput:
     out = heads(batch.audio, batch.text)
     if len(batch.windows) == batch.n_clips:  # one window per clip: nothing to combine
         return out
-    fields = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
+    fields = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding", "mi_std", "ta_std")
     per_window = [DeRAMOSOutput(*(getattr(out, k)[i] for k in fields)) for i in range(len(batch.windows))]
     return _combine(batch.windows, per_window, batch.n_clips)
 
