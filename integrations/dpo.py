@@ -41,12 +41,11 @@ from tqdm.auto import tqdm
 
 from deramos_reward._optional import require
 
-from .logprobs import (
-    SequenceLogProbs,
-    audiocraft_sequence_logprobs,
-    transformers_sequence_logprobs,
-    transformers_text_inputs,
-)
+from .backend import musicgen_backend
+from .backend_audiocraft import AUDIOCRAFT_LORA_TARGETS
+from .backend_base import MusicGenBackend
+from .backend_transformers import TRANSFORMERS_LORA_TARGETS
+from .logprobs import SequenceLogProbs
 from .preference import DPO_LOSS_TYPES, check_pairs, collate_pairs, dpo_loss
 
 __all__ = [
@@ -55,23 +54,9 @@ __all__ = [
     "TRL_SHARED_FIELDS",
     "MusicDPOConfig",
     "MusicDPOTrainer",
-    "backend_of",
     "default_lora_config",
     "load_adapter",
 ]
-
-TRANSFORMERS_LORA_TARGETS = (
-    r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
-)
-"""peft ``target_modules`` regex for transformers MusicGen: the decoder's self- and cross-attention
-projections and its feed-forward layers (not the T5 text encoder, not EnCodec, not the output heads)."""
-
-AUDIOCRAFT_LORA_TARGETS = (
-    r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
-)
-"""peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
-``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
-and the feed-forward layers."""
 
 TRL_SHARED_FIELDS = (
     "output_dir",
@@ -133,7 +118,7 @@ class MusicDPOConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_target_modules: str | list[str] | None = None
-    """None: :data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS` by backend."""
+    """None: the backend's own (:data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS`)."""
 
     def __post_init__(self) -> None:
         def number(name: str, low: float | None = None, strict: bool = False) -> None:
@@ -208,86 +193,69 @@ def _peft():
     return require("peft")
 
 
-def _unwrap_peft(model: Any) -> Any:
-    peft = _peft()
-    return model.get_base_model() if isinstance(model, peft.PeftModel) else model
-
-
-def backend_of(model: Any) -> str:
-    """``"transformers"`` or ``"audiocraft"`` for a MusicGen model (or a peft wrapper of one).
-
-    transformers: ``MusicgenForConditionalGeneration`` (has ``decoder.num_codebooks`` and ``audio_encoder``).
-    AudioCraft: ``MusicGen`` (has ``lm`` and ``compression_model``) or its ``LMModel``.
-    """
-    base = _unwrap_peft(model)
-    if hasattr(base, "audio_encoder") and hasattr(getattr(base, "decoder", None), "num_codebooks"):
-        return "transformers"
-    if hasattr(base, "compression_model") and hasattr(base, "lm"):
-        return "audiocraft"
-    if hasattr(base, "compute_predictions") and hasattr(base, "condition_provider"):
-        return "audiocraft"
-    raise TypeError(
-        "model must be a transformers MusicgenForConditionalGeneration or an AudioCraft MusicGen / LMModel "
-        f"(optionally peft-wrapped), got {type(base).__name__}"
-    )
-
-
-def _trainable_module(model: Any) -> nn.Module:
-    """The module that carries the adapter: the transformers model itself, or AudioCraft's LM."""
-    if isinstance(model, _peft().PeftModel):
-        return model
-    if hasattr(model, "compression_model") and hasattr(model, "lm"):
-        return model.lm
-    return model
-
-
 def default_lora_config(
-    backend: str,
+    backend: MusicGenBackend,
     r: int = 8,
     lora_alpha: int = 16,
     lora_dropout: float = 0.0,
     target_modules: str | list[str] | None = None,
 ) -> Any:
-    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections for ``backend``."""
-    if backend not in ("transformers", "audiocraft"):
-        raise ValueError(f"backend must be 'transformers' or 'audiocraft', got {backend!r}")
+    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections.
+
+    ``backend``: a :class:`~.backend_base.MusicGenBackend` (or a MusicGen; see ``musicgen_backend``);
+    ``target_modules`` None takes the backend's :meth:`~.backend_base.MusicGenBackend.lora_target_modules`.
+    """
+    backend = musicgen_backend(backend)  # a backend is returned as is
     if target_modules is None:
-        target_modules = TRANSFORMERS_LORA_TARGETS if backend == "transformers" else AUDIOCRAFT_LORA_TARGETS
+        target_modules = backend.lora_target_modules()
     return _peft().LoraConfig(
         r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, bias="none"
     )
 
 
-class _SequenceScorer(nn.Module):
-    """``forward(prompts, codes [B, K, S]) -> (logps [B], counts [B])`` under the wrapped policy.
+class SequenceScorer(nn.Module):
+    """``forward(prompts, codes [B, K, S]) -> (logps [B], counts [B])`` under the policy.
 
-    A module of its own so that ``accelerator.prepare`` (DDP) wraps the whole scoring pass.
+    A module of its own holding the policy (the peft model), so that ``accelerator.prepare`` (DDP)
+    wraps the whole scoring pass; the backend runs the model.
     """
 
-    def __init__(self, policy: nn.Module, backend: str, processor: Any, keep_only_valid_steps: bool):
+    def __init__(self, policy: nn.Module, backend: MusicGenBackend, keep_only_valid_steps: bool):
         super().__init__()
         self.policy = policy
         self.backend = backend
-        self.processor = processor
         self.keep_only_valid_steps = keep_only_valid_steps
 
     def score(self, prompts: list[str], codes: torch.Tensor) -> SequenceLogProbs:
-        if self.backend == "transformers":
-            inputs = transformers_text_inputs(self.processor, prompts, device=codes.device)
-            return transformers_sequence_logprobs(
-                self.policy,
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                codes,
-                keep_only_valid_steps=self.keep_only_valid_steps,
-            )
-        return audiocraft_sequence_logprobs(
-            self.policy, codes, prompts, keep_only_valid_steps=self.keep_only_valid_steps
+        return self.backend.sequence_logprobs(
+            prompts, codes, keep_only_valid_steps=self.keep_only_valid_steps
         )
 
     def forward(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.score(prompts, codes)
         return out.logps, out.mask.sum(dim=(1, 2))
+
+
+def attach_adapter(backend: MusicGenBackend, peft_config: Any, seed: int) -> nn.Module:
+    """The backend's trainable module with a LoRA adapter: a new one from ``peft_config`` (initialised
+    with ``seed``, the caller's RNG untouched), or the adapter it already carries (``peft_config`` must
+    then be None). Only LoRA parameters require grad. The backend runs the adapted module afterwards."""
+    peft = _peft()
+    module = backend.trainable_module()
+    if isinstance(module, peft.PeftModel):
+        if peft_config is not None:
+            raise ValueError("model already has a peft adapter; do not pass peft_config")
+        for name, param in module.named_parameters():
+            param.requires_grad_("lora_" in name)
+        policy = module
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            policy = peft.get_peft_model(module, peft_config)
+    if not any(p.requires_grad for p in policy.parameters()):
+        raise ValueError("the adapter has no trainable parameters (check target_modules)")
+    backend.set_trainable_module(policy)
+    return policy
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -332,7 +300,7 @@ class MusicDPOTrainer:
 
     Attributes:
         policy: the ``peft.PeftModel`` (the transformers model, or AudioCraft's LM, with the adapter).
-        backend: ``"transformers"`` or ``"audiocraft"``.
+        backend: the :class:`~.backend_base.MusicGenBackend` the trainer runs the model through.
         log_history: one dict per logging step (trl's metric names) and a final summary.
     """
 
@@ -347,38 +315,25 @@ class MusicDPOTrainer:
         peft_config: Any = None,
         accelerator: Any = None,
     ):
-        peft = _peft()
         self.args = args if args is not None else MusicDPOConfig()
         if not isinstance(self.args, MusicDPOConfig):
             raise TypeError(f"args must be a MusicDPOConfig, got {type(self.args).__name__}")
-        self.backend = backend_of(model)
-        if self.backend == "transformers" and processor is None:
-            raise ValueError("processor (the MusicgenProcessor) is required for a transformers MusicGen")
+        self.backend = musicgen_backend(model, processor)
+        self.backend.check_ready()
         self.processor = processor
         self.train_dataset = check_pairs(train_dataset, name="train_dataset")
         self.eval_dataset = None if eval_dataset is None else check_pairs(eval_dataset, name="eval_dataset")
-        module = _trainable_module(model)
-        if isinstance(module, peft.PeftModel):
-            if peft_config is not None:
-                raise ValueError("model already has a peft adapter; do not pass peft_config")
-            for name, param in module.named_parameters():
-                param.requires_grad_("lora_" in name)
-            self.policy = module
-        else:
-            if peft_config is None:
-                a = self.args
-                peft_config = default_lora_config(
-                    self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
-                )
-            with torch.random.fork_rng(devices=[]):  # LoRA init is seeded; the caller's RNG is untouched
-                torch.manual_seed(self.args.seed)
-                self.policy = peft.get_peft_model(module, peft_config)
-        if not any(p.requires_grad for p in self.policy.parameters()):
-            raise ValueError("the adapter has no trainable parameters (check target_modules)")
+        already_adapted = isinstance(self.backend.trainable_module(), _peft().PeftModel)
+        if peft_config is None and not already_adapted:
+            a = self.args
+            peft_config = default_lora_config(
+                self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
+            )
+        self.policy = attach_adapter(self.backend, peft_config, self.args.seed)
         self._own_accelerator = accelerator is None
         self.accelerator = self._new_accelerator() if accelerator is None else accelerator
         self.policy.to(self.accelerator.device)
-        self.scorer = _SequenceScorer(self.policy, self.backend, processor, self.args.keep_only_valid_steps)
+        self.scorer = SequenceScorer(self.policy, self.backend, self.args.keep_only_valid_steps)
         self.log_history: list[dict[str, float]] = []
         self.global_step = 0
 
@@ -399,11 +354,9 @@ class MusicDPOTrainer:
     ) -> SequenceLogProbs:
         """Log-probabilities of ``codes [B, K, S]`` given ``prompts`` under the policy (or, with
         ``reference=True``, the reference: adapter disabled), without gradient. -> ``SequenceLogProbs``."""
-        policy = self.accelerator.unwrap_model(self.policy)
-        scorer = _SequenceScorer(policy, self.backend, self.processor, self.args.keep_only_valid_steps)
         codes = codes.to(self.device)
         with torch.no_grad(), self._dropout_off(), self._adapter(reference):
-            return scorer.score(list(prompts), codes)
+            return self.scorer.score(list(prompts), codes)
 
     def _adapter(self, reference: bool):
         import contextlib
@@ -490,33 +443,45 @@ class MusicDPOTrainer:
             total = max(1, math.ceil(self.args.num_train_epochs * per_epoch))
         return total, math.ceil(total / per_epoch)
 
+    def _prepare_training(self):
+        """-> (scorer, optimizer, loader, scheduler, trainable params, total steps, epochs), prepared by
+        the accelerator."""
+        transformers = require("transformers")
+        args = self.args
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(self.train_dataset)),
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            generator=torch.Generator().manual_seed(args.seed),
+            collate_fn=_collate(self.train_dataset),
+        )
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        scorer, optimizer, loader = self.accelerator.prepare(self.scorer, optimizer, loader)
+        total, epochs = self._total_steps(len(loader))
+        scheduler = transformers.get_scheduler(
+            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total
+        )
+        return scorer, optimizer, loader, scheduler, params, total, epochs
+
+    def _pair_loss(self, scorer, prompts, chosen, rejected, refs):
+        """Policy log-probs of chosen and rejected codes in one pass -> (DPOLoss, logps [2B])."""
+        logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
+        b = len(prompts)
+        return self._loss(logps[:b], logps[b:], *refs, lengths[:b], lengths[b:]), logps
+
     def train(self) -> dict[str, float]:
         """Run DPO; returns ``{"global_step", "train_loss", ...}`` (the last logged metrics included).
 
         The policy is left in eval mode (AudioCraft's ``generate`` requires it).
         """
-        transformers = require("transformers")
         if self._own_accelerator:
             # accelerate keeps gradient-accumulation settings in process-wide state: another Accelerator
             # made since __init__ would have changed them, so make a fresh one with this trainer's.
             self.accelerator = self._new_accelerator()
         args, acc = self.args, self.accelerator
-        generator = torch.Generator().manual_seed(args.seed)
-        loader = torch.utils.data.DataLoader(
-            _Indices(len(self.train_dataset)),
-            batch_size=args.per_device_train_batch_size,
-            shuffle=True,
-            generator=generator,
-            collate_fn=_collate(self.train_dataset),
-        )
+        scorer, optimizer, loader, scheduler, params, total, epochs = self._prepare_training()
         ref_table = self._precompute_reference(self.train_dataset) if args.precompute_ref_log_probs else None
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        scorer, optimizer, loader = acc.prepare(self.scorer, optimizer, loader)
-        total, epochs = self._total_steps(len(loader))
-        scheduler = transformers.get_scheduler(
-            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total
-        )
         policy = acc.unwrap_model(scorer).policy
         policy.train(not args.disable_dropout)
         sums: dict[str, torch.Tensor] = {}
@@ -529,18 +494,16 @@ class MusicDPOTrainer:
             for step, (indices, prompts, chosen, rejected) in enumerate(loader):
                 with acc.accumulate(scorer):
                     if ref_table is not None:
-                        ref_c, ref_r = ref_table[0][indices], ref_table[1][indices]
+                        refs = ref_table[0][indices], ref_table[1][indices]
                     else:
-                        ref_c, ref_r = self._reference_pair_logps(prompts, chosen, rejected)
-                    logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
-                    b = len(prompts)
-                    out = self._loss(logps[:b], logps[b:], ref_c, ref_r, lengths[:b], lengths[b:])
-                    loss = out.losses.mean()
-                    acc.backward(loss)
+                        refs = self._reference_pair_logps(prompts, chosen, rejected)
+                    out, logps = self._pair_loss(scorer, prompts, chosen, rejected, refs)
+                    acc.backward(out.losses.mean())
                     if acc.sync_gradients and args.max_grad_norm > 0:
                         acc.clip_grad_norm_(params, args.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
+                b = len(prompts)
                 for k, v in self._metrics(out, logps[:b], logps[b:]).items():
                     sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
                 count += b
@@ -651,8 +614,7 @@ def load_adapter(model: Any, path: str | os.PathLike, is_trainable: bool = False
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} holds no peft adapter (adapter_config.json missing)")
-    backend_of(model)
-    module = _trainable_module(model)
+    module = musicgen_backend(model).trainable_module()
     if isinstance(module, _peft().PeftModel):
         raise ValueError("model already has a peft adapter; pass the base model")
     return _peft().PeftModel.from_pretrained(module, str(path), is_trainable=is_trainable)

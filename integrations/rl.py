@@ -21,6 +21,8 @@ import torch
 
 from deramos_reward.validation import check_sample_rate
 
+from .backend import maybe_musicgen_backend
+
 __all__ = ["AudioRewardFunction", "codes_decoder", "prompt_text"]
 
 Decoder = Callable[[torch.Tensor], torch.Tensor]
@@ -29,24 +31,13 @@ Decoder = Callable[[torch.Tensor], torch.Tensor]
 def codes_decoder(decoder: Any) -> tuple[Decoder, int | None]:
     """A codes -> audio function and its sample rate (None when unknown) from a model or a callable.
 
-    Accepts a transformers ``MusicgenForConditionalGeneration`` (or a peft wrapper; decodes with its EnCodec),
-    an AudioCraft ``MusicGen`` (``generate_audio``), or any callable ``codes [B, K, S] -> audio [B, C, T]``.
+    Accepts a MusicGen backend or model of either library (decodes with its codec, see
+    :func:`~deramos_reward.integrations.backend.musicgen_backend`), or any callable
+    ``codes [B, K, S] -> audio [B, C, T]``.
     """
-    base = decoder.get_base_model() if hasattr(decoder, "get_base_model") else decoder
-    if hasattr(base, "audio_encoder") and hasattr(getattr(base, "decoder", None), "num_codebooks"):
-        rate = int(base.config.audio_encoder.sampling_rate)
-
-        def decode_transformers(codes: torch.Tensor) -> torch.Tensor:
-            device = next(base.audio_encoder.parameters()).device
-            return base.audio_encoder.decode(codes.to(device)[None], [None]).audio_values
-
-        return decode_transformers, rate
-    if hasattr(base, "compression_model") and hasattr(base, "generate_audio"):
-
-        def decode_audiocraft(codes: torch.Tensor) -> torch.Tensor:
-            return base.generate_audio(codes.to(base.device))
-
-        return decode_audiocraft, int(base.sample_rate)
+    backend = maybe_musicgen_backend(decoder)
+    if backend is not None:
+        return backend.decode, backend.sample_rate
     if callable(decoder):
         return decoder, None
     raise TypeError(

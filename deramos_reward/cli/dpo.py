@@ -20,7 +20,7 @@ import json
 import sys
 
 from . import CommandError
-from .musicgen import add_musicgen_arguments, load_musicgen
+from .musicgen import add_musicgen_arguments, load_backend
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -76,8 +76,7 @@ def run(args: argparse.Namespace) -> int:
         raise CommandError(f"invalid option: {err}") from err
     pairs = load_pairs(args.pairs)
     eval_pairs = load_pairs(args.eval_pairs) if args.eval_pairs else None
-    model, processor = load_musicgen(args.backend, args.musicgen)
-    trainer = MusicDPOTrainer(model, pairs, config, processor=processor, eval_dataset=eval_pairs)
+    trainer = MusicDPOTrainer(load_backend(args), pairs, config, eval_dataset=eval_pairs)
     summary = trainer.train()
     if eval_pairs is not None:
         summary.update({f"eval/{k}": v for k, v in trainer.evaluate().items()})

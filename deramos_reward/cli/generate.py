@@ -21,6 +21,7 @@ import numpy as np
 
 from ..checkpoint import atomic_write_bytes
 from . import CommandError
+from .musicgen import add_musicgen_arguments, add_sampling_arguments, check_sampling_arguments, load_backend
 
 SCORES_NAME = "scores.json"
 
@@ -32,18 +33,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backend", required=True, choices=("audiocraft", "transformers"))
-    p.add_argument(
-        "--musicgen",
-        required=True,
-        metavar="ID_OR_DIR",
-        help="audiocraft: MusicGen.get_pretrained name; transformers: hub id or folder; 'tiny': offline test model",
-    )
+    add_musicgen_arguments(p)
     p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
+    add_sampling_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR")
     p.add_argument("--progressive", action="store_true", help="prune weak candidates at checkpoints")
     p.add_argument(
@@ -52,8 +46,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="progressive: comma-separated fractions of the duration (default 0.25,0.5)",
     )
     p.add_argument("--keep", type=float, default=0.5, help="progressive: fraction kept per checkpoint")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
     p.add_argument("--mi-weight", type=float, default=1.0)
     p.add_argument("--ta-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
@@ -75,14 +67,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def check_args(args: argparse.Namespace) -> tuple[float, ...]:
-    if args.n < 1:
-        raise CommandError(f"--n must be >= 1, got {args.n}")
-    if args.max_batch < 1:
-        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.duration > 0:
-        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
-    if args.seed is not None and args.seed < 0:
-        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    args.sampling_options = check_sampling_arguments(args)
     try:
         checkpoints = tuple(float(f) for f in args.checkpoints.split(",") if f.strip())
     except ValueError as err:
@@ -94,26 +79,17 @@ def check_args(args: argparse.Namespace) -> tuple[float, ...]:
     return checkpoints
 
 
-def load_backend(args: argparse.Namespace, checkpoints: tuple[float, ...]):
+def make_reranker(args: argparse.Namespace, checkpoints: tuple[float, ...]):
     """-> rerank(prompts, reward, seed) -> BestOfNResult, for the chosen backend and mode."""
-    from .musicgen import load_musicgen
+    from ..integrations.musicgen_rerank import best_of_n, progressive_best_of_n
 
-    model, processor = load_musicgen(args.backend, args.musicgen, args.device)
-    if args.backend == "audiocraft":
-        from ..integrations import audiocraft as ac
-
-        fn = ac.progressive_best_of_n if args.progressive else ac.best_of_n
-        model_args: tuple = (model,)
-    else:
-        from ..integrations import transformers_musicgen as tm
-
-        fn = tm.progressive_best_of_n if args.progressive else tm.best_of_n
-        model_args = (model, processor)
+    backend = load_backend(args, args.device)
+    fn = progressive_best_of_n if args.progressive else best_of_n
     extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
 
     def rerank(prompts: list[str], reward, seed: int | None):
         return fn(
-            *model_args,
+            backend,
             prompts,
             args.n,
             reward,
@@ -122,6 +98,7 @@ def load_backend(args: argparse.Namespace, checkpoints: tuple[float, ...]):
             seed=seed,
             progress=True,
             **extra,
+            **args.sampling_options,
         )
 
     return rerank
@@ -148,6 +125,7 @@ def run_settings(args: argparse.Namespace, prompts: list[str], checkpoints: tupl
         "duration": args.duration,
         "seed": args.seed,
         "progressive": args.progressive,
+        "sampling": args.sampling_options,
         "mi_weight": args.mi_weight,
         "ta_weight": args.ta_weight,
         "prompts": prompts,
@@ -194,7 +172,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     model = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
     reward = dr.MusicReward(model, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-    rerank = load_backend(args, checkpoints)
+    rerank = make_reranker(args, checkpoints)
     per_group = max(1, args.max_batch // args.n)
     for start in range(0, len(todo), per_group):
         group = todo[start : start + per_group]

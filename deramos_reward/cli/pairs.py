@@ -24,7 +24,7 @@ from typing import Any
 from ..jsonl import append_rows, read_rows
 from . import CommandError
 from .generate import group_seed, read_prompts
-from .musicgen import add_musicgen_arguments, load_musicgen
+from .musicgen import add_musicgen_arguments, add_sampling_arguments, check_sampling_arguments, load_backend
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -38,10 +38,8 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per candidate (default 10)")
+    add_sampling_arguments(p, n_min=2)
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (must not exist)")
-    p.add_argument("--seed", type=int, default=None)
     p.add_argument(
         "--margin", type=float, default=0.0, help="keep pairs whose score difference exceeds this (default 0)"
     )
@@ -51,7 +49,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default=1,
         help="pairs per prompt, largest differences first; 1 = best vs worst (default), 0 = no cap",
     )
-    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
     p.add_argument("--mi-weight", type=float, default=1.0)
     p.add_argument("--ta-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
@@ -61,12 +58,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def check_args(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
-    if args.max_batch < 1:
-        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.duration > 0:
-        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
-    if args.seed is not None and args.seed < 0:
-        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    args.sampling_options = check_sampling_arguments(args)
     if not args.margin >= 0:
         raise CommandError(f"--margin must be >= 0, got {args.margin}")
     if args.max_pairs_per_prompt < 0:
@@ -84,6 +76,7 @@ def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
         "n": args.n,
         "duration": args.duration,
         "seed": args.seed,
+        "sampling": args.sampling_options,
         "margin": args.margin,
         "max_pairs_per_prompt": args.max_pairs_per_prompt,
         "mi_weight": args.mi_weight,
@@ -92,39 +85,22 @@ def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
     }
 
 
-def _candidates(args: argparse.Namespace, model: Any, processor: Any):
+def _candidates(args: argparse.Namespace, backend: Any):
     """-> rerank(prompts, reward, seed) -> BestOfNResult with every candidate's codes."""
-    if args.backend == "audiocraft":
-        from ..integrations.audiocraft import best_of_n
-
-        def rerank(prompts, reward, seed):
-            return best_of_n(
-                model,
-                prompts,
-                args.n,
-                reward,
-                duration=args.duration,
-                max_batch=args.max_batch,
-                seed=seed,
-                return_candidates=True,
-                progress=True,
-            )
-
-        return rerank
-    from ..integrations.transformers_musicgen import best_of_n
+    from ..integrations.musicgen_rerank import best_of_n
 
     def rerank(prompts, reward, seed):
         return best_of_n(
-            model,
-            processor,
+            backend,
             prompts,
             args.n,
             reward,
+            duration=args.duration,
             max_batch=args.max_batch,
             seed=seed,
-            duration=args.duration,
             return_candidates=True,
             progress=True,
+            **args.sampling_options,
         )
 
     return rerank
@@ -160,8 +136,7 @@ def run(args: argparse.Namespace) -> int:
     if todo:
         judge = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
         reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-        model, processor = load_musicgen(args.backend, args.musicgen, args.device)
-        rerank = _candidates(args, model, processor)
+        rerank = _candidates(args, load_backend(args, args.device))
         per_group = max(1, args.max_batch // args.n)
         for start in range(0, len(todo), per_group):
             group = todo[start : start + per_group]
