@@ -19,7 +19,8 @@ __all__ = ["LowBandEnergyReward", "low_band_energy_fraction"]
 def low_band_energy_fraction(
     audio: torch.Tensor, sample_rate: int, cutoff_hz: float, n_fft: int = 512
 ) -> torch.Tensor:
-    """Fraction of the spectral energy below ``cutoff_hz``, from a Hann-window STFT.
+    """Fraction of the spectral energy below ``cutoff_hz``, from a Hann-window STFT of the clip minus its
+    mean (a DC offset is inaudible and would count as low-band energy).
 
     Args:
         audio: ``[B, T]`` or ``[B, C, T]`` (channels are averaged first).
@@ -36,13 +37,18 @@ def low_band_energy_fraction(
         raise ValueError(
             f"audio must be a float tensor [B, T] or [B, C, T], got {getattr(audio, 'shape', type(audio).__name__)}"
         )
-    if isinstance(cutoff_hz, bool) or not isinstance(cutoff_hz, (int, float)) or not 0 < cutoff_hz < sample_rate / 2:
+    if (
+        isinstance(cutoff_hz, bool)
+        or not isinstance(cutoff_hz, (int, float))
+        or not 0 < cutoff_hz < sample_rate / 2
+    ):
         raise ValueError(f"cutoff_hz must be in (0, {sample_rate / 2}) Hz, got {cutoff_hz!r}")
     if isinstance(n_fft, bool) or not isinstance(n_fft, int) or n_fft < 8:
         raise ValueError(f"n_fft must be an int >= 8, got {n_fft!r}")
     mono = audio.mean(1) if audio.dim() == 3 else audio
     if mono.dtype not in (torch.float32, torch.float64):
         mono = mono.float()
+    mono = mono - mono.mean(-1, keepdim=True)
     if mono.shape[-1] < n_fft:
         mono = torch.nn.functional.pad(mono, (0, n_fft - mono.shape[-1]))
     window = torch.hann_window(n_fft, dtype=mono.dtype, device=mono.device)

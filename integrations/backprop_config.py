@@ -94,7 +94,9 @@ class MusicBackpropConfig:
             if getattr(self, name) is not None:
                 _check_int(self, name, 1)
         if self.lr_scheduler_type not in _SCHEDULERS:
-            raise ValueError(f"lr_scheduler_type must be one of {_SCHEDULERS}, got {self.lr_scheduler_type!r}")
+            raise ValueError(
+                f"lr_scheduler_type must be one of {_SCHEDULERS}, got {self.lr_scheduler_type!r}"
+            )
         if self.bf16 is not None and not isinstance(self.bf16, bool):
             raise TypeError(f"bf16 must be True, False or None, got {self.bf16!r}")
         for name in ("disable_dropout", "gradient_checkpointing"):
@@ -103,7 +105,9 @@ class MusicBackpropConfig:
         if not 0 <= self.lora_dropout < 1:
             raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
         if self.generation_kwargs is not None and not isinstance(self.generation_kwargs, dict):
-            raise TypeError(f"generation_kwargs must be a dict or None, got {type(self.generation_kwargs).__name__}")
+            raise TypeError(
+                f"generation_kwargs must be a dict or None, got {type(self.generation_kwargs).__name__}"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         """The settings as a JSON-ready dict."""

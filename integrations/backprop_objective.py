@@ -46,7 +46,9 @@ def truncate_gradient(logits: torch.Tensor, frames: int | None) -> torch.Tensor:
     return torch.where(keep, logits, logits.detach())
 
 
-def token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+def token_kl(
+    logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Mean per-position KL(policy || reference) of each sequence.
 
     Args:
@@ -129,7 +131,9 @@ def backprop_loss(
     """
     st_logits = truncate_gradient(logits / temperature, truncate_frames)
     audio = backend.decode_differentiable(codes, st_logits, gradient_checkpointing=gradient_checkpointing)
-    values = reward_values(reward, audio, backend.sample_rate, prompts, gradient_checkpointing=gradient_checkpointing)
+    values = reward_values(
+        reward, audio, backend.sample_rate, prompts, gradient_checkpointing=gradient_checkpointing
+    )
     if torch.is_grad_enabled() and not values.requires_grad:
         raise ValueError(
             "the reward carries no gradient with respect to the audio (a MusicReward with normalize='rank' "
