@@ -159,10 +159,10 @@ class MusicRewardBackpropTrainer:
             **(cfg.generation_kwargs or {}),
         }
         self.run_dir = None if cfg.output_dir is None else Path(cfg.output_dir)
+        # bf16 is applied with tuning.autocast around the whole step (teacher-forced pass, codec, reward),
+        # not through accelerate's mixed precision, which would cover the prepared module only
         self.accelerator = tuning.make_accelerator(
-            bf16=tuning.resolve_bf16(cfg.bf16, self.backend.device),
-            report_to=cfg.report_to,
-            project_dir=self.run_dir,
+            bf16=False, report_to=cfg.report_to, project_dir=self.run_dir
         )
         self.bf16 = tuning.resolve_bf16(cfg.bf16, self.accelerator.device)
         if cfg.prompts_per_step % self.accelerator.num_processes:
