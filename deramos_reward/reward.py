@@ -99,7 +99,8 @@ class MusicReward(nn.Module):
 
     Args:
         model: the DeRA-MOS scorer. It is frozen in place (``requires_grad_(False)``, eval mode).
-        mi_weight, ta_weight: weights of MI and TA in the raw reward.
+        mi_weight, ta_weight: weights of MI and TA in the raw reward. The defaults (0.5, 0.5) make the
+            raw reward the mean of MI and TA, itself a MOS on the judges' 1-5 scale.
         normalize: ``"none"``, ``"zscore"`` or ``"rank"`` (see the module docstring).
         stats: z-score statistics, ``{"mean": m, "std": s}`` or ``(m, s)``; or call
             ``set_stats`` / ``calibrate`` later.
@@ -114,8 +115,8 @@ class MusicReward(nn.Module):
     def __init__(
         self,
         model: DeRAMOS,
-        mi_weight: float = 1.0,
-        ta_weight: float = 1.0,
+        mi_weight: float = 0.5,
+        ta_weight: float = 0.5,
         normalize: str = "none",
         stats: Mapping[str, float] | Sequence[float] | None = None,
         chunk_size: int = 8,

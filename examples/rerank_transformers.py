@@ -52,7 +52,7 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         judge = dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).to(args.device)
-    reward = dr.MusicReward(judge)  # MI + TA, frozen
+    reward = dr.MusicReward(judge)  # the mean of MI and TA (1-5), frozen
 
     prompts = ["a calm piano piece", "fast techno with heavy bass"]
     # candidates repeat each prompt in the batch; sampling options go to model.generate

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from .backend_base import MusicGenBackend, check_policy_sampling
-from .logprobs import audiocraft_code_logits, check_prompt_list, seeded
+from .logprobs import audiocraft_code_logits, audiocraft_generation_params
 from .straight_through import audiocraft_decode_differentiable
 
 AUDIOCRAFT_LORA_TARGETS = (
@@ -26,18 +26,6 @@ AUDIOCRAFT_LORA_TARGETS = (
 """peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
 ``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
 and the feed-forward layers."""
-
-_PARAM_ALIASES = {"temperature": "temp"}
-_PARAM_NAMES = ("use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg")
-
-
-def check_generation_params(sampling: dict) -> dict:
-    """AudioCraft sampling options (``temperature`` accepted for ``temp``) -> generation-param overrides."""
-    overrides = {_PARAM_ALIASES.get(k, k): v for k, v in sampling.items()}
-    unknown = sorted(set(overrides) - set(_PARAM_NAMES))
-    if unknown:
-        raise ValueError(f"unknown generation_params {unknown}; expected some of {list(_PARAM_NAMES)}")
-    return overrides
 
 
 class AudioCraftMusicGen(MusicGenBackend):
@@ -89,19 +77,12 @@ class AudioCraftMusicGen(MusicGenBackend):
         finally:
             musicgen.duration, musicgen.generation_params = saved
 
-    def generate(
-        self,
-        prompts: Sequence[str],
-        frames: int,
-        *,
-        seed: int | None = None,
-        prefix: torch.Tensor | None = None,
-        **sampling: Any,
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        prompts = check_prompt_list(prompts)
-        overrides = check_generation_params(sampling)
+        overrides = audiocraft_generation_params(sampling)
         musicgen = self.model
-        with self._settings(frames, overrides), seeded(seed, self.device), torch.no_grad():
+        with self._settings(frames, overrides):
             attributes, _ = musicgen._prepare_tokens_and_attributes(prompts, None)
             prompt_tokens = None if prefix is None else prefix.to(self.device)
             tokens = musicgen._generate_tokens(attributes, prompt_tokens)

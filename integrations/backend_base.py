@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .logprobs import SequenceLogProbs, gather_logprobs
+from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
 
 
 def check_policy_sampling(temperature: float, top_k: int) -> None:
@@ -98,7 +98,6 @@ class MusicGenBackend(ABC):
         return None
 
     # ---- generation and decoding --------------------------------------------------------------
-    @abstractmethod
     def generate(
         self,
         prompts: Sequence[str],
@@ -120,6 +119,36 @@ class MusicGenBackend(ABC):
         Returns:
             ``(audio [B, C, T], codes [B, K, S])``, codes ``long`` on the model's device.
         """
+        prompts = check_prompt_list(prompts)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be a positive int, got {frames!r}")
+        start = 0
+        if prefix is not None:
+            expected = (len(prompts), self.num_codebooks)
+            if (
+                not isinstance(prefix, torch.Tensor)
+                or prefix.dim() != 3
+                or tuple(prefix.shape[:2]) != expected
+            ):
+                raise ValueError(
+                    f"prefix must be codes [B={len(prompts)}, K={self.num_codebooks}, S0], "
+                    f"got {getattr(prefix, 'shape', type(prefix).__name__)}"
+                )
+            start = prefix.shape[-1]
+        if frames - start < self.min_frames:
+            raise ValueError(
+                f"frames ({frames}) must exceed the prefix ({start} frames) by at least {self.min_frames} "
+                "(the span of the codebook delay pattern)"
+            )
+        with seeded(seed, self.device), torch.no_grad():
+            audio, codes = self._sample(prompts, frames, prefix, sampling)
+        return audio, codes.long()
+
+    @abstractmethod
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`generate` after its checks, under ``no_grad`` with the RNG seeded."""
 
     @abstractmethod
     def decode(self, codes: torch.Tensor) -> torch.Tensor:

@@ -87,14 +87,8 @@ class TransformersMusicGen(MusicGenBackend):
         return self.model.generation_config.max_length - 1 - (self._channel_codebooks - 1)
 
     # ---- generation ---------------------------------------------------------------------------
-    def generate(
-        self,
-        prompts: Sequence[str],
-        frames: int,
-        *,
-        seed: int | None = None,
-        prefix: torch.Tensor | None = None,
-        **sampling: Any,
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         for key, hint in _REFUSED.items():
             if key in sampling:
@@ -104,9 +98,7 @@ class TransformersMusicGen(MusicGenBackend):
             # undelayed prefix codes [B * K, S0]: generate prepends BOS and lays out the delay pattern
             sampling["decoder_input_ids"] = prefix.reshape(-1, start).to(self.device)
         steps = frames - start + self._channel_codebooks - 1
-        audio, codes = generate_with_codes(
-            self.model, self._processor(), prompts, steps, seed=seed, **sampling
-        )
+        audio, codes = generate_with_codes(self.model, self._processor(), prompts, steps, **sampling)
         if prefix is not None:
             # generate keeps the prefix (its delay mask holds it) but the raw decoder sequence has
             # sampled tokens under the prefix's delayed tail: the codes decoded are the prefix's.

@@ -49,6 +49,7 @@ __all__ = [
     "transformers_sequence_logprobs",
     "transformers_text_inputs",
     "audiocraft_conditions",
+    "audiocraft_generation_params",
     "audiocraft_generate_with_codes",
     "audiocraft_sequence_logprobs",
 ]
@@ -357,7 +358,17 @@ def audiocraft_conditions(
 
 
 _GEN_PARAM_ALIASES = {"temperature": "temp"}
-_GEN_PARAMS = {"use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg"}
+_GEN_PARAMS = ("use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg")
+
+
+def audiocraft_generation_params(sampling: dict) -> dict:
+    """AudioCraft sampling options (``temperature`` accepted for ``temp``) -> generation-param overrides;
+    ValueError naming any unknown option."""
+    overrides = {_GEN_PARAM_ALIASES.get(k, k): v for k, v in sampling.items()}
+    unknown = sorted(set(overrides) - set(_GEN_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown generation_params {unknown}; expected some of {list(_GEN_PARAMS)}")
+    return overrides
 
 
 def audiocraft_generate_with_codes(
@@ -376,10 +387,7 @@ def audiocraft_generate_with_codes(
     ``seed`` seeds torch's RNG for the call and restores the caller's RNG state after.
     """
     prompts = check_prompt_list(prompts)
-    overrides = {_GEN_PARAM_ALIASES.get(k, k): v for k, v in generation_params.items()}
-    unknown = sorted(set(overrides) - _GEN_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown generation_params {unknown}; expected some of {sorted(_GEN_PARAMS)}")
+    overrides = audiocraft_generation_params(generation_params)
     if duration is not None and (
         not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration <= 0
     ):

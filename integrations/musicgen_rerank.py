@@ -71,21 +71,9 @@ def best_of_n(
     """
     backend = musicgen_backend(model, processor)
     frames = candidate_frames(backend, duration)
-
-    def generate(batch: list[str]):
-        return backend.generate(batch, frames, **sampling)
-
-    return rerank(
-        generate,
-        prompts,
-        n,
-        reward,
-        backend.sample_rate,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
-    )
+    options = dict(max_batch=max_batch, seed=seed, return_candidates=return_candidates, progress=progress)
+    generate = lambda batch: backend.generate(batch, frames, **sampling)  # noqa: E731
+    return rerank(generate, prompts, n, reward, backend.sample_rate, **options)
 
 
 def progressive_best_of_n(
@@ -121,8 +109,10 @@ def progressive_best_of_n(
             f"checkpoints {tuple(checkpoints)} cut {total} frames into segments {stages}; each segment "
             f"must add at least {backend.min_frames} frames (num_codebooks) for MusicGen's delay pattern"
         )
+    options = dict(max_batch=max_batch, seed=seed, return_candidates=return_candidates, progress=progress)
+    generate_segment = segment_generator(backend, **sampling)
     return progressive_rerank(
-        segment_generator(backend, **sampling),
+        generate_segment,
         prompts,
         n,
         reward,
@@ -130,8 +120,5 @@ def progressive_best_of_n(
         total,
         checkpoints=checkpoints,
         keep=keep,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
+        **options,
     )

@@ -146,7 +146,7 @@ def attach_lora(
         seed: seeds the adapter's initialisation; the caller's RNG state is left untouched.
 
     The layers are injected into the original modules, so the model object you hold generates with the
-    adapter active afterwards. A trainable module that already is a ``PeftModel`` is returned as it is
+    adapter active afterwards, and the backend runs the adapted module (``set_trainable_module``). A trainable module that already is a ``PeftModel`` is returned as it is
     (its adapter trains further; ``peft_config`` must then be None). Only LoRA parameters require grad.
     """
     peft = require("peft")
@@ -174,6 +174,7 @@ def attach_lora(
             policy = peft.get_peft_model(module, peft_config)
     if not any(p.requires_grad for p in policy.parameters()):
         raise ValueError("the adapter has no trainable parameters (check target_modules)")
+    backend.set_trainable_module(policy)
     return policy
 
 

@@ -275,7 +275,7 @@ def test_generate_cli_writes_wavs_and_scores(backend, tiny_checkpoint, tmp_path)
         assert len(scores) == 3
         finished = [c["score"] for c in r["candidates"] if not c.get("pruned", False)]
         assert r["score"] == max(finished) == scores[r["chosen"]]
-        assert all(c["score"] == pytest.approx(c["mi"] + c["ta"]) for c in r["candidates"])
+        assert all(c["score"] == pytest.approx(0.5 * c["mi"] + 0.5 * c["ta"]) for c in r["candidates"])
         audio, rate = sf.read(out / r["file"], dtype="float32", always_2d=True)
         assert rate == 32_000 and audio.shape[1] == 1
         assert audio.shape[0] == (12_800 if backend == "transformers" else int(0.4 * 25) * 1280)

@@ -14,29 +14,17 @@ import torch
 from deramos_reward.integrations import logprobs as lp
 from deramos_reward.integrations import transformers_musicgen as tm
 from deramos_reward.integrations import tuning
-from deramos_reward.integrations.dpo import TRANSFORMERS_LORA_TARGETS
+from deramos_reward.integrations.backend import musicgen_backend
+from deramos_reward.integrations.backend_transformers import TRANSFORMERS_LORA_TARGETS
 
 from deramos_reward.jsonl import read_rows
 
 PROMPTS = ["soft piano", "loud drums"]
 
 
-class _Backend:
-    """The two methods of the MusicGen backend interface that attach_lora uses, for a transformers model."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def trainable_module(self):
-        return self.model
-
-    def lora_target_modules(self):
-        return TRANSFORMERS_LORA_TARGETS
-
-
 def _policy(seed: int = 0):
     model, processor = tm.tiny_musicgen(seed=0)
-    return tuning.attach_lora(_Backend(model), r=4, alpha=8, seed=seed), model, processor
+    return tuning.attach_lora(musicgen_backend(model, processor), r=4, alpha=8, seed=seed), model, processor
 
 
 def _logps(model, processor, codes):
@@ -83,13 +71,15 @@ def test_attach_lora_trains_only_the_adapter_and_disabling_it_gives_the_base_mod
     torch.testing.assert_close(reference, base)
     assert not torch.allclose(trained, base)
     # a PeftModel is trained further as it is; a second config for it is refused
-    assert tuning.attach_lora(_Backend(policy)) is policy
+    assert tuning.attach_lora(musicgen_backend(policy, processor)) is policy
     with pytest.raises(ValueError, match="peft_config"):
-        tuning.attach_lora(_Backend(policy), peft_config=tuning.lora_config(TRANSFORMERS_LORA_TARGETS))
+        tuning.attach_lora(
+            musicgen_backend(policy, processor), peft_config=tuning.lora_config(TRANSFORMERS_LORA_TARGETS)
+        )
     with pytest.raises(ValueError, match="not a PeftModel"):
-        tuning.attach_lora(_Backend(model))
+        tuning.attach_lora(musicgen_backend(model, processor))
     with pytest.raises(ValueError, match="no trainable parameters|target"):
-        tuning.attach_lora(_Backend(tm.tiny_musicgen(seed=0)[0]), target_modules=r"nothing\.matches")
+        tuning.attach_lora(musicgen_backend(*tm.tiny_musicgen(seed=0)), target_modules=r"nothing\.matches")
     with pytest.raises(ValueError, match="LoRA r"):
         tuning.lora_config(TRANSFORMERS_LORA_TARGETS, r=0)
 
@@ -208,3 +198,21 @@ def test_small_helpers():
     assert tuning.grad_norm(accelerator, [w], 0.0) == pytest.approx(5.0)
     assert tuning.grad_norm(accelerator, [w], 1.0) == pytest.approx(5.0)
     assert float(w.grad.norm()) == pytest.approx(1.0, rel=1e-5)  # clipped
+
+
+def test_attach_lora_on_audiocraft_goes_on_the_lm_and_the_backend_runs_it():
+    from deramos_reward.integrations import audiocraft as ac
+
+    musicgen = ac.tiny_musicgen(seed=0)
+    backend = musicgen_backend(musicgen)
+    codes = torch.randint(0, backend.card, (2, 4, 5), generator=torch.Generator().manual_seed(0))
+    base = backend.sequence_logprobs(PROMPTS, codes).logps.detach()
+    policy = tuning.attach_lora(backend, r=4, seed=0)
+    assert backend.trainable_module() is policy and policy.get_base_model() is musicgen.lm
+    with torch.no_grad():
+        for name, p in policy.named_parameters():
+            if "lora_B" in name:
+                p.fill_(0.1)  # a non-zero adapter
+    assert not torch.allclose(backend.sequence_logprobs(PROMPTS, codes).logps, base)
+    with tuning.adapter_disabled(policy):
+        torch.testing.assert_close(backend.sequence_logprobs(PROMPTS, codes).logps, base)

@@ -21,7 +21,13 @@ import numpy as np
 
 from ..checkpoint import atomic_write_bytes
 from . import CommandError
-from .musicgen import add_musicgen_arguments, add_sampling_arguments, check_sampling_arguments, load_backend
+from .musicgen import (
+    add_musicgen_arguments,
+    add_reward_arguments,
+    add_sampling_arguments,
+    check_sampling_arguments,
+    load_backend,
+)
 
 SCORES_NAME = "scores.json"
 
@@ -34,7 +40,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_musicgen_arguments(p)
-    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    add_reward_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
     add_sampling_arguments(p)
@@ -46,8 +52,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="progressive: comma-separated fractions of the duration (default 0.25,0.5)",
     )
     p.add_argument("--keep", type=float, default=0.5, help="progressive: fraction kept per checkpoint")
-    p.add_argument("--mi-weight", type=float, default=1.0)
-    p.add_argument("--ta-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=run)
 

@@ -29,6 +29,18 @@ def add_musicgen_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_reward_arguments(p: argparse.ArgumentParser) -> None:
+    """``--reward`` (the judge) and the MI/TA weights of the reward."""
+    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    p.add_argument(
+        "--mi-weight",
+        type=float,
+        default=0.5,
+        help="weight of MI in the reward (default 0.5; with 0.5/0.5 the reward is the mean of MI and TA, 1-5)",
+    )
+    p.add_argument("--ta-weight", type=float, default=0.5, help="weight of TA in the reward (default 0.5)")
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser, n_default: int = 8, n_min: int = 1) -> None:
     """Candidates per prompt, duration, seed, batch size and the library's own sampling options."""
     p.add_argument("--n", type=int, default=n_default, help=f"candidates per prompt (default {n_default})")

@@ -24,7 +24,13 @@ from typing import Any
 from ..jsonl import append_rows, read_rows
 from . import CommandError
 from .generate import group_seed, read_prompts
-from .musicgen import add_musicgen_arguments, add_sampling_arguments, check_sampling_arguments, load_backend
+from .musicgen import (
+    add_musicgen_arguments,
+    add_reward_arguments,
+    add_sampling_arguments,
+    check_sampling_arguments,
+    load_backend,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -35,7 +41,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_musicgen_arguments(p)
-    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    add_reward_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
     add_sampling_arguments(p, n_min=2)
@@ -49,8 +55,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default=1,
         help="pairs per prompt, largest differences first; 1 = best vs worst (default), 0 = no cap",
     )
-    p.add_argument("--mi-weight", type=float, default=1.0)
-    p.add_argument("--ta-weight", type=float, default=1.0)
     p.add_argument("--device", default="cpu")
     p.set_defaults(run=run)
 
