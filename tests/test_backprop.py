@@ -37,24 +37,18 @@ def learnable(name: str):
 def _learnable(name: str):
     """A tiny MusicGen of ``name``'s library whose samples a LoRA adapter can change audibly.
 
-    Output heads of std 0.5: at the random init the next-code distribution is almost uniform (logits
-    within a few hundredths) and an adapter on the decoder layers, behind the final layer norm, cannot
-    move it. Codebook vectors x10: the random codec's output is mostly a code-independent pattern
-    (biases); larger code embeddings make the codes, hence the policy, matter to the audio.
-    Returns ``(model, processor)`` (processor None for AudioCraft).
+    ``head_std=0.5``: a peaked next-code distribution (at the default init it is almost uniform and
+    an adapter on the decoder layers cannot move it). Codebook vectors x10: the random codec's output is
+    mostly a code-independent pattern (its biases); larger code embeddings make the codes, hence the
+    policy, matter to the audio. Returns ``(model, processor)`` (processor None for AudioCraft).
     """
-    g = torch.Generator().manual_seed(0)
     if name == "transformers":
-        model, processor = tm.tiny_musicgen(0)
-        heads = model.decoder.lm_heads
+        model, processor = tm.tiny_musicgen(0, head_std=0.5)
         books = [layer.codebook.embed for layer in model.audio_encoder.quantizer.layers]
     else:
-        model, processor = ac.tiny_musicgen(0), None
-        heads = model.lm.linears
+        model, processor = ac.tiny_musicgen(0, head_std=0.5), None
         books = [layer.codebook for layer in model.compression_model.quantizer.vq.layers]
     with torch.no_grad():
-        for head in heads:
-            head.weight.normal_(0.0, 0.5, generator=g)
         for book in books:
             book.mul_(10.0)
     return model, processor
@@ -340,5 +334,5 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
     for name, value in want.items():
         assert torch.equal(ranks[0][name], ranks[1][name]), name  # DDP keeps the processes in lockstep
         torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-6)
-    assert max(float((ranks[0][n] - one_value).abs().max()) for n, one_value in want.items()) > 0
+    assert any(float(ranks[0][n].abs().max()) > 0 for n in want if "lora_B" in n)  # it trained
     torch.testing.assert_close(ranks[0]["reward"], torch.tensor([r["reward"] for r in one.log_history]))
