@@ -16,6 +16,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from deramos_reward._optional import require
+
 from .backend_base import MusicGenBackend, check_policy_sampling
 from .logprobs import audiocraft_code_logits, audiocraft_generation_params
 from .straight_through import audiocraft_decode_differentiable
@@ -56,6 +58,21 @@ class AudioCraftMusicGen(MusicGenBackend):
     @property
     def device(self) -> torch.device:
         return next(iter(self.model.lm.parameters())).device
+
+    def to(self, device: torch.device | str) -> AudioCraftMusicGen:
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        musicgen = self.model
+        musicgen.lm.to(device)  # with any adapter injected into it, and its condition provider
+        musicgen.compression_model.to(device)
+        # AudioCraft caches the device and its autocast (float16 on accelerators) at construction
+        musicgen.device = device
+        autocast = require("audiocraft.utils.autocast")
+        musicgen.autocast = autocast.TorchAutocast(
+            enabled=device.type != "cpu", device_type=device.type, dtype=torch.float16
+        )
+        return self
 
     @property
     def min_frames(self) -> int:

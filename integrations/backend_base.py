@@ -75,6 +75,10 @@ class MusicGenBackend(ABC):
     def device(self) -> torch.device:
         """Device of the language model's parameters."""
 
+    @abstractmethod
+    def to(self, device: torch.device | str) -> MusicGenBackend:
+        """Move the whole model (language model, text conditioning, codec) to ``device``; returns self."""
+
     @property
     @abstractmethod
     def min_frames(self) -> int:

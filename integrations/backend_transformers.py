@@ -73,6 +73,10 @@ class TransformersMusicGen(MusicGenBackend):
     def device(self) -> torch.device:
         return self.model.device
 
+    def to(self, device: torch.device | str) -> TransformersMusicGen:
+        self.model.to(device)  # text encoder, decoder (with any adapter) and EnCodec
+        return self
+
     @property
     def _channel_codebooks(self) -> int:
         stereo = self.model.config.decoder.audio_channels == 2

@@ -170,7 +170,7 @@ class MusicRewardBackpropTrainer:
                 f"prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of processes "
                 f"({self.accelerator.num_processes})"
             )
-        self.policy.to(self.accelerator.device)
+        self.backend.to(self.accelerator.device)
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
 

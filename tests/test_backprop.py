@@ -336,3 +336,26 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
         torch.testing.assert_close(ranks[0][name], value, rtol=1e-4, atol=1e-6)
     assert any(float(ranks[0][n].abs().max()) > 0 for n in want if "lora_B" in n)  # it trained
     torch.testing.assert_close(ranks[0]["reward"], torch.tensor([r["reward"] for r in one.log_history]))
+
+
+# ---- the command --------------------------------------------------------------------------------
+def test_cli_trains_saves_and_resumes(tiny_checkpoint, tmp_path, capsys):
+    from deramos_reward.cli import main
+
+    run = tmp_path / "run"
+    argv = ["backprop", "--backend", "transformers", "--musicgen", "tiny", "--reward", str(tiny_checkpoint)]
+    argv += ["--prompt", "calm piano", "--prompt", "fast drums", "--out", str(run), "--duration", "0.2"]
+    argv += ["--max-steps", "2", "--num-generations", "1", "--prompts-per-step", "2", "--logging-steps", "1"]
+    argv += ["--save-steps", "1", "--lora-r", "2", "--truncate-frames", "4", "--gradient-checkpointing"]
+    assert main(argv) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["global_step"] == 2 and summary["samples"] == 4 and math.isfinite(summary["reward"])
+    assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2] and all(1 <= r["reward"] <= 5 for r in rows)  # MOS scale
+    assert main(argv) == 0  # the same command again: the run is complete, nothing more to do
+    assert json.loads(capsys.readouterr().out)["global_step"] == 2
+    assert main([*argv, "--lr", "0.5"]) == 2
+    assert "learning_rate" in capsys.readouterr().err
+    assert main([*argv, "--truncate-frames", "0"]) == 2
+    assert "truncate_frames" in capsys.readouterr().err

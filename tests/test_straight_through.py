@@ -260,3 +260,9 @@ def test_policy_sampling_samples_the_unguided_distribution(backends, name):
         backend.policy_sampling(temperature=0)
     with pytest.raises(ValueError, match="top_k"):
         backend.policy_sampling(top_k=-1)
+
+
+@pytest.mark.parametrize("name", ["transformers", "audiocraft"])
+def test_backend_to_the_current_device_keeps_everything_in_place(backends, name):
+    backend = backends[name]
+    assert backend.to("cpu") is backend and backend.device == torch.device("cpu")

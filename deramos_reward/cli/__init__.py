@@ -15,6 +15,7 @@ SUBCOMMANDS = {
     "generate": "generate",
     "pairs": "pairs",
     "dpo": "dpo",
+    "backprop": "backprop",
 }
 
 
