@@ -344,6 +344,7 @@ class MusicRewardBackpropTrainer:
             while step < cfg.max_steps:
                 pending.append(self._step(step, forward, optimizer, scheduler))
                 step += 1
+                self.global_step = step
                 if step % cfg.logging_steps == 0 or step == cfg.max_steps:
                     last.update(logger.log({**_mean_rows(pending), "samples": step * per_step}, step=step))
                     pending = []
