@@ -129,6 +129,25 @@ def _row_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     return out
 
 
+def check_bootstrap(n_boot: object, level: object) -> None:
+    """Raise ValueError unless ``n_boot`` is a positive int and ``level`` lies in (0, 1)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Central ``level`` percentile interval of the finite bootstrap replicates ``values`` [R]
+    (``(nan, nan)`` if none is finite)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
+
+
 def bootstrap_system_srcc(
     pred: object,
     true: object,
@@ -147,10 +166,7 @@ def bootstrap_system_srcc(
         ``(low, high)`` at confidence ``level``; ``(nan, nan)`` with fewer than 3 systems or
         when no replicate is defined.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    check_bootstrap(n_boot, level)
     _, p, t = system_means(pred, true, system_ids)
     n = p.size
     if n < 3:
@@ -158,12 +174,24 @@ def bootstrap_system_srcc(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(n_boot, n))
     values = _row_spearman(p[draws], t[draws])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    return percentile_interval(values, level)
+
+
+def bootstrap_srcc(
+    pred: object, true: object, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for utterance-level SRCC, resampling clips with replacement.
+
+    ``pred``, ``true``: [N]. Replicates with a constant side are dropped. Returns ``(low, high)``
+    at confidence ``level``; ``(nan, nan)`` with fewer than 3 clips or no defined replicate.
+    """
+    check_bootstrap(n_boot, level)
+    p, t = _pair(pred, true)
+    if p.size < 3:
         return math.nan, math.nan
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return float(low), float(high)
+    draws = np.random.default_rng(seed).integers(0, p.size, size=(n_boot, p.size))
+    values = _row_spearman(p[draws], t[draws])
+    return percentile_interval(values, level)
 
 
 def _fmt(value: float) -> str:

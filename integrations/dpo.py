@@ -20,16 +20,20 @@ What comes from trl and what does not:
 The loop runs under ``accelerate launch`` (``Accelerator`` does device placement, gradient accumulation,
 mixed precision and DDP). Only the LoRA parameters train; every base parameter is frozen. Adapters are
 saved and reloaded with peft (:meth:`MusicDPOTrainer.save_adapter`, :func:`load_adapter`).
+
+With ``output_dir`` set, ``output_dir`` is a run folder (:mod:`~deramos_reward.integrations.tuning`):
+``settings.json``, ``log.jsonl`` and a checkpoint (adapter, optimizer, scheduler, RNG states, data
+order, step, logs) every ``save_steps``; calling ``train()`` again on the same folder (the same command)
+resumes mid-run and ends with the adapter an uninterrupted run gives. Other settings are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +41,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from deramos_reward._optional import require
 
+from . import tuning
 from .backend import musicgen_backend
 from .backend_audiocraft import AUDIOCRAFT_LORA_TARGETS
 from .backend_base import MusicGenBackend
@@ -75,6 +79,7 @@ TRL_SHARED_FIELDS = (
     "lr_scheduler_type",
     "seed",
     "logging_steps",
+    "save_steps",
     "disable_dropout",
     "precompute_ref_log_probs",
     "bf16",
@@ -108,6 +113,8 @@ class MusicDPOConfig:
     lr_scheduler_type: str = "linear"
     seed: int = 42
     logging_steps: int = 10
+    save_steps: int = 500
+    """With ``output_dir`` set: write a resumable checkpoint there every this many steps (and at the end)."""
     disable_dropout: bool = True
     precompute_ref_log_probs: bool = False
     bf16: bool = False
@@ -154,7 +161,7 @@ class MusicDPOConfig:
             "gradient_accumulation_steps",
         ):
             integer(name, 1)
-        for name in ("logging_steps", "lora_r", "lora_alpha"):
+        for name in ("logging_steps", "save_steps", "lora_r", "lora_alpha"):
             integer(name, 1)
         integer("warmup_steps", 0)
         integer("seed", 0)
@@ -256,6 +263,24 @@ def attach_adapter(backend: MusicGenBackend, peft_config: Any, seed: int) -> nn.
         raise ValueError("the adapter has no trainable parameters (check target_modules)")
     backend.set_trainable_module(policy)
     return policy
+
+
+_RUNTIME_FIELDS = ("output_dir", "logging_steps", "save_steps", "per_device_eval_batch_size")
+"""Settings a resumed run may change (they decide what is logged, saved or evaluated, not what is learned)."""
+
+
+@dataclass
+class _DPOLoop:
+    """Where a DPO run stands (kept in checkpoints as JSON): the epoch, the batches of it already done,
+    the shuffling generator's state at the start of the epoch, and the metric sums since the last log."""
+
+    epoch: int = 0
+    batch: int = 0
+    order_state: list[int] | None = None
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    count: int = 0
+    run_loss: float = 0.0
+    run_count: int = 0
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -445,23 +470,22 @@ class MusicDPOTrainer:
 
     def _prepare_training(self):
         """-> (scorer, optimizer, loader, scheduler, trainable params, total steps, epochs), prepared by
-        the accelerator."""
-        transformers = require("transformers")
+        the accelerator. ``self._order`` is the generator that shuffles the pairs (its state at the start
+        of an epoch fixes that epoch's order; checkpoints keep it)."""
         args = self.args
+        self._order = torch.Generator().manual_seed(args.seed)
         loader = torch.utils.data.DataLoader(
             _Indices(len(self.train_dataset)),
             batch_size=args.per_device_train_batch_size,
             shuffle=True,
-            generator=torch.Generator().manual_seed(args.seed),
+            generator=self._order,
             collate_fn=_collate(self.train_dataset),
         )
         params = [p for p in self.policy.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
         scorer, optimizer, loader = self.accelerator.prepare(self.scorer, optimizer, loader)
         total, epochs = self._total_steps(len(loader))
-        scheduler = transformers.get_scheduler(
-            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total
-        )
+        scheduler = tuning.make_scheduler(optimizer, args.lr_scheduler_type, args.warmup_steps, total)
         return scorer, optimizer, loader, scheduler, params, total, epochs
 
     def _pair_loss(self, scorer, prompts, chosen, rejected, refs):
@@ -470,71 +494,132 @@ class MusicDPOTrainer:
         b = len(prompts)
         return self._loss(logps[:b], logps[b:], *refs, lengths[:b], lengths[b:]), logps
 
-    def train(self) -> dict[str, float]:
-        """Run DPO; returns ``{"global_step", "train_loss", ...}`` (the last logged metrics included).
+    def _settings(self) -> dict[str, Any]:
+        prompts = list(self.train_dataset["prompt"])
+        return {
+            **{k: v for k, v in self.args.to_dict().items() if k not in _RUNTIME_FIELDS},
+            "pairs": len(prompts),
+            "pairs_prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
+            "model": {"library": self.backend.name, "card": self.backend.card},
+            "num_processes": self.accelerator.num_processes,
+        }
 
-        The policy is left in eval mode (AudioCraft's ``generate`` requires it).
+    def _resume(self, run_dir: Path | None, optimizer: Any, scheduler: Any) -> tuple[_DPOLoop, list[dict]]:
+        """Restore the latest checkpoint of ``run_dir`` (if any) -> (loop state, log rows)."""
+        self.global_step = 0
+        if run_dir is None:
+            return _DPOLoop(), []
+        acc = self.accelerator
+        tuning.check_run_settings(
+            run_dir, self._settings(), ignore=_RUNTIME_FIELDS, is_main_process=acc.is_main_process
+        )
+        acc.wait_for_everyone()
+        state = tuning.load_training_state(run_dir, self.policy, optimizer, scheduler, accelerator=acc)
+        if state is None:
+            return _DPOLoop(), []
+        self.global_step = state.step
+        return _DPOLoop(**state.extra), state.logs
+
+    def _save(self, run_dir: Path | None, optimizer, scheduler, loop: _DPOLoop, rows: list) -> None:
+        if run_dir is not None:
+            tuning.save_training_state(
+                run_dir, self.policy, optimizer, scheduler, step=self.global_step, logs=rows,
+                extra=dataclasses.asdict(loop), accelerator=self.accelerator,
+            )  # fmt: skip
+
+    def _accumulate(self, loop: _DPOLoop, out, logps, b: int) -> None:
+        for k, v in self._metrics(out, logps[:b], logps[b:]).items():
+            loop.sums[k] = loop.sums.get(k, 0.0) + float(v)
+        loop.count += b
+        loop.run_loss += float(out.losses.detach().sum())
+        loop.run_count += b
+
+    def _log_row(self, loop: _DPOLoop, scheduler, epoch: float) -> dict[str, float]:
+        sums = {k: torch.tensor(v, device=self.device) for k, v in loop.sums.items()}
+        logs = self._reduce(sums, torch.tensor(float(loop.count), device=self.device))
+        logs.update(learning_rate=scheduler.get_last_lr()[0], epoch=epoch)
+        loop.sums, loop.count = {}, 0
+        return logs
+
+    def _epoch(self, epoch: int, loop: _DPOLoop, parts: tuple, ref_table, logger, run_dir) -> bool:
+        """One pass over the pairs from ``loop.batch`` on -> True when ``max_steps`` is reached."""
+        args, acc = self.args, self.accelerator
+        scorer, optimizer, loader, scheduler, params, total, _ = parts
+        for step, (indices, prompts, chosen, rejected) in enumerate(loader):
+            if step < loop.batch:  # done before the checkpoint this run resumed from
+                continue
+            with acc.accumulate(scorer):
+                if ref_table is not None:
+                    refs = ref_table[0][indices], ref_table[1][indices]
+                else:
+                    refs = self._reference_pair_logps(prompts, chosen, rejected)
+                out, logps = self._pair_loss(scorer, prompts, chosen, rejected, refs)
+                acc.backward(out.losses.mean())
+                if acc.sync_gradients and args.max_grad_norm > 0:
+                    acc.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            self._accumulate(loop, out, logps, len(prompts))
+            loop.batch = step + 1
+            if not acc.sync_gradients:
+                continue
+            scheduler.step()
+            self.global_step += 1
+            logger.advance()
+            done = self.global_step >= total
+            if self.global_step % args.logging_steps == 0 or done:
+                logger.log(
+                    self._log_row(loop, scheduler, epoch + (step + 1) / len(loader)), step=self.global_step
+                )
+            if self.global_step % args.save_steps == 0 or done:
+                self._save(run_dir, optimizer, scheduler, loop, logger.rows)
+            if done:
+                return True
+        return False
+
+    def train(self) -> dict[str, float]:
+        """Run DPO (or resume it from ``output_dir``); returns ``{"global_step", "train_loss", ...}`` (the
+        last logged metrics included). The policy is left in eval mode (AudioCraft's ``generate`` requires it).
         """
         if self._own_accelerator:
             # accelerate keeps gradient-accumulation settings in process-wide state: another Accelerator
             # made since __init__ would have changed them, so make a fresh one with this trainer's.
             self.accelerator = self._new_accelerator()
         args, acc = self.args, self.accelerator
-        scorer, optimizer, loader, scheduler, params, total, epochs = self._prepare_training()
+        run_dir = None if args.output_dir is None else Path(args.output_dir)
+        parts = self._prepare_training()
+        scorer, optimizer, _, scheduler, _, total, epochs = parts
+        loop, rows = self._resume(run_dir, optimizer, scheduler)
         ref_table = self._precompute_reference(self.train_dataset) if args.precompute_ref_log_probs else None
         policy = acc.unwrap_model(scorer).policy
         policy.train(not args.disable_dropout)
-        sums: dict[str, torch.Tensor] = {}
-        count = torch.zeros((), device=self.device)
-        run_loss = torch.zeros((), device=self.device)
-        run_count = torch.zeros((), device=self.device)
-        bar = tqdm(total=total, desc="dpo", unit="step", disable=not acc.is_local_main_process)
-        done = False
-        for epoch in range(epochs):
-            for step, (indices, prompts, chosen, rejected) in enumerate(loader):
-                with acc.accumulate(scorer):
-                    if ref_table is not None:
-                        refs = ref_table[0][indices], ref_table[1][indices]
-                    else:
-                        refs = self._reference_pair_logps(prompts, chosen, rejected)
-                    out, logps = self._pair_loss(scorer, prompts, chosen, rejected, refs)
-                    acc.backward(out.losses.mean())
-                    if acc.sync_gradients and args.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                b = len(prompts)
-                for k, v in self._metrics(out, logps[:b], logps[b:]).items():
-                    sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
-                count += b
-                run_loss += out.losses.detach().sum().float()
-                run_count += b
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                self.global_step += 1
-                bar.update(1)
-                if self.global_step % args.logging_steps == 0 or self.global_step == total:
-                    logs = self._reduce(sums, count)
-                    logs.update(
-                        learning_rate=scheduler.get_last_lr()[0],
-                        epoch=epoch + (step + 1) / len(loader),
-                        step=self.global_step,
-                    )
-                    self.log_history.append(logs)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", margin=f"{logs['rewards/margins']:.4f}")
-                    sums, count = {}, torch.zeros((), device=self.device)
+        logger = tuning.RunLogger(
+            None if run_dir is None else run_dir / "log.jsonl", total=total, initial=self.global_step,
+            rows=rows, desc="dpo", accelerator=acc, tracker_project="deramos-dpo",
+            tracker_config=args.to_dict(), postfix=("loss", "rewards/margins"),
+        )  # fmt: skip
+        self.log_history = logger.rows
+        try:
+            for epoch in range(loop.epoch, epochs):
                 if self.global_step >= total:
-                    done = True
                     break
-            if done:
-                break
-        bar.close()
-        policy.eval()
+                if loop.order_state is not None and epoch == loop.epoch:
+                    self._order.set_state(torch.tensor(loop.order_state, dtype=torch.uint8))
+                else:
+                    loop.epoch, loop.batch = epoch, 0
+                    loop.order_state = self._order.get_state().tolist()
+                if self._epoch(epoch, loop, parts, ref_table, logger, run_dir):
+                    break
+                loop.order_state = None
+        finally:
+            logger.close()
+            policy.eval()
         summary = dict(self.log_history[-1]) if self.log_history else {}
-        train_loss = self._reduce({"loss": run_loss}, run_count)["loss"]
+        summary.pop("step", None)
+        run = self._reduce({"loss": torch.tensor(loop.run_loss)}, torch.tensor(float(loop.run_count)))
+        train_loss = run["loss"]
         summary.update(global_step=self.global_step, train_loss=train_loss)
-        self.log_history.append({"global_step": self.global_step, "train_loss": summary["train_loss"]})
+        self.log_history.append({"global_step": self.global_step, "train_loss": train_loss})
         return summary
 
     # ---- evaluation ---------------------------------------------------------------------------
@@ -573,34 +658,18 @@ class MusicDPOTrainer:
         """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``), plus
         ``dpo_config.json`` and ``log_history.json``; ``path`` defaults to ``args.output_dir``.
 
-        Written to a temporary sibling folder and renamed into place (an existing folder is replaced).
-        Only the main process writes; every process waits for it.
+        Written to a temporary sibling folder and renamed into place (an existing folder is replaced,
+        except the run's resume state when ``path`` is ``output_dir``). Only the main process writes;
+        every process waits for it.
         """
         if path is None:
             path = self.args.output_dir
         if path is None:
             raise ValueError("path is required when args.output_dir is None")
-        path = Path(path)
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-            try:
-                acc.unwrap_model(self.policy).save_pretrained(str(tmp / "adapter"))
-                (tmp / "adapter" / "dpo_config.json").write_text(
-                    json.dumps(self.args.to_dict(), indent=2) + "\n"
-                )
-                (tmp / "adapter" / "log_history.json").write_text(
-                    json.dumps(self.log_history, indent=2) + "\n"
-                )
-                if path.exists():
-                    os.replace(path, tmp / "old")
-                os.replace(tmp / "adapter", path)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        return path
+        run_dir = None if self.args.output_dir is None else Path(self.args.output_dir).resolve()
+        keep = tuning.RUN_STATE if Path(path).resolve() == run_dir else ()
+        files = {"dpo_config.json": self.args.to_dict(), "log_history.json": self.log_history}
+        return tuning.save_adapter(self.policy, path, files=files, keep=keep, accelerator=self.accelerator)
 
 
 def load_adapter(model: Any, path: str | os.PathLike, is_trainable: bool = False) -> Any:

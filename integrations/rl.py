@@ -7,6 +7,7 @@ its own loop, configured with trl's ``GRPOConfig`` field names::
 
 The parts live in small modules re-exported here:
 
+- :mod:`.rl_trainer`: :class:`MusicRLTrainer`, the loop (sampling, scoring, updates, logs, resume);
 - :mod:`.rl_config`: :class:`MusicRLConfig`;
 - :mod:`.rl_objective`: group advantages (GRPO, RLOO), per-axis reward shaping, the clipped policy
   loss and the k3 KL estimator;
@@ -36,6 +37,7 @@ from .rl_objective import (
     shaped_rewards,
     standardize_within_groups,
 )
+from .rl_trainer import MusicRLTrainer, Rollout
 
 __all__ = [
     "TRL_SHARED_FIELDS",
@@ -43,6 +45,8 @@ __all__ = [
     "DiversityCollapseWarning",
     "DiversityGuard",
     "MusicRLConfig",
+    "MusicRLTrainer",
+    "Rollout",
     "PolicyLoss",
     "clipped_policy_loss",
     "code_entropy",

@@ -120,8 +120,8 @@ class MusicRLConfig:
     """Prompts per RL step on all processes together (a multiple of the number of processes)."""
     duration: float = 2.0
     """Seconds per sample."""
-    mi_weight: float = 1.0
-    ta_weight: float = 1.0
+    mi_weight: float = 0.5
+    ta_weight: float = 0.5
     normalize_per_axis: bool = True
     """With a reward that has MI and TA parts: standardise each within its group before weighting, so
     neither axis dominates by its scale or spread."""

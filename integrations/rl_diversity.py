@@ -8,9 +8,9 @@ Two measures per group of ``G`` samples (``N = P * G`` samples, groups contiguou
   codebook, averaged over codebooks: it falls when the policy keeps picking the same few codes.
 
 Both depend on the model, the judge and the clip length, so no absolute value means "collapsed". The
-warning therefore compares each measure with its value at the first RL step, i.e. under the reference
-policy (the adapter starts as a no-op): :class:`DiversityGuard` warns when a measure falls below
-``threshold`` (default 0.5) times that value. Complete collapse (identical samples) gives distance 0 and
+warning therefore compares each measure with its level over the first RL steps, i.e. under (nearly) the
+reference policy (the adapter starts as a no-op): :class:`DiversityGuard` warns when a measure falls
+below ``threshold`` (default 0.5) times that level. Complete collapse (identical samples) gives distance 0 and
 the entropy of a single sample's codes; half the starting diversity is half-way there, early enough to
 act (raise ``beta``, lower the learning rate, add ``diversity_weight``) and far below the step-to-step
 noise of these group means (a few percent, see the tests).
@@ -88,34 +88,48 @@ def code_entropy(codes: torch.Tensor, group_size: int, card: int) -> torch.Tenso
 
 
 class DiversityGuard:
-    """Remembers each measure's first value and warns when a later one falls below ``threshold`` x it.
+    """Learns each measure's starting level and warns when a later value falls below ``threshold`` x it.
 
+    The starting level is the mean of the first ``warmup`` values (one value can be high or low by
+    chance); no warning is given during the warm-up.
     ``check({"embedding_distance": 0.2, "code_entropy": 5.1}, step)`` -> the names below threshold
     (warned once per drop: a measure must recover above the threshold before it warns again).
-    ``state()`` / ``load_state(d)`` carry the reference values across a resume.
+    ``state()`` / ``load_state(d)`` carry the levels across a resume.
     """
 
-    def __init__(self, threshold: float = 0.5):
+    def __init__(self, threshold: float = 0.5, warmup: int = 3):
         if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold < 1:
             raise ValueError(f"threshold must be a number in [0, 1), got {threshold!r}")
+        if isinstance(warmup, bool) or not isinstance(warmup, int) or warmup < 1:
+            raise ValueError(f"warmup must be a positive int, got {warmup!r}")
         self.threshold = float(threshold)
-        self.reference: dict[str, float] = {}
+        self.warmup = warmup
+        self.seen: dict[str, list[float]] = {}
         self.low: set[str] = set()
+
+    @property
+    def reference(self) -> dict[str, float]:
+        """The starting level of each measure whose warm-up is complete."""
+        return {k: sum(v) / len(v) for k, v in self.seen.items() if len(v) >= self.warmup}
 
     def check(self, values: Mapping[str, float], step: int) -> list[str]:
         below = []
         for name, value in values.items():
             if value is None or not math.isfinite(value):
                 continue
-            ref = self.reference.setdefault(name, float(value))
+            seen = self.seen.setdefault(name, [])
+            if len(seen) < self.warmup:
+                seen.append(float(value))
+                continue
+            ref = sum(seen) / len(seen)
             if self.threshold > 0 and ref > 0 and value < self.threshold * ref:
                 below.append(name)
                 if name not in self.low:
                     warnings.warn(
                         f"step {step}: within-group diversity '{name}' fell to {value:.4g}, below "
-                        f"{self.threshold:g} x its value at the first step ({ref:.4g}); the policy may be "
-                        "collapsing onto a few outputs the reward likes: raise beta, lower the learning "
-                        "rate or set diversity_weight",
+                        f"{self.threshold:g} x its level over the first {self.warmup} steps ({ref:.4g}); the "
+                        "policy may be collapsing onto a few outputs the reward likes: raise beta, lower the "
+                        "learning rate or set diversity_weight",
                         DiversityCollapseWarning,
                         stacklevel=2,
                     )
@@ -125,8 +139,8 @@ class DiversityGuard:
         return below
 
     def state(self) -> dict:
-        return {"reference": dict(self.reference), "low": sorted(self.low)}
+        return {"seen": {k: list(v) for k, v in self.seen.items()}, "low": sorted(self.low)}
 
     def load_state(self, state: Mapping) -> None:
-        self.reference = {k: float(v) for k, v in dict(state.get("reference", {})).items()}
+        self.seen = {k: [float(x) for x in v] for k, v in dict(state.get("seen", {})).items()}
         self.low = set(state.get("low", []))

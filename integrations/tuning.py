@@ -11,7 +11,7 @@ A trainer uses it in five places::
         ref = backend.sequence_logprobs(prompts, codes)          # reference policy
 
     # 2. accelerate, with bf16 autocast only where it helps (None = CUDA with bf16 support)
-    bf16 = tuning.resolve_bf16(cfg.bf16, device)
+    bf16 = tuning.resolve_bf16(cfg.bf16, tuning.accelerator_device())
     accelerator = tuning.make_accelerator(gradient_accumulation_steps=..., bf16=bf16,
                                           report_to=cfg.report_to, project_dir=run_dir)
     forward = tuning.ForwardModule(policy, lambda p, c: backend.sequence_logprobs(p, c).token_logps)
@@ -61,6 +61,7 @@ import math
 import os
 import random
 import shutil
+import tempfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -79,6 +80,8 @@ from deramos_reward.training.state import optimizer_state_dict, optimizer_tensor
 
 __all__ = [
     "CHECKPOINT_DIR",
+    "RUN_STATE",
+    "accelerator_device",
     "ForwardModule",
     "RunLogger",
     "TrainingState",
@@ -93,6 +96,7 @@ __all__ = [
     "make_accelerator",
     "make_scheduler",
     "resolve_bf16",
+    "save_adapter",
     "save_training_state",
     "trainable_parameters",
 ]
@@ -226,6 +230,16 @@ def resolve_bf16(flag: bool | None, device: torch.device | str) -> bool:
     return flag
 
 
+def accelerator_device() -> torch.device:
+    """The device accelerate will run this process on, found without initialising accelerate's process
+    state (which must be left to the ``Accelerator`` so it sees ``torchrun`` / ``accelerate launch``):
+    ``cuda:LOCAL_RANK`` when CUDA is available and ``ACCELERATE_USE_CPU`` is not set, else the CPU."""
+    use_cpu = os.environ.get("ACCELERATE_USE_CPU", "").strip().lower() in ("1", "true", "yes")
+    if torch.cuda.is_available() and not use_cpu:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0)))
+    return torch.device("cpu")
+
+
 def autocast(device: torch.device | str, enabled: bool) -> contextlib.AbstractContextManager:
     """bf16 autocast on ``device``'s type when ``enabled`` (a no-op context otherwise)."""
     device = torch.device(device)
@@ -256,6 +270,9 @@ def make_accelerator(
         log_with = [report_to]
     else:
         log_with = list(report_to)
+    if log_with is not None and "all" in log_with:  # accelerate warns when none is installed: stay quiet
+        installed = require("accelerate.tracking").get_available_trackers()
+        log_with = [t for t in log_with if t != "all"] + list(installed) or None
     return accelerate.Accelerator(
         gradient_accumulation_steps=gradient_accumulation_steps,
         mixed_precision="bf16" if bf16 else "no",
@@ -501,6 +518,51 @@ def load_training_state(
     return TrainingState(
         int(state["step"]), list(state.get("logs", [])), dict(state.get("extra", {})), folder
     )
+
+
+RUN_STATE = (CHECKPOINT_DIR, _SETTINGS_FILE, "log.jsonl")
+"""What a run folder holds besides an adapter: kept by ``save_adapter(..., keep=RUN_STATE)``."""
+
+
+def save_adapter(
+    policy: Any,
+    path: str | os.PathLike,
+    *,
+    files: Mapping[str, Any] | None = None,
+    keep: Sequence[str] = (),
+    accelerator: Any = None,
+) -> Path:
+    """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``) into ``path``,
+    plus one JSON file per ``files`` entry (name -> JSON-ready value), e.g. the config and the logs.
+
+    Written to a temporary sibling folder and renamed into place, by the main process only; every
+    process waits for it. An existing folder is replaced, except its entries named in ``keep`` (e.g.
+    :data:`RUN_STATE` when the adapter goes into its run folder), which are copied over first.
+    Load it back with ``load_adapter``."""
+    path = Path(path)
+    _, _, main = _rank(accelerator)
+    _barrier(accelerator)
+    if main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            _unwrap(policy).save_pretrained(os.fspath(tmp / "adapter"))
+            for name, value in (files or {}).items():
+                data = json.dumps(value, indent=2, allow_nan=False) + "\n"
+                (tmp / "adapter" / name).write_text(data)
+            for name in keep:
+                old = path / name
+                if old.is_dir():
+                    shutil.copytree(old, tmp / "adapter" / name)
+                elif old.is_file():
+                    shutil.copy2(old, tmp / "adapter" / name)
+            if path.exists():
+                os.replace(path, tmp / "old")
+            os.replace(tmp / "adapter", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _barrier(accelerator)
+    return path
 
 
 # -------------------------------------------------------------------------------------------- logs

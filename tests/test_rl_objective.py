@@ -178,21 +178,24 @@ def test_diversity_measures_by_hand():
 
 
 def test_diversity_guard_warns_once_per_drop():
-    guard = DiversityGuard(0.5)
+    guard = DiversityGuard(0.5, warmup=2)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        assert guard.check({"embedding_distance": 0.4, "code_entropy": 6.0}, 1) == []
-        assert guard.check({"embedding_distance": 0.25, "code_entropy": 6.0}, 2) == []
-    with pytest.warns(DiversityCollapseWarning, match="embedding_distance.*0.19"):
-        assert guard.check({"embedding_distance": 0.19, "code_entropy": 6.0}, 3) == ["embedding_distance"]
+        assert guard.check({"embedding_distance": 0.3, "code_entropy": 6.0}, 1) == []
+        assert guard.check({"embedding_distance": 0.1, "code_entropy": 6.0}, 2) == []  # warm-up: no warning
+        assert guard.reference == {"embedding_distance": 0.2, "code_entropy": 6.0}
+        assert guard.check({"embedding_distance": 0.15, "code_entropy": 6.0}, 3) == []
+    with pytest.warns(DiversityCollapseWarning, match="embedding_distance.*0.09"):
+        assert guard.check({"embedding_distance": 0.09, "code_entropy": 6.0}, 4) == ["embedding_distance"]
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # still low: no second warning
-        assert guard.check({"embedding_distance": 0.1, "code_entropy": 6.0}, 4) == ["embedding_distance"]
-    restored = DiversityGuard(0.5)
+        assert guard.check({"embedding_distance": 0.05, "code_entropy": 6.0}, 5) == ["embedding_distance"]
+    restored = DiversityGuard(0.5, warmup=2)
     restored.load_state(json.loads(json.dumps(guard.state())))
-    assert (
-        restored.reference == {"embedding_distance": 0.4, "code_entropy": 6.0} and restored.low == guard.low
-    )
+    assert restored.reference == guard.reference and restored.low == guard.low
+    with pytest.warns(DiversityCollapseWarning):  # recovered, then dropped again: warned again
+        restored.check({"embedding_distance": 0.2, "code_entropy": 6.0}, 6)
+        restored.check({"embedding_distance": 0.01, "code_entropy": 6.0}, 7)
     with pytest.raises(ValueError, match="threshold"):
         DiversityGuard(1.5)
 

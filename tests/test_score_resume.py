@@ -232,9 +232,10 @@ def test_a_clip_that_fails_inside_the_model_is_one_error_row(tiny_checkpoint, tm
     assert main(_args(tiny_checkpoint, manifest, out, "--batch-size", "4")) == 1
     rows, ref = read_rows(out), read_rows(ref_out)
     assert rows[1]["error"] == "scoring failed: RuntimeError: simulated out-of-memory"
-    for i in (0, 2, 3):
-        assert rows[i]["mi"] == pytest.approx(ref[i]["mi"], abs=1e-6)
-        assert rows[i]["ta"] == pytest.approx(ref[i]["ta"], abs=1e-6)
+    for i in (0, 2, 3):  # scored alone instead of in a batch of three: batch-size noise only (1e-5, as in
+        # tests/test_determinism.py; 1.2e-6 was seen on this machine)
+        assert rows[i]["mi"] == pytest.approx(ref[i]["mi"], abs=1e-5)
+        assert rows[i]["ta"] == pytest.approx(ref[i]["ta"], abs=1e-5)
 
 
 def test_jsonl_rows_round_trip_and_torn_lines(tmp_path):

@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import warnings
 
 import numpy as np
 import pytest
@@ -180,11 +181,16 @@ def test_run_logger_rows_resume_and_trackers(tmp_path):
     assert tuning.make_accelerator(report_to="none").log_with == []
 
 
-def test_small_helpers():
+def test_small_helpers(monkeypatch):
     digest = hashlib.sha256(json.dumps([7, 3, "g"]).encode()).digest()
     assert tuning.derive_seed(7, 3, "g") == int.from_bytes(digest[:8], "big") & (2**63 - 1)
     assert tuning.derive_seed(7, 3) != tuning.derive_seed(7, 4)
     assert tuning.resolve_bf16(None, "cpu") is False and tuning.resolve_bf16(True, "cpu") is True
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
+    assert tuning.accelerator_device() == torch.device("cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # "all" with no tracker installed is quiet
+        assert tuning.make_accelerator(report_to="all").log_with == []
     with pytest.raises(TypeError, match="bf16"):
         tuning.resolve_bf16("yes", "cpu")
     with tuning.autocast("cpu", True):

@@ -15,6 +15,9 @@ SUBCOMMANDS = {
     "generate": "generate",
     "pairs": "pairs",
     "dpo": "dpo",
+    "rate": "rate",
+    "agreement": "agreement",
+    "rl": "rl",
     "backprop": "backprop",
 }
 

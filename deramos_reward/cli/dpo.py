@@ -6,6 +6,11 @@ in OUT (``adapter_config.json``, ``adapter_model.safetensors``, plus ``dpo_confi
 A JSON summary (``global_step``, ``train_loss``, the last logged metrics and, with ``--eval-pairs``,
 ``eval/...`` metrics) is printed on stdout.
 
+OUT is also the run folder: ``settings.json``, ``log.jsonl`` and ``checkpoint/`` (adapter, optimizer,
+scheduler, RNG states, data order, step, logs) every ``--save-steps``. Running the same command again
+after an interruption resumes mid-run and ends with the adapter an uninterrupted run gives; a command
+with other settings is refused (use a new OUT).
+
 Runs under ``accelerate launch`` for several GPUs or processes::
 
     accelerate launch -m deramos_reward.cli dpo --backend transformers --musicgen ... --pairs P --out A
@@ -45,6 +50,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--lora-alpha", type=int, default=16)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--logging-steps", type=int, default=10)
+    p.add_argument("--save-steps", type=int, default=500, help="steps per resumable checkpoint (default 500)")
     p.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once up front")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     p.set_defaults(run=run)
@@ -69,6 +75,7 @@ def run(args: argparse.Namespace) -> int:
             lora_alpha=args.lora_alpha,
             seed=args.seed,
             logging_steps=args.logging_steps,
+            save_steps=args.save_steps,
             precompute_ref_log_probs=args.precompute_ref,
             bf16=args.bf16,
         )

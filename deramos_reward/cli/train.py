@@ -51,6 +51,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--gather-balr", action="store_true", help="BALR over the global batch of all processes")
     for field, (kind, text) in _OVERRIDES.items():
         p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field, help=text)
+    p.add_argument(
+        "--init",
+        dest="init_from",
+        metavar="CKPT",
+        help="adapt an existing judge: start from this checkpoint (alias of --init-from; heads train, encoders stay frozen)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(run=run)
 

@@ -7,8 +7,9 @@ One JSON object per line::
 Keys: ``path`` and ``prompt`` (required); ``mi``, ``ta`` (numbers, or null / absent when the clip
 is unlabeled); ``system`` (default: the name of the folder holding the audio file, so clips
 organised as ``<generator>/<clip>.wav`` get per-generator system metrics); ``split`` (optional);
-``id`` (default: ``path`` as written, without its extension). Relative paths are resolved against
-the manifest's folder. Blank lines are skipped; unknown keys are an error (catches ``"MI"``).
+``id`` (default: ``path`` as written, without its extension); ``rater`` (optional: who gave the
+rating; ``deramos rate`` writes one line per clip and rater, with ``id`` = ``<clip id>@<rater>``).
+Relative paths are resolved against the manifest's folder. Blank lines are skipped; unknown keys are an error (catches ``"MI"``).
 
 Splits: if no line has a ``split`` key, every requested split gets all lines (keep separate
 manifests for training and validation). If any line has one, every line must, and a split is
@@ -23,7 +24,7 @@ import os
 
 from .musiceval import DataFormatError, Example, MissingDataError, load_musiceval
 
-MANIFEST_KEYS = ("path", "prompt", "mi", "ta", "system", "split", "id")
+MANIFEST_KEYS = ("path", "prompt", "mi", "ta", "system", "split", "id", "rater")
 
 
 def _label(record: dict, key: str, where: str) -> float | None:
@@ -78,6 +79,7 @@ def read_manifest(path: str | os.PathLike) -> list[tuple[Example, str | None]]:
                 system = os.path.basename(os.path.dirname(audio)) or "unknown"
             mi, ta = _label(record, "mi", where), _label(record, "ta", where)
             split = _string(record, "split", where, required=False)
+            _string(record, "rater", where, required=False)
             wav_id = _string(record, "id", where, required=False) or os.path.splitext(rel)[0]
             if wav_id in seen:
                 raise DataFormatError(f"{where}: clip id {wav_id!r} already used on line {seen[wav_id]}")
