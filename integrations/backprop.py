@@ -42,16 +42,9 @@ from . import tuning
 from .backend import musicgen_backend
 from .backprop_config import MusicBackpropConfig
 from .backprop_objective import backprop_loss, reward_values, token_kl
+from .rl_rollout import prompt_schedule
 
-__all__ = ["MusicBackpropConfig", "MusicRewardBackpropTrainer", "evaluate_policy", "prompt_schedule"]
-
-
-def prompt_schedule(prompts: Sequence[str], seed: int, index: int) -> str:
-    """The prompt of global sample slot ``index``: epochs over ``prompts``, each in a seeded order."""
-    n = len(prompts)
-    epoch, position = divmod(index, n)
-    order = np.random.default_rng(tuning.derive_seed(seed, "prompts", epoch)).permutation(n)
-    return prompts[int(order[position])]
+__all__ = ["MusicBackpropConfig", "MusicRewardBackpropTrainer", "evaluate_policy"]
 
 
 def evaluate_policy(
@@ -179,11 +172,16 @@ class MusicRewardBackpropTrainer:
         """The MusicGen model (transformers model / AudioCraft MusicGen) with the adapter active."""
         return self.backend.model
 
-    def save_adapter(self, path: str | os.PathLike) -> None:
-        """Write the LoRA adapter (peft ``save_pretrained`` folder) to ``path`` (main process only)."""
-        if self.accelerator.is_main_process:
-            self.policy.save_pretrained(os.fspath(path))
-        self.accelerator.wait_for_everyone()
+    def save_adapter(self, path: str | os.PathLike | None = None) -> Path:
+        """Save the adapter with peft (``adapter_config.json``, ``adapter_model.safetensors``) plus
+        ``backprop_config.json`` and ``log_history.json`` into ``path`` (default ``output_dir/adapter``),
+        atomically; load it with ``deramos_reward.integrations.dpo.load_adapter(model, path)``."""
+        if path is None:
+            if self.run_dir is None:
+                raise ValueError("path is required when config.output_dir is None")
+            path = self.run_dir / "adapter"
+        files = {"backprop_config.json": self.config.to_dict(), "log_history.json": self.log_history}
+        return tuning.save_adapter(self.policy, path, files=files, accelerator=self.accelerator)
 
     def evaluate(
         self, prompts: Sequence[str] | None = None, num_generations: int | None = None
@@ -205,14 +203,17 @@ class MusicRewardBackpropTrainer:
 
     # ---- one step ----------------------------------------------------------------------------------
     def _samples(self, step: int, micro: int) -> tuple[list[str], torch.Tensor]:
-        """This process's prompts ``[B]`` and sampled codes ``[B, K, S]`` for one micro-batch."""
+        """This process's prompts ``[B]`` and sampled codes ``[B, K, S]`` for one micro-batch: the RL
+        trainer's prompt schedule and per-group seeds, so any process count samples the same codes."""
         cfg = self.config
-        rank, world = self.accelerator.process_index, self.accelerator.num_processes
-        first = (step * cfg.gradient_accumulation_steps + micro) * cfg.prompts_per_step
+        batch = step * cfg.gradient_accumulation_steps + micro
+        order = prompt_schedule(len(self.prompts), cfg.prompts_per_step, batch, cfg.seed)
+        per_rank = cfg.prompts_per_step // self.accelerator.num_processes
+        first = self.accelerator.process_index * per_rank
         prompts, codes = [], []
-        for slot in range(first + rank, first + cfg.prompts_per_step, world):
-            group = [prompt_schedule(self.prompts, cfg.seed, slot)] * cfg.num_generations
-            seed = tuning.derive_seed(cfg.seed, "sample", slot)
+        for j in range(first, first + per_rank):
+            group = [self.prompts[order[j]]] * cfg.num_generations
+            seed = tuning.derive_seed(cfg.seed, "sample", batch, j)
             with torch.no_grad(), tuning.eval_mode(self.policy):
                 _, group_codes = self.backend.generate(group, self.frames, seed=seed, **self.sampling)
             prompts += group

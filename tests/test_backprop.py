@@ -18,7 +18,6 @@ from deramos_reward.integrations.backprop import (
     MusicBackpropConfig,
     MusicRewardBackpropTrainer,
     evaluate_policy,
-    prompt_schedule,
 )
 from deramos_reward.integrations.backprop_objective import backprop_loss, token_kl, truncate_gradient
 
@@ -126,12 +125,6 @@ def test_backprop_loss_is_minus_reward_plus_beta_kl(hf_backend):
     ranked = dr.MusicReward(dr.DeRAMOS(dr.DeRAMOSConfig.tiny()), normalize="rank")
     with pytest.raises(ValueError, match="no gradient"):
         backprop_loss(backend, ranked, prompts, codes, logits, ref, None, beta=0.0)
-
-
-def test_prompt_schedule_visits_every_prompt_once_per_epoch():
-    first = [prompt_schedule(PROMPTS, 3, i) for i in range(6)]
-    second = [prompt_schedule(PROMPTS, 3, i) for i in range(6, 12)]
-    assert sorted(first) == sorted(PROMPTS) == sorted(second) and first != second
 
 
 # ---- the trainer --------------------------------------------------------------------------------
@@ -339,18 +332,21 @@ def test_two_processes_match_one_process_with_the_global_batch(tmp_path):
 
 
 # ---- the command --------------------------------------------------------------------------------
-def test_cli_trains_saves_and_resumes(tiny_checkpoint, tmp_path, capsys):
+def test_cli_rl_method_backprop_trains_saves_and_resumes(tiny_checkpoint, tmp_path, capsys):
     from deramos_reward.cli import main
 
     run = tmp_path / "run"
-    argv = ["backprop", "--backend", "transformers", "--musicgen", "tiny", "--reward", str(tiny_checkpoint)]
-    argv += ["--prompt", "calm piano", "--prompt", "fast drums", "--out", str(run), "--duration", "0.2"]
-    argv += ["--max-steps", "2", "--num-generations", "1", "--prompts-per-step", "2", "--logging-steps", "1"]
-    argv += ["--save-steps", "1", "--lora-r", "2", "--truncate-frames", "4", "--gradient-checkpointing"]
+    argv = ["rl", "--method", "backprop", "--backend", "transformers", "--musicgen", "tiny"]
+    argv += ["--judge", str(tiny_checkpoint), "--prompt", "calm piano", "--prompt", "fast drums"]
+    argv += ["--out", str(run), "--duration", "0.2", "--max-steps", "2", "--num-generations", "1"]
+    argv += ["--prompts-per-step", "2", "--logging-steps", "1", "--save-steps", "1", "--lora-r", "2"]
+    argv += ["--truncate-frames", "4", "--gradient-checkpointing"]
     assert main(argv) == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["global_step"] == 2 and summary["samples"] == 4 and math.isfinite(summary["reward"])
     assert (run / "adapter" / "adapter_model.safetensors").is_file()
+    saved = json.loads((run / "adapter" / "backprop_config.json").read_text())
+    assert saved["truncate_frames"] == 4 and saved["gradient_checkpointing"] is True
     rows = [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == [1, 2] and all(1 <= r["reward"] <= 5 for r in rows)  # MOS scale
     assert main(argv) == 0  # the same command again: the run is complete, nothing more to do
@@ -359,3 +355,7 @@ def test_cli_trains_saves_and_resumes(tiny_checkpoint, tmp_path, capsys):
     assert "learning_rate" in capsys.readouterr().err
     assert main([*argv, "--truncate-frames", "0"]) == 2
     assert "truncate_frames" in capsys.readouterr().err
+    assert main([*argv, "--epsilon", "0.1"]) == 2
+    assert "--epsilon only apply to --method rl" in capsys.readouterr().err
+    assert main([a for a in argv if a not in ("--method", "backprop")]) == 2  # rl with backprop options
+    assert "only apply to --method backprop" in capsys.readouterr().err

@@ -18,7 +18,6 @@ SUBCOMMANDS = {
     "rate": "rate",
     "agreement": "agreement",
     "rl": "rl",
-    "backprop": "backprop",
 }
 
 
