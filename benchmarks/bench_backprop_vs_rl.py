@@ -12,17 +12,20 @@ held-out prompts x ``--eval-generations`` samples with fixed seeds (the same noi
 step), reward mean and standard error, plus the exact per-code KL(policy || reference) over those
 samples. Training time excludes these evaluations; CPU time is this process's user + system time.
 
-Reported per backend and method (mean +- standard error over seeds):
+Reported per backend and method (mean +- standard error over seeds), RL may run more steps than
+backprop (``--steps-rl``: its steps are cheaper) so that both curves reach the same wall time:
 
-- gain at equal samples: reward after the last step minus reward at step 0, and per 100 samples;
-- gain at equal wall time: both methods' curves read at the shorter of the two methods' mean training
-  times (linear interpolation between evaluations);
-- gain per CPU-minute of training, final KL.
+- at equal samples (the fewer samples of the two methods): the reward gain over step 0, the gain per
+  100 samples, the training wall / CPU time spent to get there, the gain per CPU-minute and the KL;
+- at equal wall time (the shorter of the two methods' mean training times): the reward gain, read
+  from each run's curve (linear interpolation between evaluations);
+- the gain at the end of each method's run.
 
 The models are the tiny builders with ``head_std=0.5`` (a peaked next-code distribution) and codebook
 vectors x10 (the random codec's output is otherwise mostly a code-independent pattern).
 
-    .venv/bin/python benchmarks/bench_backprop_vs_rl.py --seeds 0 1 2 --steps 16 --json /tmp/bp_vs_rl.json
+    .venv/bin/python benchmarks/bench_backprop_vs_rl.py --libraries transformers --seeds 0 1 2 3 4 \
+        --steps 16 --steps-rl 40 --lr-backprop 3e-2 --lr-rl 3e-2 --json /tmp/bp_vs_rl_transformers.json
 """
 
 from __future__ import annotations
@@ -80,7 +83,7 @@ def make_trainer(method: str, library: str, seed: int, args: argparse.Namespace)
         prompts_per_step=args.prompts_per_step,
         duration=args.duration,
         beta=0.0,
-        max_steps=args.steps,
+        max_steps=args.steps if method == "backprop" else (args.steps_rl or args.steps),
         lr_scheduler_type="constant",
         logging_steps=1,
         save_steps=10**6,
@@ -140,15 +143,16 @@ def run_one(method: str, library: str, seed: int, args: argparse.Namespace) -> d
     )
     trainer.train()
     # evaluations happen at step 0, every eval_every steps and at the last step
-    steps = [0, *range(args.eval_every, args.steps, args.eval_every), args.steps]
+    total = trainer.config.max_steps if method == "backprop" else trainer.args.max_steps
+    steps = [0, *range(args.eval_every, total, args.eval_every), total]
     for point, step in zip(curve, steps):
         point["samples"] = step * args.prompts_per_step * args.generations
     return {"method": method, "library": library, "seed": seed, "curve": curve}
 
 
-def interpolate(curve: list[dict], key: str, x: float) -> float:
-    """The reward of ``curve`` at ``curve[key] == x`` (linear between points; clamped at the ends)."""
-    xs, ys = [p[key] for p in curve], [p["reward"] for p in curve]
+def interpolate(curve: list[dict], key: str, x: float, value: str = "reward") -> float:
+    """``value`` of ``curve`` where ``curve[key] == x`` (linear between points; clamped at the ends)."""
+    xs, ys = [p[key] for p in curve], [p[value] for p in curve]
     if x <= xs[0]:
         return ys[0]
     for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
@@ -157,36 +161,41 @@ def interpolate(curve: list[dict], key: str, x: float) -> float:
     return ys[-1]
 
 
-def mean_se(values: list[float]) -> str:
+def mean_se(values: list[float], digits: int = 4) -> str:
     m = statistics.fmean(values)
     se = statistics.stdev(values) / math.sqrt(len(values)) if len(values) > 1 else float("nan")
-    return f"{m:+.4f} ± {se:.4f}" if abs(m) < 10 else f"{m:.1f} ± {se:.1f}"
+    return f"{m:+.{digits}f} ± {se:.{digits}f}"
 
 
 def summarise(runs: list[dict], library: str) -> list[list[object]]:
-    """One table row per method for ``library``."""
+    """One table row per method for ``library``: read at the samples both reached and at the training
+    wall time both reached (the smaller of the methods' mean final values)."""
     mine = {m: [r for r in runs if r["library"] == library and r["method"] == m] for m in ("backprop", "rl")}
     mine = {m: rs for m, rs in mine.items() if rs}
+    samples = min(r["curve"][-1]["samples"] for rs in mine.values() for r in rs)
     budget = min(statistics.fmean(r["curve"][-1]["wall_s"] for r in rs) for rs in mine.values())
     rows = []
     for method, rs in mine.items():
-        gains = [r["curve"][-1]["reward"] - r["curve"][0]["reward"] for r in rs]
-        samples = rs[0]["curve"][-1]["samples"]
-        at_time = [interpolate(r["curve"], "wall_s", budget) - r["curve"][0]["reward"] for r in rs]
-        per_cpu = [g / (r["curve"][-1]["cpu_s"] / 60) for g, r in zip(gains, rs)]
+        start = [r["curve"][0]["reward"] for r in rs]
+        gains = [interpolate(r["curve"], "samples", samples) - r0 for r, r0 in zip(rs, start)]
+        cpu = [interpolate(r["curve"], "samples", samples, "cpu_s") for r in rs]
+        wall = [interpolate(r["curve"], "samples", samples, "wall_s") for r in rs]
+        at_time = [interpolate(r["curve"], "wall_s", budget) - r0 for r, r0 in zip(rs, start)]
         rows.append(
             [
                 method,
                 len(rs),
-                f"{statistics.fmean(r['curve'][0]['reward'] for r in rs):.4f}",
+                f"{statistics.fmean(start):.4f}",
                 samples,
                 mean_se(gains),
                 mean_se([100 * g / samples for g in gains]),
-                f"{statistics.fmean(r['curve'][-1]['wall_s'] for r in rs):.1f}",
-                f"{budget:.1f}: " + mean_se(at_time),
-                mean_se(per_cpu),
-                mean_se([r["curve"][-1]["kl"] for r in rs]),
-                f"{statistics.fmean(r['curve'][-1]['reward_sem'] for r in rs):.4f}",
+                f"{statistics.fmean(wall):.1f} / {statistics.fmean(cpu):.1f}",
+                mean_se([g / (c / 60) for g, c in zip(gains, cpu)], 3),
+                mean_se([interpolate(r["curve"], "samples", samples, "kl") for r in rs], 2),
+                f"{budget:.1f}",
+                mean_se(at_time),
+                f"{rs[0]['curve'][-1]['samples']}: "
+                + mean_se([r["curve"][-1]["reward"] - r0 for r, r0 in zip(rs, start)]),
             ]
         )
     return rows
@@ -197,13 +206,14 @@ COLUMNS = [
     "seeds",
     "reward at step 0",
     "samples",
-    "gain (equal samples)",
+    "gain at equal samples",
     "gain / 100 samples",
-    "train wall s",
-    "gain at equal wall s",
+    "train s wall / CPU",
     "gain / CPU-min",
-    "final KL (nats/code)",
-    "eval SEM per run",
+    "KL at equal samples (nats/code)",
+    "equal wall s",
+    "gain at equal wall time",
+    "samples: gain at the end of the run",
 ]
 
 
@@ -213,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--methods", nargs="+", default=["backprop", "rl"], choices=["backprop", "rl"])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     p.add_argument("--steps", type=int, default=16)
+    p.add_argument(
+        "--steps-rl", type=int, default=None, help="RL steps (default --steps); RL steps are cheaper"
+    )
     p.add_argument("--eval-every", type=int, default=4)
     p.add_argument("--prompts-per-step", type=int, default=2)
     p.add_argument("--generations", type=int, default=4)
@@ -228,7 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     print(header("Reward backpropagation vs online RL (GRPO), tiny MusicGen"))
     print(
-        f"- {args.steps} steps x {args.prompts_per_step} prompts x {args.generations} samples of {args.duration} s; "
+        f"- {args.steps} steps (RL: {args.steps_rl or args.steps}) x {args.prompts_per_step} prompts x {args.generations} samples of {args.duration} s; "
         f"lr backprop {args.lr_backprop}, RL {args.lr_rl}; LoRA r {args.lora_r}; beta 0; constant LR\n"
         f"- eval every {args.eval_every} steps: {args.eval_prompts} held-out prompts x {args.eval_generations} "
         "fixed-seed samples"
