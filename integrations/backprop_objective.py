@@ -91,7 +91,10 @@ def reward_values(
     gradient_checkpointing: bool = False,
 ) -> torch.Tensor:
     """``reward(audio [B, C, T], sample_rate, prompts)`` as a ``[B]`` tensor (a ``RewardOutput``'s
-    ``.reward``), optionally under activation checkpointing; ValueError if the shape is not ``[B]``."""
+    ``.reward``), optionally under activation checkpointing; ValueError if the shape is not ``[B]``.
+
+    A reward that checkpoints itself (``reward.gradient_checkpointing`` true, e.g. a ``MusicReward`` built
+    with ``gradient_checkpointing=True``, which keeps one chunk of clips at a time) is not wrapped again."""
 
     def run(wave: torch.Tensor) -> torch.Tensor:
         out = reward(wave, sample_rate, list(prompts))
@@ -100,7 +103,8 @@ def reward_values(
             out = torch.as_tensor(out, dtype=torch.float32, device=wave.device)
         return out
 
-    values = checkpoint(run, audio, use_reentrant=False) if gradient_checkpointing else run(audio)
+    wrap = gradient_checkpointing and not getattr(reward, "gradient_checkpointing", False)
+    values = checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
     if values.shape != (audio.shape[0],):
         raise ValueError(f"reward must return [B]={audio.shape[0]} values, got shape {tuple(values.shape)}")
     return values
