@@ -47,6 +47,14 @@ from .rl_rollout import prompt_schedule
 __all__ = ["MusicBackpropConfig", "MusicRewardBackpropTrainer", "evaluate_policy"]
 
 
+def _prompt_list(prompts: Sequence[str], name: str) -> list[str]:
+    """A non-empty list of non-empty prompts (one string counts as one prompt)."""
+    out = check_prompts(prompts, name=name)
+    if not out:
+        raise ValueError(f"{name} must not be empty")
+    return out
+
+
 def evaluate_policy(
     backend: Any,
     reward: Callable[..., Any],
@@ -68,7 +76,7 @@ def evaluate_policy(
         ``{"reward": mean, "reward_sem": standard error of the mean, "kl": mean KL (nan if not computed),
         "samples": count}``.
     """
-    prompts = check_prompts(list(prompts), name="prompts")
+    prompts = _prompt_list(prompts, "prompts")
     sampling = dict(backend.policy_sampling() if sampling is None else sampling)
     rewards, kls = [], []
     with torch.no_grad():
@@ -125,10 +133,8 @@ class MusicRewardBackpropTrainer:
                 f"reward must be callable (audio, sample_rate, prompts) -> [B], got {type(reward).__name__}"
             )
         self.reward = reward
-        self.prompts = check_prompts(list(prompts), name="prompts")
-        self.eval_prompts = (
-            None if eval_prompts is None else check_prompts(list(eval_prompts), name="eval_prompts")
-        )
+        self.prompts = _prompt_list(prompts, "prompts")
+        self.eval_prompts = None if eval_prompts is None else _prompt_list(eval_prompts, "eval_prompts")
         self.backend = musicgen_backend(model, processor)
         self.backend.check_ready()
         cfg = self.config
@@ -146,7 +152,6 @@ class MusicRewardBackpropTrainer:
             target_modules=cfg.lora_target_modules,
             seed=cfg.seed,
         )
-        self.backend.set_trainable_module(self.policy)
         self.sampling = {
             **self.backend.policy_sampling(cfg.temperature, cfg.top_k),
             **(cfg.generation_kwargs or {}),

@@ -255,6 +255,8 @@ def test_bad_arguments():
         MusicRewardBackpropTrainer(torch.nn.Linear(2, 2), REWARD, PROMPTS, config())
     with pytest.raises(ValueError, match="processor"):
         MusicRewardBackpropTrainer(model, REWARD, PROMPTS, config())
+    with pytest.raises(ValueError, match="prompts must not be empty"):
+        MusicRewardBackpropTrainer(model, REWARD, [], config(), processor=processor)
     for bad in (
         {"beta": -1.0},
         {"truncate_frames": 0},
