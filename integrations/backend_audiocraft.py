@@ -16,8 +16,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backend_base import MusicGenBackend
+from deramos_reward._optional import require
+
+from .backend_base import MusicGenBackend, check_policy_sampling
 from .logprobs import audiocraft_code_logits, audiocraft_generation_params
+from .straight_through import audiocraft_decode_differentiable
 
 AUDIOCRAFT_LORA_TARGETS = (
     r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
@@ -56,6 +59,21 @@ class AudioCraftMusicGen(MusicGenBackend):
     def device(self) -> torch.device:
         return next(iter(self.model.lm.parameters())).device
 
+    def to(self, device: torch.device | str) -> AudioCraftMusicGen:
+        device = torch.device(device)
+        if device == self.device:
+            return self
+        musicgen = self.model
+        musicgen.lm.to(device)  # with any adapter injected into it, and its condition provider
+        musicgen.compression_model.to(device)
+        # AudioCraft caches the device and its autocast (float16 on accelerators) at construction
+        musicgen.device = device
+        autocast = require("audiocraft.utils.autocast")
+        musicgen.autocast = autocast.TorchAutocast(
+            enabled=device.type != "cpu", device_type=device.type, dtype=torch.float16
+        )
+        return self
+
     @property
     def min_frames(self) -> int:
         return 1
@@ -90,6 +108,26 @@ class AudioCraftMusicGen(MusicGenBackend):
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             return self.model.generate_audio(codes.to(self.device))
+
+    def decode_differentiable(
+        self, codes: torch.Tensor, logits: torch.Tensor, *, gradient_checkpointing: bool = False
+    ) -> torch.Tensor:
+        return audiocraft_decode_differentiable(
+            self.model, codes.to(self.device), logits, gradient_checkpointing=gradient_checkpointing
+        )
+
+    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
+        check_policy_sampling(temperature, top_k)
+        # cfg_coef 1: uncond + (cond - uncond) * 1 = the conditional logits (float rounding only);
+        # top_k 0 and top_p 0: plain multinomial sampling
+        return {
+            "use_sampling": True,
+            "cfg_coef": 1.0,
+            "two_step_cfg": False,
+            "temp": float(temperature),
+            "top_k": top_k,
+            "top_p": 0.0,
+        }
 
     def code_logits(
         self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False

@@ -19,6 +19,14 @@ from torch import nn
 from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
 
 
+def check_policy_sampling(temperature: float, top_k: int) -> None:
+    """ValueError unless ``temperature`` is a positive number and ``top_k`` an int >= 0."""
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
+        raise ValueError(f"temperature must be a positive number, got {temperature!r}")
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
+        raise ValueError(f"top_k must be an int >= 0 (0 = no top-k filter), got {top_k!r}")
+
+
 class MusicGenBackend(ABC):
     """A MusicGen model behind one interface.
 
@@ -66,6 +74,10 @@ class MusicGenBackend(ABC):
     @abstractmethod
     def device(self) -> torch.device:
         """Device of the language model's parameters."""
+
+    @abstractmethod
+    def to(self, device: torch.device | str) -> MusicGenBackend:
+        """Move the whole model (language model, text conditioning, codec) to ``device``; returns self."""
 
     @property
     @abstractmethod
@@ -155,6 +167,24 @@ class MusicGenBackend(ABC):
         Differentiable with respect to the model's (adapter) parameters; dropout follows the module's
         train/eval mode; no guidance or temperature is applied.
         """
+
+    @abstractmethod
+    def decode_differentiable(
+        self, codes: torch.Tensor, logits: torch.Tensor, *, gradient_checkpointing: bool = False
+    ) -> torch.Tensor:
+        """codes ``[B, K, S]`` -> audio ``[B, C, T]`` whose gradient reaches ``logits [B, K, S, card]``.
+
+        Straight-through decoding (:mod:`deramos_reward.integrations.straight_through`): the value is
+        that of :meth:`decode` (float rounding only: grad mode may pick other kernels), the gradient
+        flows through ``softmax(logits)``, a soft lookup in the codec's codebooks and its decoder.
+        ``gradient_checkpointing`` recomputes the codec's activations during backward.
+        """
+
+    @abstractmethod
+    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
+        """Sampling options for :meth:`generate` that draw codes from the model's own next-code
+        distribution ``softmax(logits / temperature)`` (restricted to the ``top_k`` most likely codes when
+        ``top_k > 0``), without classifier-free guidance: what on-policy fine-tuning assumes."""
 
     def sequence_logprobs(
         self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False

@@ -14,8 +14,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backend_base import MusicGenBackend
+from .backend_base import MusicGenBackend, check_policy_sampling
 from .logprobs import generate_with_codes, transformers_code_logits, transformers_text_inputs
+from .straight_through import transformers_decode_differentiable
 
 TRANSFORMERS_LORA_TARGETS = (
     r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
@@ -72,6 +73,10 @@ class TransformersMusicGen(MusicGenBackend):
     def device(self) -> torch.device:
         return self.model.device
 
+    def to(self, device: torch.device | str) -> TransformersMusicGen:
+        self.model.to(device)  # text encoder, decoder (with any adapter) and EnCodec
+        return self
+
     @property
     def _channel_codebooks(self) -> int:
         stereo = self.model.config.decoder.audio_channels == 2
@@ -113,6 +118,18 @@ class TransformersMusicGen(MusicGenBackend):
             left = codec.decode(codes[:, :, ::2], [None]).audio_values
             right = codec.decode(codes[:, :, 1::2], [None]).audio_values
             return torch.cat([left, right], dim=1)
+
+    def decode_differentiable(
+        self, codes: torch.Tensor, logits: torch.Tensor, *, gradient_checkpointing: bool = False
+    ) -> torch.Tensor:
+        return transformers_decode_differentiable(
+            self.model, codes, logits, gradient_checkpointing=gradient_checkpointing
+        )
+
+    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
+        check_policy_sampling(temperature, top_k)
+        # guidance_scale 1 turns classifier-free guidance off; top_k 0 adds no top-k filter
+        return {"do_sample": True, "guidance_scale": 1.0, "temperature": float(temperature), "top_k": top_k}
 
     def code_logits(
         self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False

@@ -255,10 +255,15 @@ def make_accelerator(
     bf16: bool = False,
     report_to: str | Sequence[Any] = "all",
     project_dir: str | os.PathLike | None = None,
+    cpu: bool | None = None,
 ) -> Any:
     """An ``accelerate.Accelerator``: mixed precision ``"bf16"``/``"no"``, gradient accumulation, and
     ``log_with`` from ``report_to`` (trl's name): ``"all"`` = every tracker installed (none is fine),
-    ``"none"``, or a list of tracker names / ``accelerate.tracking.GeneralTracker`` objects."""
+    ``"none"``, or a list of tracker names / ``accelerate.tracking.GeneralTracker`` objects.
+
+    ``cpu``: train on the CPU; None = when CUDA is not available. accelerate runs several CPU processes
+    (``accelerate launch --multi_gpu --num_processes N`` on a machine without GPUs) as one gloo group
+    only when told ``cpu=True``; otherwise each process would train alone."""
     accelerate = require("accelerate")
     if report_to in ("none", None) or report_to == []:
         log_with = None
@@ -274,6 +279,7 @@ def make_accelerator(
         mixed_precision="bf16" if bf16 else "no",
         log_with=log_with,
         project_dir=None if project_dir is None else os.fspath(project_dir),
+        cpu=not torch.cuda.is_available() if cpu is None else bool(cpu),
     )
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
+from .backprop import add_method_arguments, check_method_arguments, run_backprop
 from .generate import read_prompts
 from .musicgen import add_musicgen_arguments, load_backend, parse_sampling
 
@@ -97,6 +98,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)"
     )
+    add_method_arguments(p)
     p.set_defaults(run=run)
 
 
@@ -151,6 +153,9 @@ def run(args: argparse.Namespace) -> int:
     from ..integrations import tuning
     from ..integrations.rl import MusicRLTrainer
 
+    check_method_arguments(args)
+    if args.method == "backprop":
+        return run_backprop(args, _eval_prompts(args.eval_prompts))
     config = build_config(args)
     prompts = read_prompts(args)
     eval_prompts = _eval_prompts(args.eval_prompts)

@@ -1,0 +1,135 @@
+"""``deramos rl --method backprop``: reward backpropagation instead of policy-gradient RL.
+
+Each step samples codes from the current policy, runs a teacher-forced pass with gradient, decodes the
+samples through the codec with a straight-through estimator (the audio is exactly the sampled audio;
+the gradient flows through the softmax of the logits) and ascends the judge's reward, minus ``--beta``
+times the KL to the reference (the model with the adapter off). The run folder is laid out as for RL
+(``settings.json``, ``checkpoint/``, ``log.jsonl``, ``adapter/`` with ``backprop_config.json``).
+
+This module adds the method's options to ``deramos rl`` and runs it; the options shared with RL keep
+their meaning, RL-only options (``--epsilon``, ``--num-iterations``, ``--advantage``, ``--loss-type``,
+``--uncertainty-penalty``, ``--diversity-weight``, ``--no-normalize-per-axis``, ``--config``) are refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import CommandError
+from .generate import read_prompts
+from .musicgen import load_backend, parse_sampling
+
+# deramos rl option (argparse dest) -> MusicBackpropConfig field
+SHARED = {
+    "num_generations": "num_generations",
+    "prompts_per_step": "prompts_per_step",
+    "max_steps": "max_steps",
+    "lr": "learning_rate",
+    "beta": "beta",
+    "duration": "duration",
+    "temperature": "temperature",
+    "top_k": "top_k",
+    "lora_r": "lora_r",
+    "lora_alpha": "lora_alpha",
+    "grad_accum": "gradient_accumulation_steps",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "eval_steps": "eval_steps",
+    "seed": "seed",
+    "bf16": "bf16",
+}
+RL_ONLY = ("epsilon", "num_iterations", "advantage", "loss_type", "uncertainty_penalty", "diversity_weight")
+
+
+def add_method_arguments(p: argparse.ArgumentParser) -> None:
+    """``--method`` and the options of reward backpropagation, on the ``deramos rl`` parser."""
+    group = p.add_argument_group("reward backpropagation (--method backprop)")
+    group.add_argument(
+        "--method",
+        choices=("rl", "backprop"),
+        default="rl",
+        help="rl: policy-gradient RL (GRPO/RLOO, default); backprop: backpropagate the judge's gradient "
+        "through straight-through decoding (see the README's 'Reward backpropagation')",
+    )
+    group.add_argument(
+        "--truncate-frames",
+        type=int,
+        default=None,
+        metavar="K",
+        help="backprop, DRaFT-K: only the last K code frames carry the reward's gradient (default: all)",
+    )
+    group.add_argument(
+        "--gradient-checkpointing",
+        action="store_true",
+        help="backprop: recompute the codec's and the judge's activations in backward (less memory, more time)",
+    )
+
+
+def check_method_arguments(args: argparse.Namespace) -> None:
+    """CommandError for a backprop option with ``--method rl`` or an RL-only option with ``backprop``."""
+    if args.method == "rl":
+        used = [flag for flag, on in (("--truncate-frames", args.truncate_frames is not None),
+                                      ("--gradient-checkpointing", args.gradient_checkpointing)) if on]  # fmt: skip
+        if used:
+            raise CommandError(f"{', '.join(used)} only apply to --method backprop")
+        return
+    used = [f"--{name.replace('_', '-')}" for name in RL_ONLY if getattr(args, name, None) is not None]
+    used += ["--no-normalize-per-axis"] if getattr(args, "no_normalize_per_axis", False) else []
+    used += ["--config"] if getattr(args, "config", None) else []
+    if used:
+        raise CommandError(f"{', '.join(used)} only apply to --method rl")
+
+
+def backprop_config(args: argparse.Namespace) -> Any:
+    """The :class:`MusicBackpropConfig` of a ``deramos rl --method backprop`` command line."""
+    from ..integrations.backprop_config import MusicBackpropConfig
+
+    values: dict[str, Any] = {
+        k: getattr(args, a) for a, k in SHARED.items() if getattr(args, a, None) is not None
+    }
+    if args.sampling:
+        values["generation_kwargs"] = parse_sampling(args.sampling)
+    try:
+        return MusicBackpropConfig(
+            **values,
+            output_dir=args.out,
+            truncate_frames=args.truncate_frames,
+            gradient_checkpointing=args.gradient_checkpointing,
+        )
+    except (TypeError, ValueError) as err:
+        raise CommandError(f"invalid option: {err}") from err
+
+
+def run_backprop(args: argparse.Namespace, eval_prompts: list[str] | None) -> int:
+    """Train with reward backpropagation; prints a JSON summary; the adapter goes to ``OUT/adapter``."""
+    import deramos_reward as dr
+
+    from ..integrations import tuning
+    from ..integrations.backprop import MusicRewardBackpropTrainer
+
+    check_method_arguments(args)
+    config = backprop_config(args)
+    prompts = read_prompts(args)
+    device = tuning.accelerator_device()
+    backend = load_backend(args, device=device)
+    judge = dr.DeRAMOS.from_pretrained(args.judge, device=device)
+    reward = dr.MusicReward(
+        judge,
+        mi_weight=0.5 if args.mi_weight is None else args.mi_weight,
+        ta_weight=0.5 if args.ta_weight is None else args.ta_weight,
+        gradient_checkpointing=config.gradient_checkpointing,
+    )
+    trainer = MusicRewardBackpropTrainer(backend, reward, prompts, config, eval_prompts=eval_prompts)
+    summary = trainer.train()
+    path = trainer.save_adapter(Path(args.out) / "adapter")
+    if trainer.accelerator.is_main_process:
+        print(json.dumps(summary, indent=2))
+        print(
+            f"deramos rl --method backprop: {summary['global_step']} steps; adapter saved to {path}",
+            file=sys.stderr,
+        )
+    return 0

@@ -1,0 +1,149 @@
+"""The reward-backpropagation objective as plain functions of tensors and a backend.
+
+For ``B`` sampled code sequences ``codes [B, K, S]`` with teacher-forced policy logits
+``logits [B, K, S, card]`` (with gradient) and reference logits ``ref_logits`` (adapter disabled)::
+
+    audio  = backend.decode_differentiable(codes, truncate_gradient(logits / temperature, k))
+    reward = reward_fn(audio, sample_rate, prompts)                               # [B], differentiable
+    kl     = token_kl(logits, ref_logits, mask)                                   # [B]
+    loss   = -mean(reward) + beta * mean(kl)
+
+``token_kl`` is the exact KL(policy || reference) of the next-code distributions at every position of
+the sampled sequences, averaged over the positions (not a one-sample estimate: all ``card`` entries
+are at hand). Its gradient does not include the dependence of the visited positions on the policy
+(as in trl).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch.utils.checkpoint import checkpoint
+
+__all__ = ["backprop_loss", "reward_values", "token_entropy", "token_kl", "truncate_gradient"]
+
+
+def truncate_gradient(logits: torch.Tensor, frames: int | None) -> torch.Tensor:
+    """DRaFT-K: keep the gradient of the last ``frames`` code frames only (same value everywhere).
+
+    Args:
+        logits: ``[B, K, S, card]``.
+        frames: how many trailing frames keep their gradient; None (or ``>= S``) keeps all.
+
+    Returns:
+        ``[B, K, S, card]``, equal to ``logits``; frames ``< S - frames`` are detached.
+    """
+    if frames is None:
+        return logits
+    if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+        raise ValueError(f"frames must be a positive int or None, got {frames!r}")
+    steps = logits.shape[2]
+    if frames >= steps:
+        return logits
+    keep = (torch.arange(steps, device=logits.device) >= steps - frames)[None, None, :, None]
+    return torch.where(keep, logits, logits.detach())
+
+
+def token_kl(
+    logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean per-position KL(policy || reference) of each sequence.
+
+    Args:
+        logits: ``[B, K, S, card]`` policy logits (gradient flows through them).
+        ref_logits: ``[B, K, S, card]`` reference logits (treated as constants).
+        mask: ``[B, K, S]`` bool, positions that count (None: all).
+
+    Returns:
+        ``[B]`` float32 (float64 for float64 logits): ``sum_v p_v (log p_v - log q_v)`` averaged over the
+        masked positions of each sequence.
+    """
+    if logits.shape != ref_logits.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} must match")
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    logp = torch.log_softmax(logits.to(dtype), -1)
+    logq = torch.log_softmax(ref_logits.detach().to(dtype), -1)
+    per_position = (logp.exp() * (logp - logq)).sum(-1)  # [B, K, S]
+    if mask is None:
+        return per_position.flatten(1).mean(1)
+    mask = mask.to(per_position.dtype)
+    return (per_position * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+
+
+def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean entropy (nats) of the next-code distributions: ``[B, K, S, card]`` -> scalar, no gradient."""
+    with torch.no_grad():
+        logp = torch.log_softmax(logits.float(), -1)
+        entropy = -(logp.exp() * logp).sum(-1)
+        if mask is None:
+            return entropy.mean()
+        return entropy[mask].mean()
+
+
+def reward_values(
+    reward: Callable[..., Any],
+    audio: torch.Tensor,
+    sample_rate: int,
+    prompts: Sequence[str],
+    *,
+    gradient_checkpointing: bool = False,
+) -> torch.Tensor:
+    """``reward(audio [B, C, T], sample_rate, prompts)`` as a ``[B]`` tensor (a ``RewardOutput``'s
+    ``.reward``), optionally under activation checkpointing; ValueError if the shape is not ``[B]``.
+
+    A reward that checkpoints itself (``reward.gradient_checkpointing`` true, e.g. a ``MusicReward`` built
+    with ``gradient_checkpointing=True``, which keeps one chunk of clips at a time) is not wrapped again."""
+
+    def run(wave: torch.Tensor) -> torch.Tensor:
+        out = reward(wave, sample_rate, list(prompts))
+        out = getattr(out, "reward", out)
+        if not isinstance(out, torch.Tensor):
+            out = torch.as_tensor(out, dtype=torch.float32, device=wave.device)
+        return out
+
+    wrap = gradient_checkpointing and not getattr(reward, "gradient_checkpointing", False)
+    values = checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
+    if values.shape != (audio.shape[0],):
+        raise ValueError(f"reward must return [B]={audio.shape[0]} values, got shape {tuple(values.shape)}")
+    return values
+
+
+def backprop_loss(
+    backend: Any,
+    reward: Callable[..., Any],
+    prompts: Sequence[str],
+    codes: torch.Tensor,
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    mask: torch.Tensor | None,
+    *,
+    beta: float,
+    temperature: float = 1.0,
+    truncate_frames: int | None = None,
+    gradient_checkpointing: bool = False,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """``loss = -mean(reward) + beta * mean(KL)`` for sampled ``codes [B, K, S]`` (module docstring).
+
+    Returns:
+        ``(loss, parts)``; ``parts`` holds ``reward [B]``, ``kl [B]`` (detached) and ``entropy`` (scalar).
+
+    Raises:
+        ValueError: the reward carries no gradient with respect to the audio (e.g. a rank-normalised
+            ``MusicReward``), so there is nothing to backpropagate.
+    """
+    st_logits = truncate_gradient(logits / temperature, truncate_frames)
+    audio = backend.decode_differentiable(codes, st_logits, gradient_checkpointing=gradient_checkpointing)
+    values = reward_values(
+        reward, audio, backend.sample_rate, prompts, gradient_checkpointing=gradient_checkpointing
+    )
+    if torch.is_grad_enabled() and not values.requires_grad:
+        raise ValueError(
+            "the reward carries no gradient with respect to the audio (a MusicReward with normalize='rank' "
+            "or a reward computed outside torch?); reward backpropagation needs a differentiable reward"
+        )
+    kl = token_kl(logits, ref_logits, mask)
+    loss = -values.float().mean() + beta * kl.mean()
+    parts = {"reward": values.detach().float(), "kl": kl.detach(), "entropy": token_entropy(logits, mask)}
+    return loss, parts

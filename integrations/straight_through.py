@@ -1,0 +1,340 @@
+"""Straight-through decoding of MusicGen codes: audio whose gradient reaches the LM's logits.
+
+MusicGen samples discrete codes ``[B, K, S]`` (``K`` codebooks, ``S`` frames) and its codec turns them
+into audio. Sampling has no gradient, so a reward of the audio cannot be backpropagated into the LM.
+The straight-through estimator makes the path differentiable without changing its forward value:
+
+1. ``probs = softmax(logits)`` over the ``card`` entries of each codebook (teacher-forced logits
+   ``[B, K, S, card]`` of the sampled codes);
+2. ``one_hot = hard + probs - stop_gradient(probs)``: forward value exactly ``one_hot(codes)``, backward
+   through the softmax (:func:`straight_through_one_hot`);
+3. a soft lookup in each codebook of the codec's residual vector quantizer, ``one_hot @ codebook_k``,
+   summed over the codebooks like the RVQ sums its layers (:func:`soft_codebook_lookup`);
+4. the codec's own decoder (and its post-processing), unchanged.
+
+The forward value equals the library's own decoding of ``codes`` (the hard lookup is computed exactly
+as the library computes it; the soft term is added as ``soft - soft.detach()``, an exact zero, so this
+holds under bf16 autocast and TF32 matmuls too). Gradients with respect to the logits are those of the
+soft path at the one-hot point: ``d audio / d logits = d decoder / d emb @ codebook^T @ d softmax``.
+
+Two libraries, one function each:
+
+- :func:`transformers_decode_differentiable` for a transformers ``MusicgenForConditionalGeneration``
+  (``model.audio_encoder``: EnCodec, ``quantizer.layers[k].codebook.embed`` + ``decoder``), what
+  ``model.generate`` does to its codes (stereo models decode the even and odd codebooks as the two
+  channels);
+- :func:`audiocraft_decode_differentiable` for an AudioCraft ``MusicGen`` (``compression_model``: an
+  ``EncodecModel`` with an RVQ, or the interleaved-stereo wrapper around one), what
+  ``musicgen.generate_audio`` does (``compression_model.decode(codes, None)``: RVQ sum, decoder,
+  ``postprocess`` with no scale).
+
+``*_soft_decode(model, weights, codes=None)`` are the underlying soft-decode paths: ``weights
+[B, K, S, card]`` on the simplex (or any real weights) -> audio. With ``codes=None`` they are the
+plain soft lookup + decoder, a smooth function the tests check against finite differences in float64.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
+
+__all__ = [
+    "straight_through_one_hot",
+    "soft_codebook_lookup",
+    "transformers_soft_decode",
+    "transformers_decode_differentiable",
+    "audiocraft_soft_decode",
+    "audiocraft_decode_differentiable",
+]
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _check_codes(codes: Any, name: str = "codes") -> torch.Tensor:
+    if not isinstance(codes, torch.Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape [B, K, S], got {type(codes).__name__}")
+    if codes.dim() != 3:
+        raise ValueError(f"{name} must have shape [B, K, S], got {tuple(codes.shape)}")
+    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
+        raise TypeError(f"{name} must be an integer tensor, got {codes.dtype}")
+    if codes.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(codes.shape)}")
+    return codes.long()
+
+
+def _check_weights(weights: Any, name: str = "weights") -> torch.Tensor:
+    if not isinstance(weights, torch.Tensor):
+        raise TypeError(
+            f"{name} must be a torch.Tensor of shape [B, K, S, card], got {type(weights).__name__}"
+        )
+    if weights.dim() != 4:
+        raise ValueError(f"{name} must have shape [B, K, S, card], got {tuple(weights.shape)}")
+    if not weights.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor, got {weights.dtype}")
+    if weights.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(weights.shape)}")
+    return weights
+
+
+def _check_match(weights: torch.Tensor, codes: torch.Tensor | None, num_codebooks: int, card: int) -> None:
+    """``weights [B, K, S, card]`` (and ``codes [B, K, S]``) against the codec's codebooks."""
+    if weights.shape[1] != num_codebooks or weights.shape[-1] != card:
+        raise ValueError(
+            f"logits/weights must have shape [B, {num_codebooks}, S, {card}] for this codec "
+            f"({num_codebooks} codebooks of {card} entries), got {tuple(weights.shape)}"
+        )
+    if codes is not None:
+        if tuple(codes.shape) != tuple(weights.shape[:3]):
+            raise ValueError(
+                f"codes {tuple(codes.shape)} and logits {tuple(weights.shape)} must agree on [B, K, S]"
+            )
+        if int(codes.min()) < 0 or int(codes.max()) >= card:
+            raise ValueError(
+                f"codes must hold ids in [0, {card}), got values in [{int(codes.min())}, {int(codes.max())}]"
+            )
+
+
+# ------------------------------------------------------------------------------------- the estimator
+
+
+def straight_through_one_hot(codes: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Straight-through one-hot of ``codes`` with the gradient of ``softmax(logits)``.
+
+    Args:
+        codes: ``[B, K, S]`` sampled code ids in ``[0, card)``.
+        logits: ``[B, K, S, card]`` teacher-forced logits of those codes (any float dtype; the
+            softmax runs in float32 at least).
+
+    Returns:
+        ``[B, K, S, card]`` float32 (float64 for float64 logits) whose value is exactly
+        ``one_hot(codes)`` and whose gradient is that of ``softmax(logits, -1)``.
+    """
+    codes = _check_codes(codes)
+    logits = _check_weights(logits, "logits")
+    if tuple(codes.shape) != tuple(logits.shape[:3]):
+        raise ValueError(
+            f"codes {tuple(codes.shape)} and logits {tuple(logits.shape)} must agree on [B, K, S]"
+        )
+    card = logits.shape[-1]
+    if int(codes.min()) < 0 or int(codes.max()) >= card:
+        raise ValueError(
+            f"codes must hold ids in [0, {card}), got values in [{int(codes.min())}, {int(codes.max())}]"
+        )
+    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
+    probs = torch.softmax(logits.to(dtype), dim=-1)
+    hard = F.one_hot(codes.to(logits.device), card).to(dtype)
+    return hard + (probs - probs.detach())
+
+
+def soft_codebook_lookup(
+    weights: torch.Tensor, codebook: torch.Tensor, codes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Weighted sum of codebook rows: ``weights @ codebook``, optionally with an exact forward value.
+
+    Args:
+        weights: ``[..., card]`` (a straight-through one-hot, probabilities, or any weights).
+        codebook: ``[card, D]``.
+        codes: ``[...]`` ids or None. Given, the result's value is exactly the library's hard lookup
+            ``F.embedding(codes, codebook)`` and its gradient that of ``weights @ codebook``.
+
+    Returns:
+        ``[..., D]`` in the codebook's dtype (the hard value) or the matmul's dtype (``codes=None``).
+    """
+    soft = weights.to(codebook.dtype) @ codebook
+    if codes is None:
+        return soft
+    return F.embedding(codes, codebook) + (soft - soft.detach())
+
+
+def _decode(
+    soft_decode: Callable[..., torch.Tensor],
+    model: Any,
+    codes: Any,
+    logits: Any,
+    gradient_checkpointing: bool,
+) -> torch.Tensor:
+    codes = _check_codes(codes)
+    one_hot = straight_through_one_hot(codes, logits)
+    if not gradient_checkpointing:
+        return soft_decode(model, one_hot, codes)
+    # Keep only the one-hot; the codec's activations are recomputed during backward.
+    return checkpoint(lambda w: soft_decode(model, w, codes), one_hot, use_reentrant=False)
+
+
+def _channel_split(tensor: torch.Tensor, per_timestep: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Interleaved stereo ``[B, 2K, S, ...]`` -> (left, right); ``per_timestep``: ``[B, K, 2S, ...]``."""
+    if per_timestep:
+        return tensor[:, :, 0::2], tensor[:, :, 1::2]
+    return tensor[:, 0::2], tensor[:, 1::2]
+
+
+# ------------------------------------------------------------------------------------- transformers
+
+
+def _transformers_mono(encodec: Any, weights: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
+    """``EncodecModel._decode_frame`` with a soft codebook lookup: ``[B, K, S, card]`` -> ``[B, 1, T]``."""
+    layers = encodec.quantizer.layers
+    if weights.shape[1] > len(layers):
+        raise ValueError(f"logits/weights have {weights.shape[1]} codebooks, the codec has {len(layers)}")
+    card = layers[0].codebook.embed.shape[0]
+    _check_match(weights, codes, weights.shape[1], card)
+    # the library's order: 0.0 + q_0 + q_1 + ... (EncodecResidualVectorQuantizer.decode)
+    embeddings = torch.tensor(0.0, device=weights.device)
+    for k in range(weights.shape[1]):
+        layer_codes = None if codes is None else codes[:, k]
+        quantized = soft_codebook_lookup(weights[:, k], layers[k].codebook.embed, layer_codes)
+        embeddings = embeddings + quantized.permute(0, 2, 1)
+    return encodec.decoder(embeddings)
+
+
+def _transformers_parts(model: Any) -> tuple[Any, int, int]:
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    encodec = getattr(base, "audio_encoder", None)
+    decoder = getattr(base, "decoder", None)
+    if encodec is None or not hasattr(encodec, "quantizer") or decoder is None:
+        raise TypeError(
+            f"model must be a transformers MusicgenForConditionalGeneration, got {type(model).__name__}"
+        )
+    if getattr(encodec.config, "chunk_length", None) is not None:
+        raise ValueError(
+            "EnCodec models that decode in overlapping chunks (config.chunk_length_s set) are not supported; "
+            "MusicGen's 32 kHz EnCodec decodes in one chunk"
+        )
+    return encodec, int(decoder.config.audio_channels), int(decoder.num_codebooks)
+
+
+def transformers_soft_decode(
+    model: Any, weights: torch.Tensor, codes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft-decode codebook weights with a transformers MusicGen's EnCodec.
+
+    Args:
+        model: ``MusicgenForConditionalGeneration`` (or a peft wrapper of it).
+        weights: ``[B, K, S, card]`` weights over each codebook's entries (e.g. a straight-through
+            one-hot); stereo models take ``K = 2 * codebooks per channel``, interleaved like ``generate``
+            (even codebooks: left, odd: right).
+        codes: ``[B, K, S]`` or None; given, the value is exactly the hard decoding of ``codes``.
+
+    Returns:
+        audio ``[B, C, T]`` (``T = S * hop``), as ``model.generate`` decodes its codes.
+    """
+    encodec, channels, num_codebooks = _transformers_parts(model)
+    weights = _check_weights(weights)
+    if codes is not None:
+        codes = _check_codes(codes).to(weights.device)
+    if weights.shape[1] != num_codebooks:
+        raise ValueError(
+            f"logits/weights must have K={num_codebooks} codebooks (dim 1), got {tuple(weights.shape)}"
+        )
+    if channels == 1:
+        return _transformers_mono(encodec, weights, codes)
+    left, right = _channel_split(weights)
+    left_codes, right_codes = (None, None) if codes is None else _channel_split(codes)
+    return torch.cat(
+        [_transformers_mono(encodec, left, left_codes), _transformers_mono(encodec, right, right_codes)],
+        dim=1,
+    )
+
+
+def transformers_decode_differentiable(
+    model: Any, codes: torch.Tensor, logits: torch.Tensor, *, gradient_checkpointing: bool = False
+) -> torch.Tensor:
+    """Decode codes with a transformers MusicGen so that gradients reach ``logits``.
+
+    Args:
+        model: ``MusicgenForConditionalGeneration`` (or a peft wrapper of it).
+        codes: ``[B, K, S]`` sampled codes (no delay padding), as the backend's ``generate`` returns.
+        logits: ``[B, K, S, card]`` teacher-forced logits of ``codes`` (with gradient).
+        gradient_checkpointing: recompute the codec's activations during backward instead of keeping
+            them (memory of one decoder pass less, one decoder pass more time).
+
+    Returns:
+        audio ``[B, C, T]``: the value of ``audio_encoder.decode(codes)`` (what ``generate`` returns),
+        differentiable with respect to ``logits`` through the straight-through softmax.
+    """
+    return _decode(transformers_soft_decode, model, codes, logits, gradient_checkpointing)
+
+
+# --------------------------------------------------------------------------------------- audiocraft
+
+
+def _audiocraft_mono(compression: Any, weights: torch.Tensor, codes: torch.Tensor | None) -> torch.Tensor:
+    """``EncodecModel.decode(codes, None)`` with a soft codebook lookup: ``[B, K, S, card]`` -> ``[B, C, T]``."""
+    quantizer = getattr(compression, "quantizer", None)
+    layers = getattr(getattr(quantizer, "vq", None), "layers", None)
+    if layers is None or not hasattr(compression, "decoder"):
+        raise TypeError(
+            "the AudioCraft compression model must be an EncodecModel with a residual vector quantizer "
+            f"(quantizer.vq.layers), got {type(compression).__name__}"
+        )
+    if weights.shape[1] > len(layers):
+        raise ValueError(f"logits/weights have {weights.shape[1]} codebooks, the codec has {len(layers)}")
+    _check_match(weights, codes, weights.shape[1], int(layers[0].codebook.shape[0]))
+    # the library's order: 0.0 + q_0 + q_1 + ... (ResidualVectorQuantization.decode)
+    embeddings = torch.tensor(0.0, device=weights.device)
+    for k in range(weights.shape[1]):
+        layer = layers[k]
+        layer_codes = None if codes is None else codes[:, k]
+        quantized = layer.project_out(soft_codebook_lookup(weights[:, k], layer.codebook, layer_codes))
+        if not layer.channels_last:
+            quantized = quantized.permute(0, 2, 1)
+        embeddings = embeddings + quantized
+    return compression.postprocess(compression.decoder(embeddings), None)
+
+
+def audiocraft_soft_decode(
+    musicgen: Any, weights: torch.Tensor, codes: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Soft-decode codebook weights with an AudioCraft MusicGen's compression model.
+
+    Args:
+        musicgen: AudioCraft ``MusicGen`` (its ``compression_model`` is an ``EncodecModel``, or the
+            ``InterleaveStereoCompressionModel`` wrapper of one).
+        weights: ``[B, K, S, card]`` weights over each codebook's entries (e.g. a straight-through one-hot).
+        codes: ``[B, K, S]`` or None; given, the value is exactly the hard decoding of ``codes``.
+
+    Returns:
+        audio ``[B, C, T]``, as ``musicgen.generate_audio(codes)`` decodes.
+    """
+    compression = getattr(musicgen, "compression_model", None)
+    if compression is None:
+        raise TypeError(f"musicgen must be an AudioCraft MusicGen, got {type(musicgen).__name__}")
+    weights = _check_weights(weights)
+    if codes is not None:
+        codes = _check_codes(codes).to(weights.device)
+    if weights.shape[1] != compression.num_codebooks:
+        raise ValueError(
+            f"logits/weights must have K={compression.num_codebooks} codebooks (dim 1), got {tuple(weights.shape)}"
+        )
+    inner = getattr(compression, "model", None)
+    if inner is None or not hasattr(compression, "get_left_right_codes"):
+        return _audiocraft_mono(compression, weights, codes)
+    per_timestep = bool(compression.per_timestep)
+    left, right = _channel_split(weights, per_timestep)
+    left_codes, right_codes = (None, None) if codes is None else _channel_split(codes, per_timestep)
+    return torch.cat(
+        [_audiocraft_mono(inner, left, left_codes), _audiocraft_mono(inner, right, right_codes)], dim=1
+    )
+
+
+def audiocraft_decode_differentiable(
+    musicgen: Any, codes: torch.Tensor, logits: torch.Tensor, *, gradient_checkpointing: bool = False
+) -> torch.Tensor:
+    """Decode codes with an AudioCraft MusicGen so that gradients reach ``logits``.
+
+    Args:
+        musicgen: AudioCraft ``MusicGen``.
+        codes: ``[B, K, S]`` sampled codes, as ``musicgen.generate(..., return_tokens=True)`` returns.
+        logits: ``[B, K, S, card]`` teacher-forced logits of ``codes`` (with gradient).
+        gradient_checkpointing: recompute the codec's activations during backward.
+
+    Returns:
+        audio ``[B, C, T]``: the value of ``musicgen.generate_audio(codes)``, differentiable with respect
+        to ``logits`` through the straight-through softmax.
+    """
+    return _decode(audiocraft_soft_decode, musicgen, codes, logits, gradient_checkpointing)
