@@ -13,7 +13,10 @@ reference policy (the adapter starts as a no-op): :class:`DiversityGuard` warns 
 below ``threshold`` (default 0.5) times that level. Complete collapse (identical samples) gives distance 0 and
 the entropy of a single sample's codes; half the starting diversity is half-way there, early enough to
 act (raise ``beta``, lower the learning rate, add ``diversity_weight``) and far below the step-to-step
-noise of these group means (a few percent, see the tests).
+noise of these group means (measured with the policy held fixed, tiny MusicGens and a tiny judge, 4
+prompts x 8 samples per step: coefficient of variation 1% for the code entropy, 9% for the embedding
+distance; the lowest of 8 steps was 0.85 of the mean). The level is the mean of the first 3 steps,
+since one step can be high or low by chance.
 """
 
 from __future__ import annotations

@@ -165,7 +165,7 @@ class MusicRLTrainer:
         self.bf16 = tuning.resolve_bf16(self.args.bf16, tuning.accelerator_device())
         return tuning.make_accelerator(
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
-            bf16=self.bf16,
+            bf16=False,  # accelerate's precision is process-wide and fixed once set; autocast is ours
             report_to=self.args.report_to,
             project_dir=self.args.output_dir,
         )
@@ -273,7 +273,9 @@ class MusicRLTrainer:
         )
         t1 = time.perf_counter()
         flat = repeat_prompts(prompts, g)
-        parts = reward_parts(score_audio(self.reward, audio, self.backend.sample_rate, flat), a, g)
+        with self._autocast():
+            scored = score_audio(self.reward, audio, self.backend.sample_rate, flat)
+        parts = reward_parts(scored, a, g)
         rewards = shaped_rewards(parts.parts, parts.weights, g, a.normalize_per_axis and len(parts.parts) > 1)
         advantages = self._advantages(rewards).to(self.device)
         stats = self._gathered_stats(parts, codes)
@@ -468,7 +470,9 @@ class MusicRLTrainer:
         seeds = [tuning.derive_seed(seed, "eval", i) for i in range(len(prompts))]
         audio, codes = self._sample(list(prompts), seeds)
         flat = repeat_prompts(prompts, g)
-        parts = reward_parts(score_audio(self.reward, audio, self.backend.sample_rate, flat), a, g)
+        with self._autocast():
+            scored = score_audio(self.reward, audio, self.backend.sample_rate, flat)
+        parts = reward_parts(scored, a, g)
         raw = parts.raw.double()
         out = {
             "eval/reward": float(raw.mean()),

@@ -10,13 +10,14 @@ A trainer uses it in five places::
     with tuning.adapter_disabled(policy):
         ref = backend.sequence_logprobs(prompts, codes)          # reference policy
 
-    # 2. accelerate, with bf16 autocast only where it helps (None = CUDA with bf16 support)
+    # 2. accelerate; bf16 autocast only where it helps (None = CUDA with bf16 support), applied by the
+    #    trainer around its passes (accelerate's own mixed precision is process-wide: keep it "no")
     bf16 = tuning.resolve_bf16(cfg.bf16, tuning.accelerator_device())
-    accelerator = tuning.make_accelerator(gradient_accumulation_steps=..., bf16=bf16,
-                                          report_to=cfg.report_to, project_dir=run_dir)
+    accelerator = tuning.make_accelerator(gradient_accumulation_steps=..., report_to=cfg.report_to,
+                                          project_dir=run_dir)
     forward = tuning.ForwardModule(policy, lambda p, c: backend.sequence_logprobs(p, c).token_logps)
     forward, optimizer = accelerator.prepare(forward, optimizer)    # DDP wraps the scoring pass
-    with tuning.autocast(accelerator.device, bf16):                 # code outside the prepared module
+    with tuning.autocast(accelerator.device, bf16):                 # sampling, scoring, every pass
         ...
 
     # 3. settings and resume: refuse a changed command, pick up the latest checkpoint
@@ -263,7 +264,12 @@ def make_accelerator(
 
     ``cpu``: train on the CPU; None = when CUDA is not available. accelerate runs several CPU processes
     (``accelerate launch --multi_gpu --num_processes N`` on a machine without GPUs) as one gloo group
-    only when told ``cpu=True``; otherwise each process would train alone."""
+    only when told ``cpu=True``; otherwise each process would train alone.
+
+
+    accelerate keeps the mixed precision in a process-wide state that cannot change once set (a second
+    Accelerator with another precision raises), so trainers here pass ``bf16=False`` and wrap their
+    passes in :func:`autocast` themselves; ``bf16=True`` is for a process that only ever uses bf16."""
     accelerate = require("accelerate")
     if report_to in ("none", None) or report_to == []:
         log_with = None

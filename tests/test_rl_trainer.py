@@ -67,7 +67,7 @@ def _model_options(library: str) -> dict:
 @pytest.mark.parametrize("library", ["transformers", "audiocraft"])
 def test_rl_raises_a_learnable_reward_of_fresh_samples(library):
     """16 fresh prompts x 8 samples with fixed seeds, before and after 20 steps: the mean reward rises by
-    more than 3 standard errors (measured with this seed: 18 on transformers, 24 on AudioCraft; over
+    more than 3 standard errors (measured with this seed: 21 on transformers, 36 on AudioCraft; over
     seeds 1-3 at 15 steps between 5 and 32)."""
     model, processor = _model(library)
     config = _config(library, max_steps=20, learning_rate=2e-2, lr_scheduler_type="constant")
@@ -111,8 +111,9 @@ def test_a_large_beta_keeps_the_policy_near_the_reference():
         kls[beta] = _kl_to_reference(trainer)
         if beta:
             assert trainer.log_history[-1]["kl"] >= 0
-    assert kls[0.0] > 0.05  # without the anchor the policy moves away
-    assert kls[1.0] < 0.25 * kls[0.0], kls
+    # measured: 2.08 nats per code without the anchor, 0.0045 with beta = 1
+    assert kls[0.0] > 0.5, kls
+    assert kls[1.0] < 0.05, kls
 
 
 @pytest.fixture(scope="module")
@@ -248,3 +249,25 @@ def test_two_process_data_parallel_matches_one_process_with_the_global_batch(tmp
     assert any(single[k].abs().sum() > 0 for k in single if "lora_B" in k)
     logged = json.loads((tmp_path / "ddp" / "log_history.json").read_text())
     assert logged[-1]["reward"] == pytest.approx(trainer.log_history[-1]["reward"], rel=1e-5)
+
+
+def test_bf16_autocast_runs_on_the_cpu():
+    """bf16=True (off by default on CPUs) runs sampling, scoring and every pass under bf16 autocast (not
+    accelerate's process-wide mixed precision, which could not differ between trainers of one process);
+    every logged value stays finite."""
+    seen = []
+
+    def reward(audio, sample_rate, prompts):
+        seen.append((torch.is_autocast_enabled("cpu"), torch.get_autocast_dtype("cpu")))
+        return low_band(audio, sample_rate, prompts)
+
+    model, processor = _model("transformers")
+    config = _config("transformers", max_steps=1, num_generations=2, prompts_per_step=1, bf16=True, beta=0.1)
+    trainer = MusicRLTrainer(model, reward, TRAIN, config, processor=processor)
+    summary = trainer.train()
+    assert trainer.bf16 and seen == [(True, torch.bfloat16)]
+    assert all(math.isfinite(summary[k]) for k in ("loss", "kl", "entropy", "grad_norm", "reward"))
+    other = MusicRLTrainer(_model("transformers")[0], reward, TRAIN, _config("transformers", max_steps=1,
+                           num_generations=2, prompts_per_step=1), processor=processor)  # fmt: skip
+    other.train()
+    assert other.bf16 is False and seen[-1] == (False, torch.bfloat16)
