@@ -19,8 +19,8 @@ and says so; the next one starts):
    and bf16 autocast, batch 1, 2, 4, ...: clips/s and peak memory.
 5. ``best_of_n``: musicgen-small-shaped transformers MusicGen + the paper-size judge (float32),
    N = 1, 4, 8, 16 and progressive N = 8: generation vs scoring time.
-6. ``train_steps``: one DPO step (LoRA on musicgen-small's decoder): time and peak memory. An RL step
-   is one more entry in ``TRAINERS`` once its trainer exists.
+6. ``train_steps``: one DPO step and one GRPO step (LoRA on musicgen-small's decoder): time and peak
+   memory (entries of ``TRAINERS``).
 
 Results go to ``OUT/results.json`` and ``OUT/results.md`` (default OUT: ``gpu_check_out``),
 rewritten atomically after every measurement: a run stopped part-way keeps what it measured.
@@ -718,7 +718,7 @@ def best_of_n(ctx: Context) -> None:
 
 
 # Training steps: (label, factory). A factory takes (ctx, policy, max_steps) and returns a trainer
-# with .train() and .policy; the first call gets the plain model. An RL step is one more entry here.
+# with .train() and .policy; the first call gets the plain model.
 def dpo_trainer(ctx: Context, policy, max_steps: int):
     from deramos_reward.integrations import musicgen_backend
     from deramos_reward.integrations import preference as pf
@@ -740,7 +740,26 @@ def dpo_trainer(ctx: Context, policy, max_steps: int):
     return MusicDPOTrainer(policy, pairs, config, processor=processor)
 
 
-TRAINERS = [("DPO (LoRA r=8)", dpo_trainer)]
+def rl_trainer(ctx: Context, policy, max_steps: int):
+    """GRPO: one prompt x ``train_batch`` samples per step, scored by the paper-size judge."""
+    from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
+
+    import deramos_reward as dr
+
+    plan = ctx.plan
+    _, processor = musicgen(ctx)
+    reward = dr.MusicReward(judge(ctx), chunk_size=plan.gen_batch)
+    config = MusicRLConfig(
+        num_generations=plan.train_batch,
+        prompts_per_step=1,
+        duration=plan.train_seconds,
+        max_steps=max_steps,
+        logging_steps=1,
+    )
+    return MusicRLTrainer(policy, reward, [PROMPT], config, processor=processor)
+
+
+TRAINERS = [("DPO (LoRA r=8)", dpo_trainer), ("RL: GRPO (LoRA r=8)", rl_trainer)]
 
 
 def train_steps(ctx: Context) -> None:
@@ -749,6 +768,9 @@ def train_steps(ctx: Context) -> None:
     model, _ = musicgen(ctx)
     name = "musicgen-small shape" if plan.musicgen == "small" else "tiny MusicGen"
     for label, factory in TRAINERS:
+        if label != TRAINERS[0][0]:  # a fresh model: the previous trainer's adapter sits in this one
+            ctx.cache.pop("musicgen", None)
+            model, _ = musicgen(ctx)
         row = {"step": label, "model": name, "batch": plan.train_batch, "clip_s": plan.train_seconds}
         try:
             first, warm = ctx.dev.call(lambda factory=factory: _trained(factory(ctx, model, 1)))

@@ -96,8 +96,9 @@ def test_determinism_reward_best_of_n_and_training_rows(smoke):
             assert r["frames"] == r["n"] * frames_per_clip
     assert best[-1]["frames"] < 8 * frames_per_clip  # progressive stops the pruned candidates early
 
-    (dpo,) = rows(doc, "train_steps")
+    dpo, rl = rows(doc, "train_steps")
     assert dpo["status"] == "ok" and dpo["s_per_step"] > 0 and dpo["step"].startswith("DPO")
+    assert rl["status"] == "ok" and rl["s_per_step"] > 0 and rl["step"].startswith("RL")
 
 
 def test_markdown_has_every_table_with_its_columns_and_one_line_per_row(smoke):
