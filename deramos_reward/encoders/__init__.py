@@ -28,6 +28,10 @@ def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
         from .clap import ClapTextEncoder
 
         return ClapTextEncoder(config)
+    if config.kind == "hf":
+        from .hf_text import HFTextEncoder
+
+        return HFTextEncoder(config)
     raise ValueError(f"unknown text encoder kind {config.kind!r}")
 
 

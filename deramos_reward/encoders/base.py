@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ..layers import pool_tokens
+
 
 @dataclass
 class AudioFrames:
@@ -67,6 +69,7 @@ class AudioEncoder(FrozenBackbone):
 class TextEncoder(FrozenBackbone):
     dim: int
     max_tokens: int
+    pooling: str = "mean"  # how the backbone itself pools tokens into a sentence (layers.POOLINGS)
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
@@ -78,3 +81,8 @@ class TextEncoder(FrozenBackbone):
     def encode(self, texts: list[str], device: torch.device | str | None = None) -> TextTokens:
         batch = self.tokenize(texts, device)
         return self(batch["input_ids"], batch["attention_mask"])
+
+    def embed(self, texts: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """Sentence embeddings [B, D]: the token states pooled the backbone's own way (``pooling``)."""
+        out = self.encode(texts, device)
+        return pool_tokens(out.tokens, out.mask, self.pooling)

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import torch
 from transformers import AutoModel, AutoTokenizer, RobertaConfig, RobertaModel
 
 from ..config import TextEncoderConfig
-from .base import TextEncoder, TextTokens
+from .hf_text import TransformersTextEncoder
 from .loading import load_backbone
 from .tokenizer import BYTE_VOCAB_SIZE, byte_level_tokenizer
 
 
-class RobertaEncoder(TextEncoder):
+class RobertaEncoder(TransformersTextEncoder):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         if config.name_or_path is not None:
@@ -29,13 +28,3 @@ class RobertaEncoder(TextEncoder):
         self.dim = self.backbone.config.hidden_size
         self.max_tokens = min(config.max_tokens, self.backbone.config.max_position_embeddings - 2)
         self.freeze()
-
-    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        return TextTokens(out.last_hidden_state, attention_mask.bool())
