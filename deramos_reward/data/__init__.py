@@ -28,6 +28,7 @@ from .musiceval import (
     read_prompt_table,
     system_of,
 )
+from .rendered import make_rendered_corpus
 from .synthetic import make_corpus
 
 __all__ = [
@@ -41,6 +42,7 @@ __all__ = [
     "load_manifest",
     "load_musiceval",
     "make_corpus",
+    "make_rendered_corpus",
     "prompt_id_of",
     "read_manifest",
     "read_mos_list",

@@ -82,10 +82,9 @@ def prompt_text(attrs: dict[str, str], variant: int = 0) -> str:
     """The prompt for one attribute set (keys ``ATTRIBUTES``), in one of 9 wordings."""
     words = {a: _WORDS[a][attrs[a]][variant % 3] for a in ("tempo", "mood", "style")}
     words["instrument"] = attrs["instrument"]
-    text = _TEMPLATES[(variant // 3) % len(_TEMPLATES)].format(
+    return _TEMPLATES[(variant // 3) % len(_TEMPLATES)].format(
         **words, **{k.capitalize(): v.capitalize() for k, v in words.items()}
     )
-    return text
 
 
 def check_attributes(attrs: dict[str, str], name: str = "attrs") -> None:
