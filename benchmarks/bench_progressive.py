@@ -29,6 +29,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, markdown_table, median  # noqa: E402
+from deramos_reward.integrations import best_of_n, musicgen_backend, progressive_best_of_n  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
 
@@ -86,14 +87,15 @@ def build(backend: str, size: str):
 
         counter = Counter(model.decoder, positions)
         model.generate = gen_timer.wrap(model.generate)
+        backend = musicgen_backend(model, processor)
 
         def run(mode, prompts, n, reward, seed, duration, checkpoints, keep, max_batch):
             if mode == "plain":
-                return tm.best_of_n(
-                    model, processor, prompts, n, reward, duration=duration, seed=seed, max_batch=max_batch
+                return best_of_n(
+                    backend, prompts, n, reward, duration=duration, seed=seed, max_batch=max_batch
                 )
-            return tm.progressive_best_of_n(
-                model, processor, prompts, n, reward, duration=duration, checkpoints=checkpoints, keep=keep,
+            return progressive_best_of_n(
+                backend, prompts, n, reward, duration=duration, checkpoints=checkpoints, keep=keep,
                 seed=seed, max_batch=max_batch,
             )  # fmt: skip
 
@@ -109,14 +111,15 @@ def build(backend: str, size: str):
         counter = Counter(musicgen.lm, positions)
         musicgen._generate_tokens = gen_timer.wrap(musicgen._generate_tokens)
         musicgen.generate_audio = gen_timer.wrap(musicgen.generate_audio)
+        backend = musicgen_backend(musicgen)
 
         def run(mode, prompts, n, reward, seed, duration, checkpoints, keep, max_batch):
             if mode == "plain":
-                return ac.best_of_n(
-                    musicgen, prompts, n, reward, duration=duration, seed=seed, max_batch=max_batch
+                return best_of_n(
+                    backend, prompts, n, reward, duration=duration, seed=seed, max_batch=max_batch
                 )
-            return ac.progressive_best_of_n(
-                musicgen, prompts, n, reward, duration=duration, checkpoints=checkpoints, keep=keep,
+            return progressive_best_of_n(
+                backend, prompts, n, reward, duration=duration, checkpoints=checkpoints, keep=keep,
                 seed=seed, max_batch=max_batch,
             )  # fmt: skip
 

@@ -42,6 +42,7 @@ from common import (  # noqa: E402
     peak_memory,
     process_peak_rss_mb,
 )
+from deramos_reward.integrations import best_of_n, progressive_best_of_n  # noqa: E402
 from deramos_reward.integrations import transformers_musicgen as tm  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
@@ -91,9 +92,16 @@ def run_once(args, model, processor, reward, mode: str, n: int, seed: int):
     # bf16 only for the judge: the autocast region is entered inside reward.evaluate below
     with _judge_autocast(reward, ctx):
         if mode == "plain":
-            return tm.best_of_n(model, processor, prompts, n, reward, **common)
-        return tm.progressive_best_of_n(
-            model, processor, prompts, n, reward, checkpoints=args.checkpoints, keep=args.keep, **common
+            return best_of_n(model, prompts, n, reward, processor=processor, **common)
+        return progressive_best_of_n(
+            model,
+            prompts,
+            n,
+            reward,
+            processor=processor,
+            checkpoints=args.checkpoints,
+            keep=args.keep,
+            **common,
         )
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import MissingExtraError
+
 _EXTRA_OF = {
     "muq": "pip install 'deramos-reward[muq]'",
     "peft": "pip install 'deramos-reward[rl]'",
@@ -16,13 +18,18 @@ _EXTRA_OF = {
 }
 
 
+def extra_hint(module: str) -> str | None:
+    """How to install the extra that provides ``module`` (None when it is not an optional dependency)."""
+    return _EXTRA_OF.get(module.split(".")[0])
+
+
 def require(module: str) -> ModuleType:
-    """Import ``module`` or raise ImportError naming the extra that provides it."""
+    """Import ``module`` or raise ``MissingExtraError`` (an ImportError) naming the extra that provides it."""
     try:
         return importlib.import_module(module)
     except ImportError as err:
         top = module.split(".")[0]
         hint = _EXTRA_OF.get(top, f"pip install {top}")
-        raise ImportError(
+        raise MissingExtraError(
             f"{module!r} is needed for this feature but could not be imported ({err}); {hint}"
         ) from err

@@ -14,13 +14,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from .config import DeRAMOSConfig
+from .errors import InputError, InputTypeError
 
 CONFIG_NAME = "config.json"
 WEIGHTS_NAME = "model.safetensors"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle")
 
 
-class UnsafeCheckpointError(ValueError):
+class UnsafeCheckpointError(InputError):
     """The folder carries pickled weights, which can run arbitrary code when loaded."""
 
 
@@ -109,11 +110,11 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
         return path
     name = os.fspath(path_or_hub_id)
     if path.exists():
-        raise ValueError(
+        raise InputError(
             f"checkpoint {name!r} is a file; expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
         )
     if name.startswith((".", "/", "~")) or name.count("/") != 1:
-        raise ValueError(
+        raise InputError(
             f"checkpoint folder {name!r} does not exist (and it is not a hub id of the form owner/name)"
         )
     from huggingface_hub import snapshot_download
@@ -137,13 +138,13 @@ def read_checkpoint(directory: Path) -> tuple[DeRAMOSConfig, dict[str, torch.Ten
     config_path, weights_path = directory / CONFIG_NAME, directory / WEIGHTS_NAME
     for p in (config_path, weights_path):
         if not p.is_file():
-            raise ValueError(f"checkpoint folder {str(directory)!r} has no {p.name}")
+            raise InputError(f"checkpoint folder {str(directory)!r} has no {p.name}")
     try:
         data = json.loads(config_path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"{config_path} is not valid JSON: {err}") from err
+        raise InputError(f"{config_path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
-        raise TypeError(f"{config_path} must hold a JSON object, got {type(data).__name__}")
+        raise InputTypeError(f"{config_path} must hold a JSON object, got {type(data).__name__}")
     config = DeRAMOSConfig.from_dict(data)
     check_backbone_configs(config)
     _refuse_disguised_pickle(weights_path)
@@ -152,9 +153,9 @@ def read_checkpoint(directory: Path) -> tuple[DeRAMOSConfig, dict[str, torch.Ten
             metadata = f.metadata() or {}
         state = load_file(weights_path)
     except Exception as err:
-        raise ValueError(f"{weights_path} is not a readable safetensors file: {err}") from err
+        raise InputError(f"{weights_path} is not a readable safetensors file: {err}") from err
     if metadata.get("format", "pt") != "pt":
-        raise ValueError(
+        raise InputError(
             f"{weights_path} has metadata format={metadata['format']!r}; expected 'pt' (PyTorch layout). "
             "Weights saved by another framework may be laid out differently; convert them first."
         )
@@ -166,15 +167,15 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))
     if missing:
-        raise ValueError(f"{source} is missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
+        raise InputError(f"{source} is missing weights {missing[:5]}{' ...' if len(missing) > 5 else ''}")
     if unexpected:
-        raise ValueError(
+        raise InputError(
             f"{source} has unexpected weights {unexpected[:5]}{' ...' if len(unexpected) > 5 else ''}"
         )
     for key, ref in expected.items():
         tensor = found[key]
         if tuple(tensor.shape) != tuple(ref.shape):
-            raise ValueError(
+            raise InputError(
                 f"{source}: weight {key!r} has shape {tuple(tensor.shape)} but the config implies {tuple(ref.shape)}"
             )
         # floating weights may be stored in another float precision (loaded by upcasting); any
@@ -183,23 +184,23 @@ def check_state(expected: dict[str, torch.Tensor], found: dict[str, torch.Tensor
             ref.is_floating_point() or ref.dtype == tensor.dtype
         )
         if not same_kind:
-            raise ValueError(
+            raise InputError(
                 f"{source}: weight {key!r} has dtype {tensor.dtype} but the model expects {ref.dtype}"
             )
         if tensor.is_floating_point() and not torch.isfinite(tensor).all():
-            raise ValueError(f"{source}: weight {key!r} holds NaN or Inf values; the checkpoint is corrupt")
+            raise InputError(f"{source}: weight {key!r} holds NaN or Inf values; the checkpoint is corrupt")
 
 
 def _defaults_of_muq() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
     import muq
 
-    from .encoders.muq import _conformer_config
+    from .encoders.muq import conformer_config
 
     top = {
         f.name: (f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default)
         for f in dataclasses.fields(muq.MuQConfig)
     }
-    return top, {"w2v2_config": _conformer_config({}), "stat": {}}
+    return top, {"w2v2_config": conformer_config({}), "stat": {}}
 
 
 def _defaults_of_roberta() -> tuple[dict[str, Any], dict[str, dict[str, Any]]]:
@@ -245,15 +246,15 @@ def _check_value(where: str, value: Any, default: Any) -> None:
         return
     if not ok:
         expected = type(default).__name__ if not isinstance(default, tuple) else "list"
-        raise TypeError(f"{where} must be {expected}, got {type(value).__name__} ({value!r})")
+        raise InputTypeError(f"{where} must be {expected}, got {type(value).__name__} ({value!r})")
 
 
 def _check_keys(where: str, data: Any, defaults: dict[str, Any], nested: dict[str, dict[str, Any]]) -> None:
     if not isinstance(data, dict):
-        raise TypeError(f"{where} must be a JSON object, got {type(data).__name__}")
+        raise InputTypeError(f"{where} must be a JSON object, got {type(data).__name__}")
     unknown = sorted(set(data) - set(defaults) - set(nested))
     if unknown:
-        raise ValueError(
+        raise InputError(
             f"{where} has unknown key(s) {unknown}; the backbone would silently ignore them "
             "(check the spelling against the backbone's config class)"
         )
@@ -262,7 +263,7 @@ def _check_keys(where: str, data: Any, defaults: dict[str, Any], nested: dict[st
             _check_keys(f"{where}.{key}", value, nested[key], {})
         elif key in nested:  # free-form dict (MuQ's normalisation stats): numbers only
             if not isinstance(value, dict):
-                raise TypeError(f"{where}.{key} must be a JSON object, got {type(value).__name__}")
+                raise InputTypeError(f"{where}.{key} must be a JSON object, got {type(value).__name__}")
             for k, v in value.items():
                 _check_value(f"{where}.{key}.{k}", v, 0.0)
         else:
@@ -280,7 +281,7 @@ def check_backbone_configs(config: DeRAMOSConfig) -> None:
     for side, enc in (("audio", config.audio_encoder), ("text", config.text_encoder)):
         where = f"config.{side}_encoder"
         if enc.name_or_path is not None and not isinstance(enc.name_or_path, str):
-            raise TypeError(f"{where}.name_or_path must be str, got {type(enc.name_or_path).__name__}")
+            raise InputTypeError(f"{where}.name_or_path must be str, got {type(enc.name_or_path).__name__}")
         if enc.backbone is None:
             continue
         defaults = _BACKBONE_DEFAULTS.get((side, enc.kind))

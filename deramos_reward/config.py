@@ -10,7 +10,9 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Self
+
+from .errors import InputError, InputTypeError
 
 AUDIO_KINDS = ("muq", "clap")
 TEXT_KINDS = ("roberta", "clap", "hf")
@@ -18,20 +20,48 @@ TEXT_KINDS = ("roberta", "clap", "hf")
 DEMO_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
-def _check_fields(cls: type, data: dict[str, Any], where: str) -> None:
+def check_fields(cls: type, data: object, where: str, also: frozenset[str] = frozenset()) -> None:
+    """``data`` must be a dict whose keys are fields of the dataclass ``cls`` (or in ``also``)."""
     if not isinstance(data, dict):
-        raise TypeError(f"{where} must be a JSON object, got {type(data).__name__}")
+        raise InputTypeError(f"{where} must be a JSON object, got {type(data).__name__}")
     known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known - also)
     if unknown:
-        raise ValueError(f"{where} has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        raise InputError(f"{where} has unknown key(s) {unknown}; known keys: {sorted(known)}")
 
 
 def _check_type(where: str, key: str, value: Any, types: tuple[type, ...]) -> None:
     ok = isinstance(value, types) and not (isinstance(value, bool) and bool not in types)
     if not ok:
         names = "/".join(t.__name__ for t in types)
-        raise TypeError(f"{where}.{key} must be {names}, got {type(value).__name__} ({value!r})")
+        raise InputTypeError(f"{where}.{key} must be {names}, got {type(value).__name__} ({value!r})")
+
+
+def _check_source(config: AudioEncoderConfig | TextEncoderConfig, where: str, kinds: tuple[str, ...]) -> None:
+    """The backbone kind, and exactly one of a reference to load and a config dict to build from."""
+    if config.kind not in kinds:
+        raise InputError(f"{where}.kind must be one of {kinds}, got {config.kind!r}")
+    if (config.name_or_path is None) == (config.backbone is None):
+        raise InputError(f"{where}: set exactly one of name_or_path (load) and backbone (build from config)")
+    if config.backbone is not None:
+        _check_type(where, "backbone", config.backbone, (dict,))
+
+
+class JsonConfig:
+    """``to_json`` / ``from_json`` for a config dataclass that has ``to_dict`` / ``from_dict``."""
+
+    JSON_NAME = "config"  # how errors name it
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> Self:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise InputError(f"{cls.JSON_NAME} is not valid JSON: {err}") from err
+        return cls.from_dict(data)
 
 
 @dataclass
@@ -48,23 +78,16 @@ class AudioEncoderConfig:
     layer: int = -1  # which hidden state of the backbone feeds the heads
 
     def validate(self, where: str = "audio_encoder") -> None:
-        if self.kind not in AUDIO_KINDS:
-            raise ValueError(f"{where}.kind must be one of {AUDIO_KINDS}, got {self.kind!r}")
-        if (self.name_or_path is None) == (self.backbone is None):
-            raise ValueError(
-                f"{where}: set exactly one of name_or_path (load) and backbone (build from config)"
-            )
+        _check_source(self, where, AUDIO_KINDS)
         if self.name_or_path is not None:
             _check_type(where, "name_or_path", self.name_or_path, (str,))
-        if self.backbone is not None:
-            _check_type(where, "backbone", self.backbone, (dict,))
         _check_type(where, "sample_rate", self.sample_rate, (int,))
         for key in ("window_seconds", "hop_seconds", "min_seconds"):
             _check_type(where, key, getattr(self, key), (int, float))
             if getattr(self, key) <= 0:
-                raise ValueError(f"{where}.{key} must be > 0, got {getattr(self, key)}")
+                raise InputError(f"{where}.{key} must be > 0, got {getattr(self, key)}")
         if self.hop_seconds > self.window_seconds:
-            raise ValueError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
+            raise InputError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
         _check_type(where, "layer", self.layer, (int,))
 
 
@@ -82,17 +105,10 @@ class TextEncoderConfig:
     max_tokens: int = 128
 
     def validate(self, where: str = "text_encoder") -> None:
-        if self.kind not in TEXT_KINDS:
-            raise ValueError(f"{where}.kind must be one of {TEXT_KINDS}, got {self.kind!r}")
-        if (self.name_or_path is None) == (self.backbone is None):
-            raise ValueError(
-                f"{where}: set exactly one of name_or_path (load) and backbone (build from config)"
-            )
-        if self.backbone is not None:
-            _check_type(where, "backbone", self.backbone, (dict,))
+        _check_source(self, where, TEXT_KINDS)
         _check_type(where, "max_tokens", self.max_tokens, (int,))
         if self.max_tokens < 2:
-            raise ValueError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
+            raise InputError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
 
 
 # Dimensions of the paper's backbones, used to build them with random weights offline.
@@ -150,10 +166,35 @@ TINY_ROBERTA_BACKBONE = {
     "max_position_embeddings": 130,
     "type_vocab_size": 1,
 }
+# Text towers built from a config use the offline byte-level tokenizer (encoders/tokenizer.py):
+# ids 0-4 are <s>, <pad>, </s>, <unk>, <mask>, then the 256 byte symbols.
+BYTE_VOCAB_SIZE = 5 + 256
+BYTE_TOKEN_IDS = {"pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
+# A ClapConfig dict: the tiny RoBERTa-like text tower above, tiny HTSAT (Swin) audio tower. The audio
+# input geometry is the real one (64 mels, spec_size 256, 4x4 patches: 10 s at 48 kHz), only widths
+# and depths shrink. Final Swin grid 32x32 -> 128 time-ordered frames of 32 channels per 10 s.
+TINY_CLAP_BACKBONE: dict = {
+    "projection_dim": 16,
+    "text_config": {"vocab_size": BYTE_VOCAB_SIZE, **TINY_ROBERTA_BACKBONE, **BYTE_TOKEN_IDS},
+    "audio_config": {
+        "spec_size": 256,
+        "num_mel_bins": 64,
+        "patch_size": 4,
+        "patch_stride": [4, 4],
+        "window_size": 8,
+        "patch_embeds_hidden_size": 16,
+        "hidden_size": 32,  # = patch_embeds_hidden_size * 2 ** (len(depths) - 1)
+        "depths": [1, 1],
+        "num_attention_heads": [2, 2],
+        "num_hidden_layers": 2,
+        "mlp_ratio": 2.0,
+        "enable_fusion": False,
+    },
+}
 
 
 @dataclass
-class DeRAMOSConfig:
+class DeRAMOSConfig(JsonConfig):
     """DeRA-MOS: encoders + MI branch + TA branch. Defaults are the paper's."""
 
     audio_encoder: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
@@ -193,8 +234,6 @@ class DeRAMOSConfig:
             )
             text = TextEncoderConfig(kind="roberta", name_or_path=None, backbone=dict(TINY_ROBERTA_BACKBONE))
         elif encoder == "clap":
-            from .encoders.clap import TINY_CLAP_BACKBONE
-
             audio = AudioEncoderConfig(
                 kind="clap",
                 name_or_path=None,
@@ -207,7 +246,7 @@ class DeRAMOSConfig:
                 kind="clap", name_or_path=None, backbone=json.loads(json.dumps(TINY_CLAP_BACKBONE))
             )
         else:
-            raise ValueError(f"encoder must be 'muq' or 'clap', got {encoder!r}")
+            raise InputError(f"encoder must be 'muq' or 'clap', got {encoder!r}")
         return cls(
             audio_encoder=audio,
             text_encoder=text,
@@ -247,24 +286,24 @@ class DeRAMOSConfig:
         for key in ("n_bins", "mi_layers", "mi_heads", "mi_ff_dim", "ta_heads", "max_frames"):
             _check_type("config", key, getattr(self, key), (int,))
             if getattr(self, key) < 1:
-                raise ValueError(f"config.{key} must be >= 1, got {getattr(self, key)}")
+                raise InputError(f"config.{key} must be >= 1, got {getattr(self, key)}")
         if self.n_bins < 2:
-            raise ValueError(f"config.n_bins must be >= 2, got {self.n_bins}")
+            raise InputError(f"config.n_bins must be >= 2, got {self.n_bins}")
         for key in ("mi_mlp", "ta_mlp"):
             value = getattr(self, key)
             if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
-                raise TypeError(f"config.{key} must be a list of positive ints, got {value!r}")
+                raise InputTypeError(f"config.{key} must be a list of positive ints, got {value!r}")
         _check_type("config", "ta_residual", self.ta_residual, (bool,))
         if self.ta_dim is not None:
             _check_type("config", "ta_dim", self.ta_dim, (int,))
             if self.ta_dim < 1 or self.ta_dim % self.ta_heads:
-                raise ValueError(f"config.ta_dim must be a positive multiple of ta_heads, got {self.ta_dim}")
+                raise InputError(f"config.ta_dim must be a positive multiple of ta_heads, got {self.ta_dim}")
         for key in ("score_low", "score_high", "dropout"):
             _check_type("config", key, getattr(self, key), (int, float))
         if not self.score_low < self.score_high:
-            raise ValueError(f"config.score_low ({self.score_low}) must be < score_high ({self.score_high})")
+            raise InputError(f"config.score_low ({self.score_low}) must be < score_high ({self.score_high})")
         if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"config.dropout must be in [0, 1), got {self.dropout}")
+            raise InputError(f"config.dropout must be in [0, 1), got {self.dropout}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -272,23 +311,12 @@ class DeRAMOSConfig:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeRAMOSConfig:
         """Build and validate a config; unknown keys and wrong types are named in the error."""
-        _check_fields(cls, data, "config")
+        check_fields(cls, data, "config")
         data = dict(data)
         audio = data.pop("audio_encoder", {})
         text = data.pop("text_encoder", {})
-        _check_fields(AudioEncoderConfig, audio, "config.audio_encoder")
-        _check_fields(TextEncoderConfig, text, "config.text_encoder")
+        check_fields(AudioEncoderConfig, audio, "config.audio_encoder")
+        check_fields(TextEncoderConfig, text, "config.text_encoder")
         cfg = cls(audio_encoder=AudioEncoderConfig(**audio), text_encoder=TextEncoderConfig(**text), **data)
         cfg.validate()
         return cfg
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> DeRAMOSConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"config is not valid JSON: {err}") from err
-        return cls.from_dict(data)

@@ -24,10 +24,12 @@ from tqdm.auto import tqdm
 from ._optional import require
 from .checkpoint import atomic_write_bytes
 from .data import Example, RatedClips
-from .metrics import bootstrap_system_srcc, evaluate_both, format_table
+from .errors import InputError
+from .metrics import bootstrap_system_srcc, evaluate_both, format_table, undefined_reasons
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
 from .scoring import score_clips
+from .validation import check_positive_int
 
 AXES = ("MI", "TA")
 
@@ -46,8 +48,7 @@ def predict(
     """
     if not isinstance(model, DeRAMOS):
         raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     clips = RatedClips(list(examples), model.sample_rate, max_seconds)
     if len(clips) == 0:
         raise ValueError("examples is empty; nothing to evaluate")
@@ -82,7 +83,9 @@ def evaluate_split(
     """Challenge metrics of predictions mi, ta [N] against the examples' labels.
 
     Returns ``{"metrics": evaluate_both(...), "system_srcc_ci": {"MI": [lo, hi], "TA": [lo, hi]},
-    "ci_level", "n_clips", "n_systems"}``; the CI resamples systems (``bootstrap_system_srcc``).
+    "ci_level", "n_clips", "n_systems", "undefined"}``; the CI resamples systems
+    (``bootstrap_system_srcc``). Undefined values are ``nan`` (``json_safe`` writes them as null);
+    ``undefined`` says why, per axis: ``{"MI": {"system": "only 1 system", "system_srcc_ci": ...}}``.
     """
     if not all(ex.labeled for ex in examples):
         raise ValueError("every example needs MI and TA labels to compute metrics")
@@ -96,13 +99,33 @@ def evaluate_split(
         )
         for axis in AXES
     }
+    undefined = {axis: undefined_reasons(true[axis], systems, pred[axis]) for axis in AXES}
+    for axis in AXES:
+        if any(math.isnan(v) for v in ci[axis]):
+            n_systems = len(set(systems))
+            undefined[axis]["system_srcc_ci"] = (
+                f"the bootstrap needs at least 3 systems, the split has {n_systems}"
+                if n_systems < 3
+                else "no bootstrap resample has a defined system SRCC"
+            )
     return {
         "metrics": metrics,
         "system_srcc_ci": ci,
         "ci_level": level,
         "n_clips": len(examples),
         "n_systems": len(set(systems)),
+        "undefined": undefined,
     }
+
+
+def undefined_notes(undefined: dict[str, dict[str, str]]) -> list[str]:
+    """One line per distinct reason in a report's ``undefined`` (each reason stated once)."""
+    by_reason: dict[str, list[str]] = {}
+    for axis, levels in undefined.items():
+        for level, reason in levels.items():
+            what = f"{axis} system SRCC CI" if level == "system_srcc_ci" else f"{axis} {level} LCC/SRCC/KTAU"
+            by_reason.setdefault(reason, []).append(what)
+    return [f"undefined (null in JSON): {', '.join(whats)}: {reason}" for reason, whats in by_reason.items()]
 
 
 def format_report(report: dict[str, Any]) -> str:
@@ -116,6 +139,7 @@ def format_report(report: dict[str, Any]) -> str:
             f"{axis} system SRCC {_fmt(srcc)}  {pct}% bootstrap CI over systems [{_fmt(lo)}, {_fmt(hi)}]"
         )
     lines.append(f"{report['n_clips']} clips, {report['n_systems']} systems")
+    lines += undefined_notes(report.get("undefined", {}))
     return "\n".join(lines)
 
 
@@ -135,13 +159,13 @@ def write_answer(
     """
     mi, ta = np.asarray(mi, dtype=np.float64), np.asarray(ta, dtype=np.float64)
     if not (len(wav_ids) == mi.shape[0] == ta.shape[0]):
-        raise ValueError(
+        raise InputError(
             f"wav_ids, mi and ta must have one entry per clip, got {len(wav_ids)}, {mi.shape[0]}, {ta.shape[0]}"
         )
     lines = []
     for wav_id, a, b in zip(wav_ids, mi, ta):
         if not isinstance(wav_id, str) or not wav_id or "," in wav_id or "\n" in wav_id:
-            raise ValueError(
+            raise InputError(
                 f"wav id {wav_id!r} cannot be written to answer.txt (empty, or holds ',' / newline)"
             )
         name = wav_id[:-4] if wav_id.lower().endswith(".wav") else wav_id

@@ -1,13 +1,15 @@
 """Audio front-end: anything a user holds -> mono waveforms at the encoder's rate.
 
 All tensor work is torch and differentiable (downmix, resample); file reading uses soundfile.
-Clips longer than the encoder window are cut into deterministic overlapping windows here,
-and the model combines their scores with a length-weighted mean.
+Clips longer than the encoder window are cut into deterministic overlapping windows here
+(``plan_windows``); ``windowing`` encodes them and combines their outputs per clip.
 """
 
 from __future__ import annotations
 
 import os
+import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from fractions import Fraction
@@ -18,7 +20,8 @@ import soundfile as sf
 import torch
 import torchaudio
 
-from .validation import check_finite, check_sample_rate
+from .errors import AudioInputWarning, InputError, InputTypeError
+from .validation import check_file, check_finite, check_sample_rate, warn_if_loud
 
 AudioLike = torch.Tensor | np.ndarray | str | os.PathLike
 
@@ -26,33 +29,57 @@ AudioLike = torch.Tensor | np.ndarray | str | os.PathLike
 def load_audio(path: str | os.PathLike) -> tuple[torch.Tensor, int]:
     """Read an audio file with soundfile.
 
+    A file shorter than its header announces (a truncated download or copy) is read as far as it
+    goes, with an ``AudioInputWarning`` naming it.
+
     Returns:
         (audio [C, T] float32, sample_rate)
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise ValueError(f"audio file {path!r} does not exist")
+    path = check_file(path, "audio file")
     try:
+        info = sf.info(path)
         data, rate = sf.read(path, dtype="float32", always_2d=True)
     except Exception as err:  # soundfile raises LibsndfileError/RuntimeError for corrupt files
-        raise ValueError(f"audio file {path!r} could not be read as audio: {err}") from err
+        raise InputError(f"audio file {path!r} could not be read as audio: {err}") from err
     if data.shape[0] == 0:
-        raise ValueError(f"audio file {path!r} contains no samples")
+        raise InputError(f"audio file {path!r} contains no samples")
+    announced = _announced_frames(info)
+    if announced > data.shape[0]:
+        warnings.warn(
+            f"audio file {path!r} is truncated: its header announces {announced / rate:.2f} s but it "
+            f"holds {data.shape[0] / rate:.2f} s; scoring the part that is there",
+            AudioInputWarning,
+            stacklevel=2,
+        )
     return torch.from_numpy(np.ascontiguousarray(data.T)), int(rate)
+
+
+# libsndfile's log for a WAV/AIFF whose data chunk is cut short: "data : 64000 (should be 31979)"
+_SHORT_CHUNK = re.compile(r"^\s*(?:data|SSND)\s*:\s*(\d+)\s*\(should be (\d+)\)", re.MULTILINE)
+
+
+def _announced_frames(info) -> int:
+    """Frames the file's header announces (soundfile's ``info.frames`` counts what is present)."""
+    match = _SHORT_CHUNK.search(info.extra_info or "")
+    frames = int(info.frames)
+    if match and int(match.group(2)) > 0:
+        announced_bytes, present_bytes = int(match.group(1)), int(match.group(2))
+        frames = max(frames, round(frames * announced_bytes / present_bytes))
+    return frames
 
 
 def as_float_tensor(audio: object, name: str = "audio") -> torch.Tensor:
     """Convert an array/tensor to a floating tensor; integer PCM is scaled to [-1, 1)."""
     if isinstance(audio, np.ndarray):
         if audio.dtype == object:
-            raise TypeError(f"{name} must be a numeric array, got dtype=object")
+            raise InputTypeError(f"{name} must be a numeric array, got dtype=object")
         audio = torch.from_numpy(np.ascontiguousarray(audio))
     if not isinstance(audio, torch.Tensor):
-        raise TypeError(
+        raise InputTypeError(
             f"{name} must be a torch.Tensor, numpy array or file path, got {type(audio).__name__}"
         )
     if audio.dtype == torch.bool or audio.is_complex():
-        raise TypeError(f"{name} must hold real samples, got dtype {audio.dtype}")
+        raise InputTypeError(f"{name} must hold real samples, got dtype {audio.dtype}")
     if not audio.is_floating_point():
         info = torch.iinfo(audio.dtype)
         if info.min == 0:  # unsigned PCM (8-bit WAV) is offset binary: silence is the midpoint
@@ -117,6 +144,18 @@ def resample(wave: torch.Tensor, orig_rate: int, new_rate: int) -> torch.Tensor:
     return out.to(wave.dtype) if wave.is_floating_point() else out
 
 
+def _downmix(audio: torch.Tensor, name: str, rank: int, layouts: str) -> torch.Tensor:
+    """``audio`` with ``rank`` axes, or ``rank + 1`` with a channel axis before time (averaged away)
+    -> ``rank`` axes. Any other rank is an error naming ``name`` and the accepted ``layouts``."""
+    if audio.dim() == rank + 1:
+        if audio.shape[-2] == 0:
+            raise InputError(f"{name} has 0 channels; expected at least one")
+        audio = to_mono(audio)
+    if audio.dim() != rank:
+        raise InputError(f"{name} must be {layouts}, got shape {tuple(audio.shape)}")
+    return audio
+
+
 @dataclass
 class Clips:
     """A list of mono clips at one sample rate, each its own length (no padding)."""
@@ -140,17 +179,12 @@ def batch_to_clips(audio: object, sample_rate: int, target_rate: int, name: str 
     audio = as_float_tensor(audio, name)
     if audio.dim() == 1:
         audio = audio.unsqueeze(0)
-    if audio.dim() == 3:
-        if audio.shape[1] == 0:
-            raise ValueError(f"{name} has 0 channels; expected [B, C, T] with C >= 1")
-        audio = to_mono(audio)
-    if audio.dim() != 2:
-        raise ValueError(f"{name} must be [T], [B, T] or [B, C, T], got shape {tuple(audio.shape)}")
+    audio = _downmix(audio, name, 2, "[T], [B, T] or [B, C, T]")
     if audio.shape[0] == 0:
-        raise ValueError(f"{name} holds no clips (batch size 0)")
+        raise InputError(f"{name} holds no clips (batch size 0)")
     if audio.shape[-1] == 0:
-        raise ValueError(f"{name} is empty (0 samples); expected at least one sample per clip")
-    check_finite(audio, name)
+        raise InputError(f"{name} is empty (0 samples); expected at least one sample per clip")
+    warn_if_loud(check_finite(audio, name), name)
     audio = resample(audio, sample_rate, target_rate)
     return Clips(list(audio.unbind(0)), target_rate)
 
@@ -171,31 +205,26 @@ def items_to_clips(
         if isinstance(item, (str, os.PathLike)):
             wave, rate = load_audio(item)
             if sample_rate is not None and rate != sample_rate:
-                raise ValueError(
+                raise InputError(
                     f"{label} ({os.fspath(item)!r}) is {rate} Hz but sample_rate={sample_rate} was given"
                 )
             label = f"{label} ({os.fspath(item)!r})"
         else:
             if sample_rate is None:
-                raise ValueError(f"{label} is an array, so sample_rate must be given")
+                raise InputError(f"{label} is an array, so sample_rate must be given")
             wave, rate = as_float_tensor(item, label), sample_rate
             if wave.dim() == 2 and wave.shape[0] > wave.shape[1]:
-                raise ValueError(
+                raise InputError(
                     f"{label} has shape {tuple(wave.shape)}; expected channels-first [C, T] (transpose a [T, C] array)"
                 )
         rate = check_sample_rate(rate, f"sample rate of {label}")
-        if wave.dim() == 2:
-            if wave.shape[0] == 0:
-                raise ValueError(f"{label} has 0 channels")
-            wave = to_mono(wave)
-        if wave.dim() != 1:
-            raise ValueError(f"{label} must be [T] or [C, T], got shape {tuple(wave.shape)}")
+        wave = _downmix(wave, label, 1, "[T] or [C, T]")
         if wave.shape[0] == 0:
-            raise ValueError(f"{label} is empty (0 samples)")
-        check_finite(wave, label)
+            raise InputError(f"{label} is empty (0 samples)")
+        warn_if_loud(check_finite(wave, label), label)
         waves.append(resample(wave, rate, target_rate))
     if not waves:
-        raise ValueError(f"{name} holds no clips")
+        raise InputError(f"{name} holds no clips")
     return Clips(waves, target_rate)
 
 
@@ -204,7 +233,7 @@ def to_clips(audio: object, sample_rate: int | None, target_rate: int, name: str
     if isinstance(audio, (list, tuple, str, os.PathLike)):
         return items_to_clips(audio, sample_rate, target_rate, name)
     if sample_rate is None:
-        raise ValueError(f"{name} is an array, so sample_rate must be given")
+        raise InputError(f"{name} is an array, so sample_rate must be given")
     return batch_to_clips(audio, sample_rate, target_rate, name)
 
 
@@ -229,7 +258,7 @@ def plan_windows(lengths: Sequence[int], window: int, hop: int) -> list[Window]:
     The model weights each window's score by its length.
     """
     if window <= 0 or hop <= 0 or hop > window:
-        raise ValueError(f"need 0 < hop <= window, got window={window}, hop={hop}")
+        raise InputError(f"need 0 < hop <= window, got window={window}, hop={hop}")
     out = []
     for clip, n in enumerate(lengths):
         start = 0

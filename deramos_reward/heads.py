@@ -1,4 +1,4 @@
-"""The two DeRA-MOS branches on top of frozen encoder outputs (DERAMOS.md, "Architecture")."""
+"""The two DeRA-MOS branches on top of frozen encoder outputs (docs/model.md, "Architecture")."""
 
 from __future__ import annotations
 
@@ -9,7 +9,14 @@ from torch import nn
 
 from .config import DeRAMOSConfig
 from .encoders.base import AudioFrames, TextTokens
-from .layers import AttentivePooling, BinHead, SinusoidalPositionalEncoding, expected_score, pool_tokens
+from .layers import (
+    AttentivePooling,
+    BinHead,
+    SinusoidalPositionalEncoding,
+    expected_score,
+    pool_tokens,
+    score_std,
+)
 
 
 @dataclass
@@ -22,6 +29,8 @@ class DeRAMOSOutput:
     ta_logits: torch.Tensor  # [B, n_bins]
     audio_embedding: torch.Tensor  # [B, D] pre-fusion alignment space (D = ta_dim or the text width)
     text_embedding: torch.Tensor  # [B, D]
+    mi_std: torch.Tensor | None = None  # [B] standard deviation of the MI bin distribution (uncertainty)
+    ta_std: torch.Tensor | None = None  # [B] standard deviation of the TA bin distribution
 
 
 class MIBranch(nn.Module):
@@ -98,4 +107,6 @@ class DeRAMOSHeads(nn.Module):
             ta_logits=ta_logits,
             audio_embedding=audio_emb,
             text_embedding=text_emb,
+            mi_std=score_std(mi_logits, self.bin_centres),
+            ta_std=score_std(ta_logits, self.bin_centres),
         )

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .checkpoint import atomic_write_bytes
+from .errors import InputError
 
 
 def read_rows(path: str | os.PathLike, repair: bool = True) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ def read_rows(path: str | os.PathLike, repair: bool = True) -> list[dict[str, An
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
-        raise ValueError(f"{path}: not UTF-8 text ({err}); remove the file to start over") from err
+        raise InputError(f"{path}: not UTF-8 text ({err}); remove the file to start over") from err
     rows = []
     # split on "\n" only: str.splitlines would also split inside strings holding U+2028 or U+0085,
     # which json.dumps(ensure_ascii=False) writes unescaped
@@ -50,9 +51,9 @@ def read_rows(path: str | os.PathLike, repair: bool = True) -> list[dict[str, An
         try:
             row = json.loads(line)
         except json.JSONDecodeError as err:
-            raise ValueError(f"{path}:{n}: not a JSON line ({err}); remove the file to start over") from err
+            raise InputError(f"{path}:{n}: not a JSON line ({err}); remove the file to start over") from err
         if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+            raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
         rows.append(row)
     return rows
 

@@ -98,3 +98,18 @@ def expected_score(logits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """
     dtype = torch.promote_types(logits.dtype, torch.float32)
     return (torch.softmax(logits.to(dtype), dim=-1) * centres.to(dtype)).sum(-1)
+
+
+def score_std(logits: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """Standard deviation of the bin centres under softmax(logits): [B, n_bins] -> [B].
+
+    The spread of the predicted score distribution (the judge's own uncertainty), in score units.
+    Float32 or wider like ``expected_score``; the variance is floored at the dtype's smallest normal
+    number before the square root so a one-hot distribution keeps a finite gradient.
+    """
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    probs = torch.softmax(logits.to(dtype), dim=-1)
+    centres = centres.to(dtype)
+    mean = (probs * centres).sum(-1, keepdim=True)
+    variance = (probs * (centres - mean).pow(2)).sum(-1)
+    return variance.clamp_min(torch.finfo(dtype).tiny).sqrt()

@@ -19,6 +19,16 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from .errors import InputError
+from .validation import (
+    check_bool,
+    check_choice,
+    check_int,
+    check_non_negative_float,
+    check_number,
+    check_positive_float,
+)
+
 OBJECTIVES = ("distribution", "regression")
 REGRESSION_KINDS = ("l1", "mse")
 RANKING_KINDS = ("listwise", "pairwise")
@@ -42,14 +52,27 @@ def _vector(x: object, name: str) -> torch.Tensor:
     return x
 
 
-def _target(target: object, name: str, batch: int, like: torch.Tensor) -> torch.Tensor:
-    """Check a label vector [B] against batch size ``batch``; cast to ``like``'s dtype/device."""
-    target = _vector(target, name)
+def _check_batch(target: torch.Tensor, name: str, batch: int) -> None:
     if target.shape[0] != batch:
         raise ValueError(f"{name} has {target.shape[0]} values but the predictions have batch size {batch}")
+
+
+def _check_target(target: object, name: str, batch: int) -> torch.Tensor:
+    """Check a label vector [B]: batch size ``batch``, finite values."""
+    target = _vector(target, name)
+    _check_batch(target, name, batch)
     if not torch.isfinite(target).all():
         raise ValueError(f"{name} contains NaN or Inf; every clip in a training batch needs a finite label")
+    return target
+
+
+def _label(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A checked label vector as a constant in ``like``'s dtype and device."""
     return target.detach().to(dtype=like.dtype, device=like.device)
+
+
+def _target(target: object, name: str, batch: int, like: torch.Tensor) -> torch.Tensor:
+    return _label(_check_target(target, name, batch), like)
 
 
 def _check_range(low: float, high: float) -> None:
@@ -57,9 +80,73 @@ def _check_range(low: float, high: float) -> None:
         raise ValueError(f"low ({low}) must be < high ({high})")
 
 
-def _check_positive(value: float, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0:
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
+def _check_logits(logits: object, name: str) -> torch.Tensor:
+    logits = _tensor(logits, name)
+    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
+        raise ValueError(f"{name} must be [B, n_bins] with B >= 1 and n_bins >= 2, got {tuple(logits.shape)}")
+    return logits
+
+
+def _check_embeddings(
+    audio_emb: object, text_emb: object, names: tuple[str, str]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    audio_emb = _tensor(audio_emb, names[0])
+    text_emb = _tensor(text_emb, names[1])
+    if audio_emb.dim() != 2 or audio_emb.shape[0] == 0:
+        raise ValueError(f"{names[0]} must be [B, D] with B >= 1, got shape {tuple(audio_emb.shape)}")
+    if text_emb.shape != audio_emb.shape:
+        raise ValueError(
+            f"{names[1]} must have the same shape as {names[0]} {tuple(audio_emb.shape)}, got {tuple(text_emb.shape)}"
+        )
+    return audio_emb, text_emb
+
+
+# ---- the objectives on checked inputs (labels already in the predictions' dtype) ----------------
+def _soft_labels(target: torch.Tensor, n_bins: int, sigma: float, low: float, high: float) -> torch.Tensor:
+    centres = torch.linspace(float(low), float(high), n_bins, dtype=target.dtype, device=target.device)
+    logits = -((centres[None, :] - target[:, None]) ** 2) / (2.0 * float(sigma) ** 2)
+    return torch.softmax(logits, dim=-1)
+
+
+def _distribution(
+    logits: torch.Tensor, target: torch.Tensor, sigma: float, low: float, high: float
+) -> torch.Tensor:
+    soft = _soft_labels(target, logits.shape[1], sigma, low, high)
+    return F.kl_div(F.log_softmax(logits, dim=-1), soft, reduction="batchmean")
+
+
+def _listwise(pred: torch.Tensor, target: torch.Tensor, temperature: float) -> torch.Tensor:
+    p_true = torch.softmax(target / temperature, dim=0)
+    return -(p_true * torch.log_softmax(pred / temperature, dim=0)).sum()
+
+
+def _alignment(
+    audio_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    ta_target: torch.Tensor,
+    low: float,
+    high: float,
+    mapping: str,
+) -> torch.Tensor:
+    cos = F.cosine_similarity(audio_emb, text_emb, dim=-1, eps=1e-8)
+    mapped = (cos + 1.0) / 2.0 if mapping == "affine" else cos
+    anchor = (ta_target - float(low)) / (float(high) - float(low))
+    return F.mse_loss(mapped, anchor)
+
+
+def _regression(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
+    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
+
+
+def _pairwise(pred: torch.Tensor, target: torch.Tensor, margin: float) -> torch.Tensor:
+    higher = target[:, None] > target[None, :]  # [B, B]: i ranked above j
+    if not higher.any():
+        return pred.sum() * 0.0
+    diff = pred[:, None] - pred[None, :]
+    return torch.clamp(float(margin) - diff[higher], min=0.0).mean()
+
+
+# ---- public objectives: check their arguments, then compute -----------------------------------
 
 
 def bin_centres(
@@ -70,8 +157,7 @@ def bin_centres(
     device: torch.device | str | None = None,
 ) -> torch.Tensor:
     """Evenly spaced bin centres from ``low`` to ``high`` inclusive: [n_bins]."""
-    if isinstance(n_bins, bool) or not isinstance(n_bins, int) or n_bins < 2:
-        raise ValueError(f"n_bins must be an int >= 2, got {n_bins!r}")
+    n_bins = check_int(n_bins, "n_bins", 2)
     _check_range(low, high)
     return torch.linspace(float(low), float(high), n_bins, dtype=dtype, device=device)
 
@@ -91,12 +177,12 @@ def gaussian_soft_labels(
         (computed as a softmax, so targets far outside [low, high] stay finite).
     """
     target = _vector(target, "target")
-    _check_positive(sigma, "sigma")
+    check_positive_float(sigma, "sigma")
     if not torch.isfinite(target).all():
         raise ValueError("target contains NaN or Inf; expected finite scores")
-    centres = bin_centres(n_bins, low, high, dtype=target.dtype, device=target.device)
-    logits = -((centres[None, :] - target[:, None]) ** 2) / (2.0 * float(sigma) ** 2)
-    return torch.softmax(logits, dim=-1)
+    n_bins = check_int(n_bins, "n_bins", 2)
+    _check_range(low, high)
+    return _soft_labels(target, n_bins, sigma, low, high)
 
 
 def distribution_loss(
@@ -111,12 +197,11 @@ def distribution_loss(
     Returns:
         scalar: ``sum_b sum_k p_bk (log p_bk - log q_bk) / B``.
     """
-    logits = _tensor(logits, "logits")
-    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
-        raise ValueError(f"logits must be [B, n_bins] with B >= 1 and n_bins >= 2, got {tuple(logits.shape)}")
+    logits = _check_logits(logits, "logits")
     target = _target(target, "target", logits.shape[0], logits)
-    soft = gaussian_soft_labels(target, logits.shape[1], sigma, low, high)
-    return F.kl_div(F.log_softmax(logits, dim=-1), soft, reduction="batchmean")
+    check_positive_float(sigma, "sigma")
+    _check_range(low, high)
+    return _distribution(logits, target, sigma, low, high)
 
 
 def listwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -135,9 +220,8 @@ def listwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, temperature:
     """
     pred = _vector(pred, "pred")
     target = _target(target, "target", pred.shape[0], pred)
-    _check_positive(temperature, "temperature")
-    p_true = torch.softmax(target / temperature, dim=0)
-    return -(p_true * torch.log_softmax(pred / temperature, dim=0)).sum()
+    check_positive_float(temperature, "temperature")
+    return _listwise(pred, target, temperature)
 
 
 def score_anchored_alignment_loss(
@@ -160,22 +244,11 @@ def score_anchored_alignment_loss(
     Returns:
         scalar mean squared error over the batch.
     """
-    audio_emb = _tensor(audio_emb, "audio_emb")
-    text_emb = _tensor(text_emb, "text_emb")
-    if audio_emb.dim() != 2 or audio_emb.shape[0] == 0:
-        raise ValueError(f"audio_emb must be [B, D] with B >= 1, got shape {tuple(audio_emb.shape)}")
-    if text_emb.shape != audio_emb.shape:
-        raise ValueError(
-            f"text_emb must have the same shape as audio_emb {tuple(audio_emb.shape)}, got {tuple(text_emb.shape)}"
-        )
-    if mapping not in SAMA_MAPPINGS:
-        raise ValueError(f"mapping must be one of {SAMA_MAPPINGS}, got {mapping!r}")
+    audio_emb, text_emb = _check_embeddings(audio_emb, text_emb, ("audio_emb", "text_emb"))
+    check_choice(mapping, "mapping", SAMA_MAPPINGS)
     _check_range(low, high)
     ta_target = _target(ta_target, "ta_target", audio_emb.shape[0], audio_emb)
-    cos = F.cosine_similarity(audio_emb, text_emb, dim=-1, eps=1e-8)
-    mapped = (cos + 1.0) / 2.0 if mapping == "affine" else cos
-    anchor = (ta_target - float(low)) / (float(high) - float(low))
-    return F.mse_loss(mapped, anchor)
+    return _alignment(audio_emb, text_emb, ta_target, low, high, mapping)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -189,9 +262,8 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") 
     """
     pred = _vector(pred, "pred")
     target = _target(target, "target", pred.shape[0], pred)
-    if kind not in REGRESSION_KINDS:
-        raise ValueError(f"kind must be one of {REGRESSION_KINDS}, got {kind!r}")
-    return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
+    check_choice(kind, "kind", REGRESSION_KINDS)
+    return _regression(pred, target, kind)
 
 
 def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.1) -> torch.Tensor:
@@ -208,18 +280,16 @@ def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: floa
     """
     pred = _vector(pred, "pred")
     target = _target(target, "target", pred.shape[0], pred)
-    if isinstance(margin, bool) or not isinstance(margin, (int, float)) or margin < 0:
-        raise ValueError(f"margin must be a number >= 0, got {margin!r}")
-    higher = target[:, None] > target[None, :]  # [B, B]: i ranked above j
-    if not higher.any():
-        return pred.sum() * 0.0
-    diff = pred[:, None] - pred[None, :]
-    return torch.clamp(float(margin) - diff[higher], min=0.0).mean()
+    check_non_negative_float(margin, "margin")
+    return _pairwise(pred, target, margin)
 
 
-@dataclass
+@dataclass(frozen=True)
 class LossWeights:
     """How ``deramos_loss`` combines the objectives. Defaults are the paper's (dist + BALR + SAMA).
+
+    Checked when built and immutable after (``dataclasses.replace`` makes a changed copy), so
+    ``deramos_loss`` never checks it again.
 
     objective: ``"distribution"`` (KL to Gaussian soft labels, per head) or ``"regression"``
         (``regression_kind`` on the expected scores ``out.mi`` / ``out.ta``).
@@ -242,29 +312,28 @@ class LossWeights:
     low: float = 1.0
     high: float = 5.0
 
+    def __post_init__(self) -> None:
+        self.validate()
+
     def validate(self) -> None:
-        if self.objective not in OBJECTIVES:
-            raise ValueError(f"LossWeights.objective must be one of {OBJECTIVES}, got {self.objective!r}")
-        if self.regression_kind not in REGRESSION_KINDS:
-            raise ValueError(
-                f"LossWeights.regression_kind must be one of {REGRESSION_KINDS}, got {self.regression_kind!r}"
-            )
-        if self.ranking not in RANKING_KINDS:
-            raise ValueError(f"LossWeights.ranking must be one of {RANKING_KINDS}, got {self.ranking!r}")
-        if self.sama_mapping not in SAMA_MAPPINGS:
-            raise ValueError(
-                f"LossWeights.sama_mapping must be one of {SAMA_MAPPINGS}, got {self.sama_mapping!r}"
-            )
+        """Raise InputError/InputTypeError naming the first bad field."""
+        for key, allowed in (
+            ("objective", OBJECTIVES),
+            ("regression_kind", REGRESSION_KINDS),
+            ("ranking", RANKING_KINDS),
+            ("sama_mapping", SAMA_MAPPINGS),
+        ):
+            check_choice(getattr(self, key), f"LossWeights.{key}", allowed)
         for key in ("use_balr", "use_sama"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"LossWeights.{key} must be a bool, got {getattr(self, key)!r}")
+            check_bool(getattr(self, key), f"LossWeights.{key}")
         for key in ("alpha", "beta", "pairwise_margin"):
-            value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value < 0:
-                raise ValueError(f"LossWeights.{key} must be a number >= 0, got {value!r}")
+            check_non_negative_float(getattr(self, key), f"LossWeights.{key}")
         for key in ("temperature", "sigma"):
-            _check_positive(getattr(self, key), f"LossWeights.{key}")
-        _check_range(self.low, self.high)
+            check_positive_float(getattr(self, key), f"LossWeights.{key}")
+        for key in ("low", "high"):
+            check_number(getattr(self, key), f"LossWeights.{key}")
+        if not self.low < self.high:
+            raise InputError(f"LossWeights: low ({self.low}) must be < high ({self.high})")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -273,10 +342,8 @@ class LossWeights:
     def preset(cls, name: str, **overrides: Any) -> LossWeights:
         """One of the ablation settings in ``ABLATIONS`` (optionally with fields overridden)."""
         if name not in ABLATIONS:
-            raise ValueError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
-        weights = replace(ABLATIONS[name], **overrides)
-        weights.validate()
-        return weights
+            raise InputError(f"unknown loss preset {name!r}; known: {sorted(ABLATIONS)}")
+        return replace(ABLATIONS[name], **overrides)
 
 
 ABLATIONS: dict[str, LossWeights] = {
@@ -298,6 +365,27 @@ def _out_field(out: object, name: str) -> torch.Tensor:
     if not hasattr(out, name):
         raise TypeError(f"out must have attribute {name!r} (the model output), got {type(out).__name__}")
     return getattr(out, name)
+
+
+def _ranking_term(
+    out: object,
+    mi_target: torch.Tensor,
+    weights: LossWeights,
+    balr_inputs: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    """The ranking loss on MI: over ``(out.mi, mi_target)`` (checked target) or ``balr_inputs``."""
+    if balr_inputs is None:
+        pred = _vector(_out_field(out, "mi"), "out.mi")
+        _check_batch(mi_target, "mi_target", pred.shape[0])
+        target = _label(mi_target, pred)
+    else:
+        if not isinstance(balr_inputs, (tuple, list)) or len(balr_inputs) != 2:
+            raise TypeError("balr_inputs must be a pair (pred [N], target [N])")
+        pred = _vector(balr_inputs[0], "pred")
+        target = _target(balr_inputs[1], "target", pred.shape[0], pred)
+    if weights.ranking == "listwise":
+        return _listwise(pred, target, weights.temperature)
+    return _pairwise(pred, target, weights.pairwise_margin)
 
 
 def deramos_loss(
@@ -326,45 +414,37 @@ def deramos_loss(
     weights = LossWeights() if weights is None else weights
     if not isinstance(weights, LossWeights):
         raise TypeError(f"weights must be a LossWeights, got {type(weights).__name__}")
-    weights.validate()
+    w = weights
     parts: dict[str, torch.Tensor] = {}
-    if weights.objective == "distribution":
-        mi_logits, ta_logits = _out_field(out, "mi_logits"), _out_field(out, "ta_logits")
-        _target(mi_target, "mi_target", _tensor(mi_logits, "out.mi_logits").shape[0], mi_logits)
-        _target(ta_target, "ta_target", _tensor(ta_logits, "out.ta_logits").shape[0], ta_logits)
-        parts["mi"] = distribution_loss(mi_logits, mi_target, weights.sigma, weights.low, weights.high)
-        parts["ta"] = distribution_loss(ta_logits, ta_target, weights.sigma, weights.low, weights.high)
+    # Each input is checked once here; the objectives below run on checked tensors.
+    if w.objective == "distribution":
+        mi_pred = _check_logits(_out_field(out, "mi_logits"), "out.mi_logits")
+        ta_pred = _check_logits(_out_field(out, "ta_logits"), "out.ta_logits")
     else:
-        mi, ta = _vector(_out_field(out, "mi"), "out.mi"), _vector(_out_field(out, "ta"), "out.ta")
-        _target(mi_target, "mi_target", mi.shape[0], mi)
-        _target(ta_target, "ta_target", ta.shape[0], ta)
-        parts["mi"] = regression_loss(mi, mi_target, weights.regression_kind)
-        parts["ta"] = regression_loss(ta, ta_target, weights.regression_kind)
+        mi_pred = _vector(_out_field(out, "mi"), "out.mi")
+        ta_pred = _vector(_out_field(out, "ta"), "out.ta")
+    mi_target = _check_target(mi_target, "mi_target", mi_pred.shape[0])
+    ta_target = _check_target(ta_target, "ta_target", ta_pred.shape[0])
+    if w.objective == "distribution":
+        parts["mi"] = _distribution(mi_pred, _label(mi_target, mi_pred), w.sigma, w.low, w.high)
+        parts["ta"] = _distribution(ta_pred, _label(ta_target, ta_pred), w.sigma, w.low, w.high)
+    else:
+        parts["mi"] = _regression(mi_pred, _label(mi_target, mi_pred), w.regression_kind)
+        parts["ta"] = _regression(ta_pred, _label(ta_target, ta_pred), w.regression_kind)
     total = parts["mi"] + parts["ta"]
-    if weights.use_balr:
-        if balr_inputs is None:
-            pred = _vector(_out_field(out, "mi"), "out.mi")
-            _target(mi_target, "mi_target", pred.shape[0], pred)
-            rank_pred, rank_target = pred, mi_target
-        else:
-            if not isinstance(balr_inputs, (tuple, list)) or len(balr_inputs) != 2:
-                raise TypeError("balr_inputs must be a pair (pred [N], target [N])")
-            rank_pred, rank_target = balr_inputs
-        if weights.ranking == "listwise":
-            parts["balr"] = listwise_ranking_loss(rank_pred, rank_target, weights.temperature)
-        else:
-            parts["balr"] = pairwise_ranking_loss(rank_pred, rank_target, weights.pairwise_margin)
-        total = total + weights.alpha * parts["balr"]
-    if weights.use_sama:
-        parts["sama"] = score_anchored_alignment_loss(
+    if w.use_balr:
+        parts["balr"] = _ranking_term(out, mi_target, w, balr_inputs)
+        total = total + w.alpha * parts["balr"]
+    if w.use_sama:
+        audio_emb, text_emb = _check_embeddings(
             _out_field(out, "audio_embedding"),
             _out_field(out, "text_embedding"),
-            ta_target,
-            weights.low,
-            weights.high,
-            weights.sama_mapping,
+            ("out.audio_embedding", "out.text_embedding"),
         )
-        total = total + weights.beta * parts["sama"]
+        _check_batch(ta_target, "ta_target", audio_emb.shape[0])
+        ta_label = _label(ta_target, audio_emb)
+        parts["sama"] = _alignment(audio_emb, text_emb, ta_label, w.low, w.high, w.sama_mapping)
+        total = total + w.beta * parts["sama"]
     parts = {k: v.detach() for k, v in parts.items()}
     parts["total"] = total.detach()
     return total, parts

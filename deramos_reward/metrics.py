@@ -5,7 +5,8 @@ utterance level and at the system level (mean prediction per system against mean
 system). The challenge ranks by system-level SRCC; ``bootstrap_system_srcc`` gives a
 confidence interval for it by resampling systems.
 
-Correlations of constant or too-short inputs are undefined and come back as ``nan``.
+Correlations of constant or too-short inputs are undefined and come back as ``nan``;
+``undefined_reasons`` says why, and ``json_safe`` turns them into ``null`` for JSON files.
 """
 
 from __future__ import annotations
@@ -116,6 +117,61 @@ def evaluate_both(
     return {"MI": evaluate(pred_mi, true_mi, system_ids), "TA": evaluate(pred_ta, true_ta, system_ids)}
 
 
+def _why_undefined(values: np.ndarray, what: str, unit: str) -> str | None:
+    if values.size < 2:
+        return f"only {values.size} {unit}"
+    if np.ptp(values) == 0:
+        return f"every {what} is {values[0]:g}"
+    return None
+
+
+def undefined_reasons(true: object, system_ids: Sequence, pred: object | None = None) -> dict[str, str]:
+    """Why the correlations (LCC, SRCC, KTAU) of ``evaluate`` are undefined, per level.
+
+    Args:
+        true: labels [N]; system_ids: N ids; pred: predictions [N], or None to judge from the
+            labels alone (what the data decides before any model is run).
+
+    Returns:
+        ``{"utterance": reason, "system": reason}`` for the undefined levels only, e.g.
+        ``{"system": "only 1 system"}``; MSE is always defined.
+    """
+    t = _as_1d(true, "true")
+    p = t if pred is None else _pair(pred, true)[0]
+    systems, p_sys, t_sys = system_means(p, t, system_ids)
+    levels = {
+        "utterance": (t, p, "label", "prediction", "clip" if t.size == 1 else "clips"),
+        "system": (
+            t_sys,
+            p_sys,
+            "system's mean label",
+            "system's mean prediction",
+            "system" if len(systems) == 1 else "systems",
+        ),
+    }
+    out = {}
+    for level, (tv, pv, label, prediction, unit) in levels.items():
+        reason = _why_undefined(tv, label, unit) or (
+            None if pred is None else _why_undefined(pv, prediction, unit)
+        )
+        if reason is not None:
+            out[level] = reason
+    return out
+
+
+def json_safe(value: object) -> object:
+    """``value`` with every NaN/Inf float (an undefined metric) replaced by None, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(v) for v in value]
+    if isinstance(value, np.floating):
+        return json_safe(float(value))
+    return value
+
+
 def _row_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
     """Spearman correlation of each row pair of p, t [R, S] (average ranks for ties); nan if constant."""
     rp = stats.rankdata(p, axis=1)
@@ -127,6 +183,25 @@ def _row_spearman(p: np.ndarray, t: np.ndarray) -> np.ndarray:
         out = (rp * rt).sum(axis=1) / denom
     out[denom == 0] = np.nan
     return out
+
+
+def check_bootstrap(n_boot: object, level: object) -> None:
+    """Raise ValueError unless ``n_boot`` is a positive int and ``level`` lies in (0, 1)."""
+    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
+        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
+    if isinstance(level, bool) or not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level!r}")
+
+
+def percentile_interval(values: np.ndarray, level: float) -> tuple[float, float]:
+    """Central ``level`` percentile interval of the finite bootstrap replicates ``values`` [R]
+    (``(nan, nan)`` if none is finite)."""
+    values = values[np.isfinite(values)]
+    if values.size == 0:
+        return math.nan, math.nan
+    tail = (1.0 - level) / 2.0 * 100.0
+    low, high = np.percentile(values, [tail, 100.0 - tail])
+    return float(low), float(high)
 
 
 def bootstrap_system_srcc(
@@ -147,10 +222,7 @@ def bootstrap_system_srcc(
         ``(low, high)`` at confidence ``level``; ``(nan, nan)`` with fewer than 3 systems or
         when no replicate is defined.
     """
-    if isinstance(n_boot, bool) or not isinstance(n_boot, int) or n_boot < 1:
-        raise ValueError(f"n_boot must be a positive int, got {n_boot!r}")
-    if not isinstance(level, (int, float)) or not 0.0 < level < 1.0:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
+    check_bootstrap(n_boot, level)
     _, p, t = system_means(pred, true, system_ids)
     n = p.size
     if n < 3:
@@ -158,12 +230,24 @@ def bootstrap_system_srcc(
     rng = np.random.default_rng(seed)
     draws = rng.integers(0, n, size=(n_boot, n))
     values = _row_spearman(p[draws], t[draws])
-    values = values[np.isfinite(values)]
-    if values.size == 0:
+    return percentile_interval(values, level)
+
+
+def bootstrap_srcc(
+    pred: object, true: object, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval for utterance-level SRCC, resampling clips with replacement.
+
+    ``pred``, ``true``: [N]. Replicates with a constant side are dropped. Returns ``(low, high)``
+    at confidence ``level``; ``(nan, nan)`` with fewer than 3 clips or no defined replicate.
+    """
+    check_bootstrap(n_boot, level)
+    p, t = _pair(pred, true)
+    if p.size < 3:
         return math.nan, math.nan
-    tail = (1.0 - level) / 2.0 * 100.0
-    low, high = np.percentile(values, [tail, 100.0 - tail])
-    return float(low), float(high)
+    draws = np.random.default_rng(seed).integers(0, p.size, size=(n_boot, p.size))
+    values = _row_spearman(p[draws], t[draws])
+    return percentile_interval(values, level)
 
 
 def _fmt(value: float) -> str:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
@@ -13,9 +12,10 @@ from torch import nn
 from .checkpoint import check_state, read_checkpoint, resolve_checkpoint, save_checkpoint
 from .config import DeRAMOSConfig
 from .encoders import AudioEncoder, TextEncoder, TextTokens, build_audio_encoder, build_text_encoder
-from .frontend import Window, plan_windows
+from .frontend import plan_windows
 from .heads import DeRAMOSHeads, DeRAMOSOutput
-from .validation import check_finite, check_prompts
+from .validation import check_clips, check_positive_int, check_prompts
+from .windowing import combine_windows, concat_outputs, encode_windows
 
 
 class DeRAMOS(nn.Module):
@@ -29,7 +29,7 @@ class DeRAMOS(nn.Module):
         config = config or DeRAMOSConfig()
         config.validate()
         self.config = config
-        self.window_batch_size = window_batch_size
+        self.window_batch_size = check_positive_int(window_batch_size, "window_batch_size")
         self.audio_encoder: AudioEncoder = build_audio_encoder(config.audio_encoder)
         self.text_encoder: TextEncoder = build_text_encoder(config.text_encoder)
         self.heads = DeRAMOSHeads(
@@ -62,60 +62,36 @@ class DeRAMOS(nn.Module):
         texts = check_prompts(texts, count, name="texts")
         unique = list(dict.fromkeys(texts))
         row = {t: i for i, t in enumerate(unique)}
-        return self.encode_text(unique), [row[t] for t in texts]
+        return self.text_encoder.encode(unique, self.device), [row[t] for t in texts]
 
     # ---- audio ------------------------------------------------------------------------------
-    def _encode_windows(
-        self, waves: Sequence[torch.Tensor], windows: list[Window], text: TextTokens, text_row: list[int]
-    ):
-        """Run encoder + heads over windows grouped by length (no padding between clips).
-
-        Grouping by exact length keeps a clip's score independent of the rest of the batch:
-        MuQ's convolutions would otherwise see other clips' padding.
-        """
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, w in enumerate(windows):
-            groups[w.length].append(i)
-        results: list[DeRAMOSOutput | None] = [None] * len(windows)
-        min_samples = self.audio_encoder.min_samples
-        for length, members in groups.items():
-            for start in range(0, len(members), self.window_batch_size):
-                chunk = members[start : start + self.window_batch_size]
-                segs = torch.stack(
-                    [waves[windows[i].clip][windows[i].start : windows[i].stop] for i in chunk]
-                )
-                if length < min_samples:
-                    segs = nn.functional.pad(segs, (0, min_samples - length))
-                lengths = torch.full((len(chunk),), length)
-                frames = self.audio_encoder(segs.to(self.device), lengths)
-                rows = text.index([text_row[windows[i].clip] for i in chunk])
-                out = self.heads(frames, rows)
-                for j, i in enumerate(chunk):
-                    results[i] = DeRAMOSOutput(*(getattr(out, f)[j] for f in _FIELDS))
-        return results
-
     def forward_clips(
-        self, waves: Sequence[torch.Tensor], texts: Sequence[str] | TextTokens
+        self,
+        waves: Sequence[torch.Tensor],
+        texts: Sequence[str] | TextTokens,
+        on_progress: Callable[[float], None] | None = None,
     ) -> DeRAMOSOutput:
         """Mono clips of any lengths (each [T_i] at ``sample_rate``) -> scores [B].
 
-        Clips longer than the window are scored in overlapping windows whose outputs are combined
-        by a length-weighted mean (of scores, bin probabilities and embeddings).
+        The clips are taken as they are: they come from the front-end (``frontend.to_clips``)
+        or from ``forward``, which check them (non-empty, finite). Clips longer than the window
+        are scored in overlapping windows whose outputs are combined by a length-weighted mean
+        (of scores, bin probabilities and embeddings): see ``windowing``.
+        ``on_progress(samples)`` is called after each encoder pass with its windows' share of the
+        clips' samples (overlapping windows share their clip's length), so the calls add up to the
+        total number of samples: a progress bar moves inside a long clip.
         """
-        if len(waves) == 0:
-            raise ValueError("audio holds no clips")
-        for i, w in enumerate(waves):
-            if not isinstance(w, torch.Tensor) or w.dim() != 1:
-                raise ValueError(
-                    f"audio[{i}] must be a 1-D tensor of samples, got {getattr(w, 'shape', type(w))}"
-                )
-            if w.shape[0] == 0:
-                raise ValueError(f"audio[{i}] is empty (0 samples)")
-            check_finite(w, f"audio[{i}]")
         text, text_row = self._text_rows(texts, len(waves))
         windows = plan_windows([int(w.shape[0]) for w in waves], self.window_samples, self.hop_samples)
-        per_window = self._encode_windows(waves, windows, text, text_row)
-        return _combine(windows, per_window, len(waves))
+        passes = []
+        for indices, frames in encode_windows(
+            self.audio_encoder, waves, windows, self.window_batch_size, self.device
+        ):
+            rows = text.index([text_row[windows[i].clip] for i in indices])
+            passes.append((indices, self.heads(frames, rows)))
+            if on_progress is not None:
+                on_progress(_share(windows, waves, indices))
+        return combine_windows(windows, concat_outputs(passes, len(windows)), len(waves))
 
     def forward(
         self,
@@ -144,6 +120,7 @@ class DeRAMOS(nn.Module):
                 if not 0 < n <= w.shape[-1]:
                     raise ValueError(f"audio_lengths[{i}]={n} must be in [1, {w.shape[-1]}]")
             waves = [w[:n] for w, n in zip(waves, lengths)]
+        check_clips(waves)
         return self.forward_clips(waves, texts)
 
     # ---- checkpoints ------------------------------------------------------------------------
@@ -167,41 +144,45 @@ class DeRAMOS(nn.Module):
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> DeRAMOS:
-        """Load a checkpoint folder (or a hub id, downloading only config + safetensors)."""
+        """Load a checkpoint folder (or a hub id, downloading only config + safetensors).
+
+        ``dtype`` is the frozen encoders' weight dtype (``torch.bfloat16`` halves their memory);
+        the heads and the mel front-end stay float32 (see ``set_encoder_dtype``).
+        """
         directory = resolve_checkpoint(path_or_hub_id)
         config, state = read_checkpoint(directory)
         model = cls(config)
         check_state(model._saved_state(), state, f"checkpoint {str(directory)!r}")
         model.load_state_dict(state, strict=False)
         model.eval()
-        if device is not None or dtype is not None:
-            model.to(device=device, dtype=dtype)
+        if device is not None:
+            model.to(device=device)
+        if dtype is not None:
+            model.set_encoder_dtype(dtype)
         return model
 
+    def set_encoder_dtype(self, dtype: torch.dtype) -> DeRAMOS:
+        """Store the frozen audio and text encoders' weights in ``dtype``, in place; returns self.
 
-_FIELDS = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
+        A half type (``torch.bfloat16``: half the memory, bf16 matrix units without autocast's
+        per-call casts) or float32 casts only the two backbones: the mel front-end, the heads and
+        the scores stay float32 (the heads cast encoder outputs to their own dtype).
+        ``torch.float64`` casts the whole judge (for checks).
+        """
+        if not isinstance(dtype, torch.dtype) or not dtype.is_floating_point:
+            raise TypeError(f"dtype must be a floating torch.dtype, got {dtype!r}")
+        if dtype == torch.float64:
+            return self.to(torch.float64)
+        self.audio_encoder.backbone.to(dtype)
+        self.text_encoder.backbone.to(dtype)
+        return self
 
 
-def _combine(windows: list[Window], per_window: list[DeRAMOSOutput], n_clips: int) -> DeRAMOSOutput:
-    """Length-weighted mean of window outputs per clip; single-window clips pass through unchanged."""
-    by_clip: list[list[int]] = [[] for _ in range(n_clips)]
-    for i, w in enumerate(windows):
-        by_clip[w.clip].append(i)
-    fields: dict[str, list[torch.Tensor]] = {f: [] for f in _FIELDS}
-    for members in by_clip:
-        if len(members) == 1:
-            out = per_window[members[0]]
-            for f in _FIELDS:
-                fields[f].append(getattr(out, f))
-            continue
-        lengths = torch.tensor([windows[i].length for i in members], dtype=torch.float64)
-        weights = (lengths / lengths.sum()).to(per_window[members[0]].mi.dtype)
-        weights = weights.to(per_window[members[0]].mi.device)
-        for f in ("mi", "ta", "audio_embedding", "text_embedding"):
-            stacked = torch.stack([getattr(per_window[i], f) for i in members])
-            w = weights.to(stacked.dtype).reshape(-1, *([1] * (stacked.dim() - 1)))
-            fields[f].append((w * stacked).sum(0))  # elementwise: autocast keeps the dtype
-        for f in ("mi_logits", "ta_logits"):
-            probs = torch.stack([torch.softmax(getattr(per_window[i], f).float(), -1) for i in members])
-            fields[f].append(torch.log((weights.to(probs.dtype)[:, None] * probs).sum(0)))
-    return DeRAMOSOutput(**{f: torch.stack(v) for f, v in fields.items()})
+def _share(windows: list, waves: Sequence[torch.Tensor], indices: Sequence[int]) -> float:
+    """Samples of the clips that windows ``indices`` stand for (each window: its share of its clip)."""
+    covered: dict[int, int] = {}
+    for w in windows:
+        covered[w.clip] = covered.get(w.clip, 0) + w.length
+    return sum(
+        windows[i].length * int(waves[windows[i].clip].shape[0]) / covered[windows[i].clip] for i in indices
+    )

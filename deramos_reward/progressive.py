@@ -27,15 +27,8 @@ from collections.abc import Callable, Sequence
 
 import torch
 
-from .rerank import (
-    BestOfNResult,
-    batch_seeds,
-    check_n,
-    check_prompt_list,
-    generate_batches,
-    score_candidates,
-)
-from .validation import check_sample_rate
+from .rerank import BestOfNResult, batch_seeds, check_rerank_args, generate_batches, score_candidates
+from .validation import check_fraction, check_int
 
 SegmentGenerator = Callable[[list[str], torch.Tensor | None, int], tuple[torch.Tensor, torch.Tensor]]
 
@@ -46,8 +39,7 @@ def stage_frames(total_frames: int, checkpoints: Sequence[float]) -> list[int]:
     Raises ValueError unless the checkpoints are increasing fractions in (0, 1) that map to
     distinct frame counts in [1, total_frames).
     """
-    if isinstance(total_frames, bool) or not isinstance(total_frames, int) or total_frames < 2:
-        raise ValueError(f"total_frames must be an int >= 2, got {total_frames!r}")
+    total_frames = check_int(total_frames, "total_frames", 2)
     checkpoints = list(checkpoints)
     for f in checkpoints:
         if isinstance(f, bool) or not isinstance(f, (int, float)) or not 0.0 < f < 1.0:
@@ -96,98 +88,132 @@ def progressive_best_of_n(
         ``generated_frames``, ``plain_generated_frames`` (plain best-of-N at the same n) and
         ``saved_fraction``.
     """
-    if not callable(generate_segment):
-        raise TypeError(f"generate_segment must be callable, got {type(generate_segment).__name__}")
-    if not callable(reward):
-        raise TypeError(f"reward must be a MusicReward or a callable, got {type(reward).__name__}")
-    prompts = check_prompt_list(prompts)
-    n = check_n(n)
-    max_batch = check_n(max_batch, "max_batch")
-    sample_rate = check_sample_rate(sample_rate)
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or not 0.0 < keep <= 1.0:
-        raise ValueError(f"keep must be a fraction in (0, 1], got {keep!r}")
+    prompts, n, max_batch, sample_rate = check_rerank_args(
+        generate_segment, "generate_segment", prompts, n, reward, sample_rate, max_batch, seed
+    )
+    keep = check_fraction(keep, "keep")
     frames = stage_frames(total_frames, checkpoints)
-
-    P = len(prompts)
-    scores = torch.full((P, n), float("nan"))
-    mi = torch.full((P, n), float("nan"))
-    ta = torch.full((P, n), float("nan"))
-    reached = torch.zeros((P, n), dtype=torch.long)  # index of the last stage each candidate finished
-    alive = [(p, i) for p in range(P) for i in range(n)]  # prompt-major
-    prefix: torch.Tensor | None = None  # codes of the alive candidates, [len(alive), K, S]
-    audio = codes = None
-    partial_audio: dict[tuple[int, int], torch.Tensor] = {}
-    partial_codes: dict[tuple[int, int], torch.Tensor] = {}
-    generated = 0
-    prev = 0
+    search = _Search(prompts, n, keep_partial=return_candidates)
     for stage, target in enumerate(frames):
-        stage_prompts = [prompts[p] for p, _ in alive]
-        seeds = batch_seeds(seed, len(range(0, len(alive), max_batch)), stream=stage)
+        desc = f"stage {stage + 1}/{len(frames)}"
+        audio, codes = search.generate(generate_segment, target, max_batch, seed, stage, desc, progress)
+        scores = search.score(reward, audio, sample_rate, stage)
+        if stage < len(frames) - 1:
+            search.prune(keep, scores, audio, codes)
+    return search.result(audio, codes, frames, sample_rate)
 
-        def call(start: int, stop: int, stage_prompts=stage_prompts, prefix=prefix, target=target):
-            pre = None if prefix is None else prefix[start:stop]
-            return generate_segment(stage_prompts[start:stop], pre, target)
 
-        audio, codes = generate_batches(
-            call, len(alive), max_batch, seeds, desc=f"stage {stage + 1}/{len(frames)}", progress=progress
-        )
+class _Search:
+    """The state of one progressive search over P prompts x n candidates.
+
+    ``alive`` lists the (prompt, candidate) pairs still generating, prompt-major; ``prefix``
+    holds their codes [len(alive), K, S]; ``scores``/``mi``/``ta`` [P, n] the latest score of
+    every candidate and ``reached`` [P, n] the last stage it finished.
+    """
+
+    def __init__(self, prompts: list[str], n: int, keep_partial: bool):
+        P = len(prompts)
+        self.prompts, self.n, self.keep_partial = prompts, n, keep_partial
+        self.scores = torch.full((P, n), float("nan"))
+        self.mi = torch.full((P, n), float("nan"))
+        self.ta = torch.full((P, n), float("nan"))
+        self.reached = torch.zeros((P, n), dtype=torch.long)
+        self.alive = [(p, i) for p in range(P) for i in range(n)]
+        self.prefix: torch.Tensor | None = None
+        self.frames_done = 0  # code frames every alive candidate has
+        self.generated = 0  # code frames generated so far, all candidates together
+        self.partial_audio: dict[tuple[int, int], torch.Tensor] = {}
+        self.partial_codes: dict[tuple[int, int], torch.Tensor] = {}
+
+    def generate(
+        self,
+        generate_segment: SegmentGenerator,
+        target: int,
+        max_batch: int,
+        seed: int | None,
+        stage: int,
+        desc: str,
+        progress: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Continue every alive candidate to ``target`` frames -> (audio [A, ...], codes [A, K, target])."""
+        stage_prompts = [self.prompts[p] for p, _ in self.alive]
+        prefix = self.prefix
+
+        def call(start: int, stop: int) -> object:
+            return generate_segment(
+                stage_prompts[start:stop], None if prefix is None else prefix[start:stop], target
+            )
+
+        seeds = batch_seeds(seed, len(range(0, len(self.alive), max_batch)), stream=stage)
+        audio, codes = generate_batches(call, len(self.alive), max_batch, seeds, desc=desc, progress=progress)
         if codes is None or codes.dim() < 2 or codes.shape[-1] != target:
             raise ValueError(
                 f"generate_segment must return (audio, codes [B, K, {target}]) at stage {stage + 1}, "
                 f"got codes of shape {None if codes is None else tuple(codes.shape)}"
             )
-        generated += len(alive) * (target - prev)
-        s, m, t = score_candidates(reward, audio, sample_rate, stage_prompts, [p for p, _ in alive])
-        for j, (p, i) in enumerate(alive):
-            scores[p, i], reached[p, i] = s[j], stage
-            if m is not None:
-                mi[p, i], ta[p, i] = m[j], t[j]
-        if stage == len(frames) - 1:
-            break
-        survivors = []
-        for p in range(P):
-            mine = [j for j, (q, _) in enumerate(alive) if q == p]
-            count = max(1, math.ceil(keep * len(mine)))
-            best = sorted(mine, key=lambda j: (-float(s[j]), alive[j][1]))[:count]
-            survivors += sorted(best, key=lambda j: alive[j][1])
-            if return_candidates:
-                for j in set(mine) - set(best):
-                    partial_audio[alive[j]], partial_codes[alive[j]] = audio[j], codes[j]
-        keep_idx = torch.tensor(survivors, dtype=torch.long)
-        prefix = codes.index_select(0, keep_idx.to(codes.device))
-        alive = [alive[j] for j in survivors]
-        prev = target
+        self.generated += len(self.alive) * (target - self.frames_done)
+        self.frames_done = target
+        return audio, codes
 
-    final = reached == len(frames) - 1
-    index = scores.masked_fill(~final, float("-inf")).argmax(dim=1)
-    row_of = {pi: j for j, pi in enumerate(alive)}
-    chosen = [row_of[(p, int(index[p]))] for p in range(P)]
-    chosen_idx = torch.tensor(chosen, dtype=torch.long)
-    plain = P * n * total_frames
-    result = BestOfNResult(
-        audio=audio.index_select(0, chosen_idx.to(audio.device)),
-        scores=scores,
-        index=index,
-        sample_rate=sample_rate,
-        prompts=prompts,
-        codes=codes.index_select(0, chosen_idx.to(codes.device)),
-        mi=None if mi.isnan().all() else mi,
-        ta=None if ta.isnan().all() else ta,
-        pruned=~final,
-        stats={
-            "candidates": P * n,
-            "stage_frames": frames,
-            "generated_frames": generated,
-            "plain_generated_frames": plain,
-            "saved_fraction": 1.0 - generated / plain,
-        },
-    )
-    if return_candidates:
-        for j, pi in enumerate(alive):
-            partial_audio[pi], partial_codes[pi] = audio[j], codes[j]
-        result.candidates = _pad_stack(partial_audio, P, n, 0.0)
-        result.candidate_codes = _pad_stack(partial_codes, P, n, -1)
-    return result
+    def score(self, reward: Callable, audio: torch.Tensor, sample_rate: int, stage: int) -> torch.Tensor:
+        """Score the alive candidates' ``audio`` [A, ...] at ``stage`` -> their scores [A]."""
+        prompts = [self.prompts[p] for p, _ in self.alive]
+        scores, mi, ta = score_candidates(reward, audio, sample_rate, prompts, [p for p, _ in self.alive])
+        for j, (p, i) in enumerate(self.alive):
+            self.scores[p, i], self.reached[p, i] = scores[j], stage
+            if mi is not None:
+                self.mi[p, i], self.ta[p, i] = mi[j], ta[j]
+        return scores
+
+    def prune(self, keep: float, scores: torch.Tensor, audio: torch.Tensor, codes: torch.Tensor) -> None:
+        """Keep the best ``ceil(keep * alive)`` (at least 1) of each prompt's alive candidates."""
+        survivors = []
+        for p in range(len(self.prompts)):
+            mine = [j for j, (q, _) in enumerate(self.alive) if q == p]
+            count = max(1, math.ceil(keep * len(mine)))
+            best = sorted(mine, key=lambda j: (-float(scores[j]), self.alive[j][1]))[:count]
+            survivors += sorted(best, key=lambda j: self.alive[j][1])
+            if self.keep_partial:
+                for j in set(mine) - set(best):
+                    self.partial_audio[self.alive[j]], self.partial_codes[self.alive[j]] = audio[j], codes[j]
+        keep_idx = torch.tensor(survivors, dtype=torch.long)
+        self.prefix = codes.index_select(0, keep_idx.to(codes.device))
+        self.alive = [self.alive[j] for j in survivors]
+
+    def result(
+        self, audio: torch.Tensor, codes: torch.Tensor, frames: list[int], sample_rate: int
+    ) -> BestOfNResult:
+        """The best finished candidate per prompt, from the last stage's ``audio`` / ``codes``."""
+        P, n = len(self.prompts), self.n
+        final = self.reached == len(frames) - 1
+        index = self.scores.masked_fill(~final, float("-inf")).argmax(dim=1)
+        row_of = {pi: j for j, pi in enumerate(self.alive)}
+        chosen = torch.tensor([row_of[(p, int(index[p]))] for p in range(P)], dtype=torch.long)
+        plain = P * n * frames[-1]
+        result = BestOfNResult(
+            audio=audio.index_select(0, chosen.to(audio.device)),
+            scores=self.scores,
+            index=index,
+            sample_rate=sample_rate,
+            prompts=self.prompts,
+            codes=codes.index_select(0, chosen.to(codes.device)),
+            mi=None if self.mi.isnan().all() else self.mi,
+            ta=None if self.ta.isnan().all() else self.ta,
+            pruned=~final,
+            stats={
+                "candidates": P * n,
+                "stage_frames": frames,
+                "generated_frames": self.generated,
+                "plain_generated_frames": plain,
+                "saved_fraction": 1.0 - self.generated / plain,
+            },
+        )
+        if self.keep_partial:
+            for j, pi in enumerate(self.alive):
+                self.partial_audio[pi], self.partial_codes[pi] = audio[j], codes[j]
+            result.candidates = _pad_stack(self.partial_audio, P, n, 0.0)
+            result.candidate_codes = _pad_stack(self.partial_codes, P, n, -1)
+        return result
 
 
 def _pad_stack(items: dict[tuple[int, int], torch.Tensor], P: int, n: int, fill: float) -> torch.Tensor:

@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from .encoders.base import TextEncoder, TextTokens
-from .validation import check_prompts
 
 
 class PromptCache:
@@ -32,8 +31,12 @@ class PromptCache:
         self._states.clear()
 
     def get(self, prompts: Sequence[str], device: torch.device | str | None = None) -> TextTokens:
-        """Prompts (repeats allowed) -> padded TextTokens [len(prompts), L_max, D]."""
-        prompts = check_prompts(list(prompts), name="prompts")
+        """Prompts (repeats allowed) -> padded TextTokens [len(prompts), L_max, D].
+
+        The prompts are taken as given: the entry points that call this (``dr.score``,
+        ``MusicReward``, the CLI) have checked them already.
+        """
+        prompts = list(prompts)
         missing = [p for p in dict.fromkeys(prompts) if p not in self._states]
         if missing:
             with torch.no_grad():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from .validation import check_prompts, check_sample_rate
+from .validation import check_non_negative_int, check_positive_int, check_prompts, check_sample_rate
 
 Generated = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
 GenerateFn = Callable[[list[str]], Generated]
@@ -65,25 +65,35 @@ class BestOfNResult:
 
 
 # ---- shared checks and helpers (also used by progressive best-of-N) ---------------------------
-def check_n(n: object, name: str = "n") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n!r}")
-    return n
-
-
-def check_prompt_list(prompts: object) -> list[str]:
+def check_rerank_args(
+    generator: object,
+    generator_name: str,
+    prompts: object,
+    n: object,
+    reward: object,
+    sample_rate: object,
+    max_batch: object,
+    seed: object,
+) -> tuple[list[str], int, int, int]:
+    """Check what every best-of-N entry point takes -> (prompts, n, max_batch, sample_rate)."""
+    if not callable(generator):
+        raise TypeError(f"{generator_name} must be callable, got {type(generator).__name__}")
+    if not callable(reward):
+        raise TypeError(f"reward must be a MusicReward or a callable, got {type(reward).__name__}")
     prompts = check_prompts(prompts, name="prompts")
     if not prompts:
         raise ValueError("prompts is empty; give at least one prompt")
-    return prompts
+    n = check_positive_int(n, "n")
+    max_batch = check_positive_int(max_batch, "max_batch")
+    sample_rate = check_sample_rate(sample_rate)
+    check_non_negative_int(seed, "seed", optional=True)
+    return prompts, n, max_batch, sample_rate
 
 
 def batch_seeds(seed: int | None, count: int, stream: int = 0) -> list[int | None]:
-    """``count`` independent torch seeds derived from ``seed`` (``None`` -> no seeding)."""
+    """``count`` independent torch seeds derived from ``seed`` (an int >= 0; ``None`` -> no seeding)."""
     if seed is None:
         return [None] * count
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int or None, got {seed!r}")
     state = np.random.SeedSequence([seed, stream]).generate_state(max(count, 1), dtype=np.uint64)
     return [int(s % (2**63)) for s in state[:count]]
 
@@ -217,14 +227,9 @@ def best_of_n(
         BestOfNResult with ``audio`` [P, ...], ``scores`` [P, n], ``index`` [P] (argmax of each
         row), ``codes`` [P, ...] when the generator gives codes, ``mi``/``ta`` [P, n].
     """
-    if not callable(generate):
-        raise TypeError(f"generate must be callable, got {type(generate).__name__}")
-    if not callable(reward):
-        raise TypeError(f"reward must be a MusicReward or a callable, got {type(reward).__name__}")
-    prompts = check_prompt_list(prompts)
-    n = check_n(n)
-    max_batch = check_n(max_batch, "max_batch")
-    sample_rate = check_sample_rate(sample_rate)
+    prompts, n, max_batch, sample_rate = check_rerank_args(
+        generate, "generate", prompts, n, reward, sample_rate, max_batch, seed
+    )
     flat = [p for p in prompts for _ in range(n)]
     seeds = batch_seeds(seed, len(range(0, len(flat), max_batch)))
     audio, codes = generate_batches(

@@ -7,7 +7,11 @@ of its parameters have ``requires_grad=False`` and it stays in eval mode (no dro
 gradients reach the audio (and whatever generated it) and nothing else.
 
 The reward of a clip is ``mi_weight * MI + ta_weight * TA`` (the *raw* reward), then optionally
-normalised:
+normalised. The judge predicts a 20-bin distribution per axis; its standard deviation (``mi_std``,
+``ta_std``) is the judge's uncertainty. With ``uncertainty_penalty=lam`` each axis enters the raw
+reward as a lower confidence bound, ``MI - lam * mi_std`` (and the same for TA), so clips the judge
+is unsure about (where an optimiser is most likely to find ratings the judge gets wrong) score lower.
+Normalisations:
 
 - ``"none"``: the raw reward (with weights 0.5/0.5 it is a MOS on 1-5);
 - ``"zscore"``: ``(raw - mean) / std`` with stored statistics (``set_stats`` or ``calibrate``);
@@ -27,11 +31,19 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .encoders.base import TextTokens
+from .encoders.base import TextTokens, freeze
 from .frontend import to_clips
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
-from .validation import check_prompts
+from .validation import (
+    check_bool,
+    check_choice,
+    check_non_negative_float,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+    check_prompts,
+)
 
 NORMALIZATIONS = ("none", "zscore", "rank")
 
@@ -41,21 +53,45 @@ class RewardOutput:
     """Reward and its parts for B clips (all [B], in input order)."""
 
     reward: torch.Tensor  # normalised reward (what ``MusicReward.forward`` returns)
-    raw: torch.Tensor  # mi_weight * mi + ta_weight * ta
+    raw: torch.Tensor  # mi_weight * (mi - lam * mi_std) + ta_weight * (ta - lam * ta_std)
     mi: torch.Tensor  # expected MI, 1-5
     ta: torch.Tensor  # expected TA, 1-5
+    mi_std: torch.Tensor | None = None  # standard deviation of the predicted MI distribution
+    ta_std: torch.Tensor | None = None  # standard deviation of the predicted TA distribution
+    audio_embedding: torch.Tensor | None = None  # [B, D] the judge's pre-fusion audio embedding
 
 
-def _check_weight(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    return float(value)
+def describe_reward(
+    mi_weight: float, ta_weight: float, normalize: str = "none", stats: Mapping[str, float] | None = None
+) -> dict[str, object]:
+    """What a reward value means, for logs and saved results (JSON-ready).
 
-
-def _check_positive_int(value: object, name: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be a positive int, got {value!r}")
-    return value
+    Returns ``{"mi_weight", "ta_weight", "normalize", "stats", "formula", "range", "text"}``:
+    ``formula`` in words, ``range`` ``[low, high]`` (None for z-scores), ``text`` a one-line summary
+    such as ``"0.5*MI + 0.5*TA, not normalised: a MOS on 1-5"``.
+    """
+    raw = f"{mi_weight:g}*MI + {ta_weight:g}*TA"
+    ends = [mi_weight * m + ta_weight * t for m in (1.0, 5.0) for t in (1.0, 5.0)]
+    if normalize == "none":
+        formula, value_range = raw, [min(ends), max(ends)]
+        mos = mi_weight >= 0 and ta_weight >= 0 and math.isclose(mi_weight + ta_weight, 1.0)
+        text = f"{raw}, not normalised: " + ("a MOS on 1-5" if mos else f"{min(ends):g} to {max(ends):g}")
+    elif normalize == "zscore":
+        mean, std = (stats or {}).get("mean"), (stats or {}).get("std")
+        formula = f"({raw} - {mean:g}) / {std:g}" if stats else f"({raw} - mean) / std"
+        value_range, text = None, f"z-score of {raw}" + (f" (mean {mean:g}, std {std:g})" if stats else "")
+    else:
+        formula = f"rank of {raw} within its prompt's group, scaled to [0, 1]"
+        value_range, text = [0.0, 1.0], formula
+    return {
+        "mi_weight": mi_weight,
+        "ta_weight": ta_weight,
+        "normalize": normalize,
+        "stats": None if stats is None else dict(stats),
+        "formula": formula,
+        "range": value_range,
+        "text": text,
+    }
 
 
 def rank_within_groups(values: torch.Tensor, groups: Sequence[Hashable]) -> torch.Tensor:
@@ -91,8 +127,12 @@ class MusicReward(nn.Module):
     """A frozen DeRA-MOS turned into a reward: ``reward(audio, sample_rate, prompts) -> [B]``.
 
     Args:
-        model: the DeRA-MOS scorer. It is frozen in place (``requires_grad_(False)``, eval mode).
-        mi_weight, ta_weight: weights of MI and TA in the raw reward.
+        model: the DeRA-MOS scorer. It is frozen in place once, here (``requires_grad_(False)``,
+            eval mode); ``reward.train()`` keeps it in eval mode and ``reward.requires_grad_(True)``
+            is refused. Calls do not freeze it again: unfreezing ``reward.model`` yourself
+            afterwards lets gradients into the scorer.
+        mi_weight, ta_weight: weights of MI and TA in the raw reward. The defaults (0.5, 0.5) make the
+            raw reward the mean of MI and TA, itself a MOS on the judges' 1-5 scale.
         normalize: ``"none"``, ``"zscore"`` or ``"rank"`` (see the module docstring).
         stats: z-score statistics, ``{"mean": m, "std": s}`` or ``(m, s)``; or call
             ``set_stats`` / ``calibrate`` later.
@@ -100,32 +140,34 @@ class MusicReward(nn.Module):
         gradient_checkpointing: when gradients are needed, keep only each chunk's input and
             recompute its activations during backward (memory ~ one chunk instead of the batch).
         prompt_cache_size: prompts whose text-encoder states are kept across calls.
+        uncertainty_penalty: ``lam >= 0``; each axis counts as ``mean - lam * std`` of its predicted
+            distribution (a lower confidence bound). 0 (default) uses the expected scores.
     """
 
     def __init__(
         self,
         model: DeRAMOS,
-        mi_weight: float = 1.0,
-        ta_weight: float = 1.0,
+        mi_weight: float = 0.5,
+        ta_weight: float = 0.5,
         normalize: str = "none",
         stats: Mapping[str, float] | Sequence[float] | None = None,
         chunk_size: int = 8,
         gradient_checkpointing: bool = False,
         prompt_cache_size: int = 4096,
+        uncertainty_penalty: float = 0.0,
     ):
         super().__init__()
         if not isinstance(model, DeRAMOS):
             raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-        if normalize not in NORMALIZATIONS:
-            raise ValueError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         self.model = model
-        self.mi_weight = _check_weight(mi_weight, "mi_weight")
-        self.ta_weight = _check_weight(ta_weight, "ta_weight")
-        self.normalize = normalize
-        self.chunk_size = _check_positive_int(chunk_size, "chunk_size")
-        self.gradient_checkpointing = bool(gradient_checkpointing)
+        self.mi_weight = check_number(mi_weight, "mi_weight")
+        self.ta_weight = check_number(ta_weight, "ta_weight")
+        self.uncertainty_penalty = check_non_negative_float(uncertainty_penalty, "uncertainty_penalty")
+        self.normalize = check_choice(normalize, "normalize", NORMALIZATIONS)
+        self.chunk_size = check_positive_int(chunk_size, "chunk_size")
+        self.gradient_checkpointing = check_bool(gradient_checkpointing, "gradient_checkpointing")
         self.prompt_cache = PromptCache(
-            model.text_encoder, _check_positive_int(prompt_cache_size, "prompt_cache_size")
+            model.text_encoder, check_positive_int(prompt_cache_size, "prompt_cache_size")
         )
         self._mean: float | None = None
         self._std: float | None = None
@@ -139,7 +181,7 @@ class MusicReward(nn.Module):
                 self.set_stats(*stats)
             else:
                 raise TypeError(f"stats must be {{'mean': m, 'std': s}} or (mean, std), got {stats!r}")
-        self._freeze()
+        freeze(model)  # here, after the checks: a rejected call leaves the model as it was
 
     # ---- state --------------------------------------------------------------------------
     @property
@@ -154,16 +196,8 @@ class MusicReward(nn.Module):
 
     def set_stats(self, mean: float, std: float) -> None:
         """Set the mean and standard deviation of the raw reward used by ``normalize="zscore"``."""
-        mean = _check_weight(mean, "mean")
-        std = _check_weight(std, "std")
-        if std <= 0:
-            raise ValueError(f"std must be > 0, got {std}")
+        mean, std = check_number(mean, "mean"), check_positive_float(std, "std")
         self._mean, self._std = mean, std
-
-    def _freeze(self) -> None:
-        for p in self.model.parameters():
-            p.requires_grad_(False)
-        self.model.eval()
 
     def train(self, mode: bool = True) -> MusicReward:
         """The scorer stays in eval mode whatever ``mode`` is (no dropout in a reward)."""
@@ -182,10 +216,14 @@ class MusicReward(nn.Module):
         self.prompt_cache.clear()  # cached states live on the old device/dtype
         return super()._apply(fn, *args, **kwargs)
 
+    def describe(self) -> dict[str, object]:
+        """What this reward's values mean: weights, normalisation, formula, range (see ``describe_reward``)."""
+        return describe_reward(self.mi_weight, self.ta_weight, self.normalize, self.stats)
+
     def extra_repr(self) -> str:
         return (
             f"mi_weight={self.mi_weight}, ta_weight={self.ta_weight}, normalize={self.normalize!r}, "
-            f"stats={self.stats}, chunk_size={self.chunk_size}"
+            f"stats={self.stats}, chunk_size={self.chunk_size}, uncertainty_penalty={self.uncertainty_penalty}"
         )
 
     # ---- scoring ------------------------------------------------------------------------
@@ -196,14 +234,15 @@ class MusicReward(nn.Module):
             return self.prompt_cache.get(prompts, device)
 
     def _score_chunk(self, waves: list[torch.Tensor], prompts: list[str]) -> torch.Tensor:
-        """Mono clips at the scorer rate -> [len, 2] (MI, TA)."""
+        """Mono clips at the scorer rate -> [len, 4 + D]: MI, TA, MI std, TA std, audio embedding."""
         text = self._text(prompts)
         device = self.model.device
         waves = [w.to(device) for w in waves]
 
         def run(*ws: torch.Tensor) -> torch.Tensor:
             out = self.model.forward_clips(list(ws), text)
-            return torch.stack([out.mi, out.ta], dim=-1)
+            scores = torch.stack([out.mi, out.ta, out.mi_std, out.ta_std], dim=-1)
+            return torch.cat([scores, out.audio_embedding.to(scores.dtype)], dim=-1)
 
         needs_grad = torch.is_grad_enabled() and any(w.requires_grad for w in waves)
         if self.gradient_checkpointing and needs_grad:
@@ -212,9 +251,8 @@ class MusicReward(nn.Module):
 
     def _parts(
         self, audio: object, sample_rate: int | None, prompts: str | Sequence[str]
-    ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-        """-> (mi [B], ta [B], prompts as a list of B strings)."""
-        self._freeze()
+    ) -> tuple[torch.Tensor, list[str]]:
+        """-> (parts [B, 4 + D] as in ``_score_chunk``, prompts as a list of B strings)."""
         if isinstance(audio, torch.Tensor) and audio.dim() in (2, 3):
             # Clip by clip, so a clip's resampled samples never depend on the rest of the batch.
             waves = [
@@ -238,8 +276,15 @@ class MusicReward(nn.Module):
         scores = torch.cat(parts)
         inverse = torch.empty(len(order), dtype=torch.long)
         inverse[torch.tensor(order)] = torch.arange(len(order))
-        mi, ta = scores.index_select(0, inverse.to(scores.device)).unbind(-1)
-        return mi, ta, prompts
+        return scores.index_select(0, inverse.to(scores.device)), prompts
+
+    def _raw(self, parts: torch.Tensor) -> torch.Tensor:
+        """parts [B, 4 + D] -> raw reward [B] (weighted lower confidence bounds)."""
+        lam = self.uncertainty_penalty
+        mi, ta = parts[:, 0], parts[:, 1]
+        if lam:
+            mi, ta = mi - lam * parts[:, 2], ta - lam * parts[:, 3]
+        return self.mi_weight * mi + self.ta_weight * ta
 
     def evaluate(
         self,
@@ -257,8 +302,9 @@ class MusicReward(nn.Module):
             prompts: one prompt per clip; a single string is used for every clip.
             group_ids: B group labels for ``normalize="rank"`` (default: the prompt text).
         Returns:
-            RewardOutput with ``reward``, ``raw``, ``mi``, ``ta``, each [B] float32 (float64 for
-            a float64 scorer), on the scorer's device.
+            RewardOutput with ``reward``, ``raw``, ``mi``, ``ta``, ``mi_std``, ``ta_std``, each [B]
+            float32 (float64 for a float64 scorer), and ``audio_embedding`` [B, D], on the scorer's
+            device.
         """
         if self.normalize == "zscore" and self._mean is None:
             raise ValueError(
@@ -271,17 +317,25 @@ class MusicReward(nn.Module):
             raise TypeError(
                 f"group_ids must be a sequence of hashable labels, got {type(group_ids).__name__}"
             )
-        mi, ta, prompts = self._parts(audio, sample_rate, prompts)
+        parts, prompts = self._parts(audio, sample_rate, prompts)
         if group_ids is not None and len(group_ids) != len(prompts):
             raise ValueError(f"group_ids has {len(group_ids)} entries for {len(prompts)} clips")
-        raw = self.mi_weight * mi + self.ta_weight * ta
+        raw = self._raw(parts)
         if self.normalize == "zscore":
             reward = (raw - self._mean) / self._std
         elif self.normalize == "rank":
             reward = rank_within_groups(raw, list(group_ids) if group_ids is not None else prompts)
         else:
             reward = raw
-        return RewardOutput(reward=reward, raw=raw, mi=mi, ta=ta)
+        return RewardOutput(
+            reward=reward,
+            raw=raw,
+            mi=parts[:, 0],
+            ta=parts[:, 1],
+            mi_std=parts[:, 2],
+            ta_std=parts[:, 3],
+            audio_embedding=parts[:, 4:],
+        )
 
     def forward(
         self,
@@ -301,8 +355,7 @@ class MusicReward(nn.Module):
 
         Returns ``{"mean": m, "std": s}`` (std with Bessel's correction).
         """
-        mi, ta, _ = self._parts(audio, sample_rate, prompts)
-        raw = (self.mi_weight * mi + self.ta_weight * ta).double()
+        raw = self._raw(self._parts(audio, sample_rate, prompts)[0]).double()
         if raw.numel() < 2:
             raise ValueError(f"calibrate needs at least 2 clips, got {raw.numel()}")
         mean, std = float(raw.mean()), float(raw.std())

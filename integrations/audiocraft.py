@@ -98,13 +98,24 @@ def _lut_lm(
     )
 
 
-def tiny_musicgen(seed: int = 0, max_duration: float = 30.0, device: str | torch.device = "cpu") -> MusicGen:
+def tiny_musicgen(
+    seed: int = 0,
+    max_duration: float = 30.0,
+    device: str | torch.device = "cpu",
+    head_std: float | None = None,
+) -> MusicGen:
     """A tiny random AudioCraft ``MusicGen`` built offline; deterministic given ``seed``.
 
     Compression model: ``audiocraft.models.builders.get_debug_compression_model`` (mono, 32 kHz,
     25 frames per second, 4 codebooks of 400 entries). LM: 2 layers, width 16, 4 heads, delay pattern,
     cross-attention on a hashed-description LUT (:data:`TINY_LUT_BINS` rows, see the module docstring),
     no dropout (as musicgen-small), so train and eval mode compute the same thing.
+
+    ``head_std``: redraw the LM's output heads (``lm.linears``) from a normal with this std. With the
+    default initialisation (uniform, std 0.14 for width 16) the next-code distribution is nearly uniform
+    (5.6 nats per code of at most 5.99), so fine-tuning an adapter on the transformer layers barely moves
+    what is sampled; ``head_std=0.5`` gives a peaked distribution (about 4.2 nats) like a trained
+    MusicGen's, on which DPO and RL visibly learn (tests and examples use it).
 
     ``musicgen.generate(descriptions, return_tokens=True)`` returns audio ``[B, 1, T]`` at 32 kHz and
     codes ``[B, 4, S]`` with ``S = int(duration * 25)``. The default generation duration is 15 s as in
@@ -132,9 +143,19 @@ def tiny_musicgen(seed: int = 0, max_duration: float = 30.0, device: str | torch
             cross_attention=True,
             causal=True,
         )
+        if head_std is not None:
+            _redraw_heads(lm.linears, head_std)
     compression = compression.to(device).eval()
     lm = lm.to(device).eval()
     return musicgen_mod.MusicGen("tiny-debug", compression, lm, max_duration=max_duration)
+
+
+def _redraw_heads(heads: torch.nn.ModuleList, std: float) -> None:
+    if isinstance(std, bool) or not isinstance(std, (int, float)) or not std > 0:
+        raise ValueError(f"head_std must be a positive number or None, got {std!r}")
+    with torch.no_grad():
+        for head in heads:
+            torch.nn.init.normal_(head.weight, 0.0, float(std))
 
 
 def _full_size_encodec_32khz():
@@ -197,156 +218,3 @@ def musicgen_small_architecture(
     compression = compression.to(device).eval()
     lm = lm.to(device).eval()
     return musicgen_mod.MusicGen("musicgen-small-architecture", compression, lm, max_duration=max_duration)
-
-
-# ------------------------------------------------------------------- best-of-N reranking
-# (appended by the reranking work; see deramos_reward.rerank and deramos_reward.progressive)
-
-_PARAM_ALIASES = {"temperature": "temp"}
-_PARAM_NAMES = ("use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg")
-
-
-def _check_generation_params(generation_params: dict) -> dict:
-    """AudioCraft generation params (``temperature`` is accepted for ``temp``) -> overrides dict."""
-    overrides = {_PARAM_ALIASES.get(k, k): v for k, v in generation_params.items()}
-    unknown = sorted(set(overrides) - set(_PARAM_NAMES))
-    if unknown:
-        raise ValueError(f"unknown generation_params {unknown}; expected some of {list(_PARAM_NAMES)}")
-    return overrides
-
-
-def _musicgen_duration(musicgen: MusicGen, duration: float | None) -> float:
-    if duration is None:
-        return float(musicgen.duration)
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration <= 0:
-        raise ValueError(f"duration must be a positive number of seconds or None, got {duration!r}")
-    return float(duration)
-
-
-class _GenerationSettings:
-    """``with``: temporarily set ``musicgen.duration`` and update its generation params."""
-
-    def __init__(self, musicgen: MusicGen, duration: float, overrides: dict):
-        self.musicgen, self.duration, self.overrides = musicgen, duration, overrides
-
-    def __enter__(self) -> None:
-        self.saved = (self.musicgen.duration, dict(self.musicgen.generation_params))
-        self.musicgen.duration = self.duration
-        self.musicgen.generation_params.update(self.overrides)
-
-    def __exit__(self, *exc) -> None:
-        self.musicgen.duration, self.musicgen.generation_params = self.saved
-
-
-def segment_generator(musicgen: MusicGen, **generation_params):
-    """A segment generator for :func:`deramos_reward.progressive.progressive_best_of_n`.
-
-    ``generate_segment(prompts, prefix, frames) -> (audio [B, C, T], codes [B, K, frames])``
-    continues ``prefix`` codes ``[B, K, S0]`` (None: start from scratch) to ``frames`` frames.
-    Continuation feeds the codes themselves to the LM (what ``generate_continuation`` does after
-    re-encoding its audio prompt), so a continued candidate keeps exactly the prefix that was
-    scored. Uses ``MusicGen._prepare_tokens_and_attributes`` / ``_generate_tokens`` (AudioCraft 1.3).
-    The model's generation params are honoured; ``generation_params`` override them per call.
-    """
-    overrides = _check_generation_params(generation_params)
-
-    def generate_segment(prompts: list[str], prefix: torch.Tensor | None, frames: int):
-        # int(duration * frame_rate) == frames inside AudioCraft, without float round-off
-        duration = (frames + 0.5) / musicgen.frame_rate
-        with _GenerationSettings(musicgen, duration, overrides), torch.no_grad():
-            attributes, _ = musicgen._prepare_tokens_and_attributes(list(prompts), None)
-            prompt_tokens = None if prefix is None else prefix.to(musicgen.device)
-            tokens = musicgen._generate_tokens(attributes, prompt_tokens)
-            return musicgen.generate_audio(tokens), tokens
-
-    return generate_segment
-
-
-def best_of_n(
-    musicgen: MusicGen,
-    prompts: str | list[str],
-    n: int,
-    reward,
-    duration: float | None = None,
-    max_batch: int = 16,
-    seed: int | None = None,
-    return_candidates: bool = False,
-    progress: bool = False,
-    **generation_params,
-):
-    """Best-of-N with an AudioCraft ``MusicGen``: ``n`` candidates per prompt, keep the best.
-
-    Candidates are made by repeating each prompt in the batch (``musicgen.generate(...,
-    return_tokens=True)``), at most ``max_batch`` per call. The model's generation params (set
-    with ``musicgen.set_generation_params``) are honoured; ``duration`` (seconds) and
-    ``generation_params`` (``use_sampling``, ``temperature``/``temp``, ``top_k``, ``top_p``,
-    ``cfg_coef``, ``two_step_cfg``) override them for this call only.
-
-    Returns:
-        :class:`deramos_reward.BestOfNResult`: ``audio`` [P, C, T] at ``musicgen.sample_rate``,
-        ``scores`` [P, n], ``index`` [P], ``codes`` [P, K, S] (the chosen tokens).
-    """
-    from deramos_reward.rerank import best_of_n as _best_of_n
-
-    from .logprobs import audiocraft_generate_with_codes
-
-    overrides = _check_generation_params(generation_params)
-    duration = _musicgen_duration(musicgen, duration)
-
-    def generate(batch: list[str]):
-        return audiocraft_generate_with_codes(musicgen, batch, duration=duration, **overrides)
-
-    return _best_of_n(
-        generate,
-        prompts,
-        n,
-        reward,
-        musicgen.sample_rate,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
-    )
-
-
-def progressive_best_of_n(
-    musicgen: MusicGen,
-    prompts: str | list[str],
-    n: int,
-    reward,
-    duration: float | None = None,
-    checkpoints: tuple[float, ...] = (0.25, 0.5),
-    keep: float = 0.5,
-    max_batch: int = 16,
-    seed: int | None = None,
-    return_candidates: bool = False,
-    progress: bool = False,
-    **generation_params,
-):
-    """Progressive best-of-N with an AudioCraft ``MusicGen`` (see :mod:`deramos_reward.progressive`).
-
-    All ``n`` candidates are generated to the first checkpoint (a fraction of ``duration``), the
-    best ``keep`` fraction of each prompt's candidates is continued from its tokens to the next,
-    and so on. ``result.stats`` counts the generated frames against plain best-of-N.
-    """
-    from deramos_reward.progressive import progressive_best_of_n as _progressive
-
-    duration = _musicgen_duration(musicgen, duration)
-    total = int(duration * musicgen.frame_rate)
-    return _progressive(
-        segment_generator(musicgen, **generation_params),
-        prompts,
-        n,
-        reward,
-        musicgen.sample_rate,
-        total,
-        checkpoints=checkpoints,
-        keep=keep,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
-    )
-
-
-__all__ += ["best_of_n", "progressive_best_of_n", "segment_generator"]

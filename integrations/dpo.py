@@ -20,16 +20,20 @@ What comes from trl and what does not:
 The loop runs under ``accelerate launch`` (``Accelerator`` does device placement, gradient accumulation,
 mixed precision and DDP). Only the LoRA parameters train; every base parameter is frozen. Adapters are
 saved and reloaded with peft (:meth:`MusicDPOTrainer.save_adapter`, :func:`load_adapter`).
+
+With ``output_dir`` set, ``output_dir`` is a run folder (:mod:`~deramos_reward.integrations.tuning`):
+``settings.json``, ``log.jsonl`` and a checkpoint (adapter, optimizer, scheduler, RNG states, data
+order, step, logs) every ``save_steps``; calling ``train()`` again on the same folder (the same command)
+resumes mid-run and ends with the adapter an uninterrupted run gives. Other settings are refused.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
-import shutil
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,16 +41,15 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from deramos_reward._optional import require
 
-from .logprobs import (
-    SequenceLogProbs,
-    audiocraft_sequence_logprobs,
-    transformers_sequence_logprobs,
-    transformers_text_inputs,
-)
+from . import tuning
+from .backend import musicgen_backend
+from .backend_audiocraft import AUDIOCRAFT_LORA_TARGETS
+from .backend_base import MusicGenBackend
+from .backend_transformers import TRANSFORMERS_LORA_TARGETS
+from .logprobs import SequenceLogProbs
 from .preference import DPO_LOSS_TYPES, check_pairs, collate_pairs, dpo_loss
 
 __all__ = [
@@ -55,23 +58,9 @@ __all__ = [
     "TRL_SHARED_FIELDS",
     "MusicDPOConfig",
     "MusicDPOTrainer",
-    "backend_of",
     "default_lora_config",
     "load_adapter",
 ]
-
-TRANSFORMERS_LORA_TARGETS = (
-    r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
-)
-"""peft ``target_modules`` regex for transformers MusicGen: the decoder's self- and cross-attention
-projections and its feed-forward layers (not the T5 text encoder, not EnCodec, not the output heads)."""
-
-AUDIOCRAFT_LORA_TARGETS = (
-    r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
-)
-"""peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
-``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
-and the feed-forward layers."""
 
 TRL_SHARED_FIELDS = (
     "output_dir",
@@ -90,6 +79,7 @@ TRL_SHARED_FIELDS = (
     "lr_scheduler_type",
     "seed",
     "logging_steps",
+    "save_steps",
     "disable_dropout",
     "precompute_ref_log_probs",
     "bf16",
@@ -123,6 +113,8 @@ class MusicDPOConfig:
     lr_scheduler_type: str = "linear"
     seed: int = 42
     logging_steps: int = 10
+    save_steps: int = 500
+    """With ``output_dir`` set: write a resumable checkpoint there every this many steps (and at the end)."""
     disable_dropout: bool = True
     precompute_ref_log_probs: bool = False
     bf16: bool = False
@@ -133,7 +125,7 @@ class MusicDPOConfig:
     lora_alpha: int = 16
     lora_dropout: float = 0.0
     lora_target_modules: str | list[str] | None = None
-    """None: :data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS` by backend."""
+    """None: the backend's own (:data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS`)."""
 
     def __post_init__(self) -> None:
         def number(name: str, low: float | None = None, strict: bool = False) -> None:
@@ -169,7 +161,7 @@ class MusicDPOConfig:
             "gradient_accumulation_steps",
         ):
             integer(name, 1)
-        for name in ("logging_steps", "lora_r", "lora_alpha"):
+        for name in ("logging_steps", "save_steps", "lora_r", "lora_alpha"):
             integer(name, 1)
         integer("warmup_steps", 0)
         integer("seed", 0)
@@ -208,86 +200,87 @@ def _peft():
     return require("peft")
 
 
-def _unwrap_peft(model: Any) -> Any:
-    peft = _peft()
-    return model.get_base_model() if isinstance(model, peft.PeftModel) else model
-
-
-def backend_of(model: Any) -> str:
-    """``"transformers"`` or ``"audiocraft"`` for a MusicGen model (or a peft wrapper of one).
-
-    transformers: ``MusicgenForConditionalGeneration`` (has ``decoder.num_codebooks`` and ``audio_encoder``).
-    AudioCraft: ``MusicGen`` (has ``lm`` and ``compression_model``) or its ``LMModel``.
-    """
-    base = _unwrap_peft(model)
-    if hasattr(base, "audio_encoder") and hasattr(getattr(base, "decoder", None), "num_codebooks"):
-        return "transformers"
-    if hasattr(base, "compression_model") and hasattr(base, "lm"):
-        return "audiocraft"
-    if hasattr(base, "compute_predictions") and hasattr(base, "condition_provider"):
-        return "audiocraft"
-    raise TypeError(
-        "model must be a transformers MusicgenForConditionalGeneration or an AudioCraft MusicGen / LMModel "
-        f"(optionally peft-wrapped), got {type(base).__name__}"
-    )
-
-
-def _trainable_module(model: Any) -> nn.Module:
-    """The module that carries the adapter: the transformers model itself, or AudioCraft's LM."""
-    if isinstance(model, _peft().PeftModel):
-        return model
-    if hasattr(model, "compression_model") and hasattr(model, "lm"):
-        return model.lm
-    return model
-
-
 def default_lora_config(
-    backend: str,
+    backend: MusicGenBackend,
     r: int = 8,
     lora_alpha: int = 16,
     lora_dropout: float = 0.0,
     target_modules: str | list[str] | None = None,
 ) -> Any:
-    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections for ``backend``."""
-    if backend not in ("transformers", "audiocraft"):
-        raise ValueError(f"backend must be 'transformers' or 'audiocraft', got {backend!r}")
+    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections.
+
+    ``backend``: a :class:`~.backend_base.MusicGenBackend` (or a MusicGen; see ``musicgen_backend``);
+    ``target_modules`` None takes the backend's :meth:`~.backend_base.MusicGenBackend.lora_target_modules`.
+    """
+    backend = musicgen_backend(backend)  # a backend is returned as is
     if target_modules is None:
-        target_modules = TRANSFORMERS_LORA_TARGETS if backend == "transformers" else AUDIOCRAFT_LORA_TARGETS
+        target_modules = backend.lora_target_modules()
     return _peft().LoraConfig(
         r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, bias="none"
     )
 
 
-class _SequenceScorer(nn.Module):
-    """``forward(prompts, codes [B, K, S]) -> (logps [B], counts [B])`` under the wrapped policy.
+class SequenceScorer(nn.Module):
+    """``forward(prompts, codes [B, K, S]) -> (logps [B], counts [B])`` under the policy.
 
-    A module of its own so that ``accelerator.prepare`` (DDP) wraps the whole scoring pass.
+    A module of its own holding the policy (the peft model), so that ``accelerator.prepare`` (DDP)
+    wraps the whole scoring pass; the backend runs the model.
     """
 
-    def __init__(self, policy: nn.Module, backend: str, processor: Any, keep_only_valid_steps: bool):
+    def __init__(self, policy: nn.Module, backend: MusicGenBackend, keep_only_valid_steps: bool):
         super().__init__()
         self.policy = policy
         self.backend = backend
-        self.processor = processor
         self.keep_only_valid_steps = keep_only_valid_steps
 
     def score(self, prompts: list[str], codes: torch.Tensor) -> SequenceLogProbs:
-        if self.backend == "transformers":
-            inputs = transformers_text_inputs(self.processor, prompts, device=codes.device)
-            return transformers_sequence_logprobs(
-                self.policy,
-                inputs["input_ids"],
-                inputs["attention_mask"],
-                codes,
-                keep_only_valid_steps=self.keep_only_valid_steps,
-            )
-        return audiocraft_sequence_logprobs(
-            self.policy, codes, prompts, keep_only_valid_steps=self.keep_only_valid_steps
+        return self.backend.sequence_logprobs(
+            prompts, codes, keep_only_valid_steps=self.keep_only_valid_steps
         )
 
     def forward(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = self.score(prompts, codes)
         return out.logps, out.mask.sum(dim=(1, 2))
+
+
+def attach_adapter(backend: MusicGenBackend, peft_config: Any, seed: int) -> nn.Module:
+    """The backend's trainable module with a LoRA adapter: a new one from ``peft_config`` (initialised
+    with ``seed``, the caller's RNG untouched), or the adapter it already carries (``peft_config`` must
+    then be None). Only LoRA parameters require grad. The backend runs the adapted module afterwards."""
+    peft = _peft()
+    module = backend.trainable_module()
+    if isinstance(module, peft.PeftModel):
+        if peft_config is not None:
+            raise ValueError("model already has a peft adapter; do not pass peft_config")
+        for name, param in module.named_parameters():
+            param.requires_grad_("lora_" in name)
+        policy = module
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            policy = peft.get_peft_model(module, peft_config)
+    if not any(p.requires_grad for p in policy.parameters()):
+        raise ValueError("the adapter has no trainable parameters (check target_modules)")
+    backend.set_trainable_module(policy)
+    return policy
+
+
+_RUNTIME_FIELDS = ("output_dir", "logging_steps", "save_steps", "per_device_eval_batch_size")
+"""Settings a resumed run may change (they decide what is logged, saved or evaluated, not what is learned)."""
+
+
+@dataclass
+class _DPOLoop:
+    """Where a DPO run stands (kept in checkpoints as JSON): the epoch, the batches of it already done,
+    the shuffling generator's state at the start of the epoch, and the metric sums since the last log."""
+
+    epoch: int = 0
+    batch: int = 0
+    order_state: list[int] | None = None
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    count: int = 0
+    run_loss: float = 0.0
+    run_count: int = 0
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -332,7 +325,7 @@ class MusicDPOTrainer:
 
     Attributes:
         policy: the ``peft.PeftModel`` (the transformers model, or AudioCraft's LM, with the adapter).
-        backend: ``"transformers"`` or ``"audiocraft"``.
+        backend: the :class:`~.backend_base.MusicGenBackend` the trainer runs the model through.
         log_history: one dict per logging step (trl's metric names) and a final summary.
     """
 
@@ -347,38 +340,25 @@ class MusicDPOTrainer:
         peft_config: Any = None,
         accelerator: Any = None,
     ):
-        peft = _peft()
         self.args = args if args is not None else MusicDPOConfig()
         if not isinstance(self.args, MusicDPOConfig):
             raise TypeError(f"args must be a MusicDPOConfig, got {type(self.args).__name__}")
-        self.backend = backend_of(model)
-        if self.backend == "transformers" and processor is None:
-            raise ValueError("processor (the MusicgenProcessor) is required for a transformers MusicGen")
+        self.backend = musicgen_backend(model, processor)
+        self.backend.check_ready()
         self.processor = processor
         self.train_dataset = check_pairs(train_dataset, name="train_dataset")
         self.eval_dataset = None if eval_dataset is None else check_pairs(eval_dataset, name="eval_dataset")
-        module = _trainable_module(model)
-        if isinstance(module, peft.PeftModel):
-            if peft_config is not None:
-                raise ValueError("model already has a peft adapter; do not pass peft_config")
-            for name, param in module.named_parameters():
-                param.requires_grad_("lora_" in name)
-            self.policy = module
-        else:
-            if peft_config is None:
-                a = self.args
-                peft_config = default_lora_config(
-                    self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
-                )
-            with torch.random.fork_rng(devices=[]):  # LoRA init is seeded; the caller's RNG is untouched
-                torch.manual_seed(self.args.seed)
-                self.policy = peft.get_peft_model(module, peft_config)
-        if not any(p.requires_grad for p in self.policy.parameters()):
-            raise ValueError("the adapter has no trainable parameters (check target_modules)")
+        already_adapted = isinstance(self.backend.trainable_module(), _peft().PeftModel)
+        if peft_config is None and not already_adapted:
+            a = self.args
+            peft_config = default_lora_config(
+                self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
+            )
+        self.policy = attach_adapter(self.backend, peft_config, self.args.seed)
         self._own_accelerator = accelerator is None
         self.accelerator = self._new_accelerator() if accelerator is None else accelerator
         self.policy.to(self.accelerator.device)
-        self.scorer = _SequenceScorer(self.policy, self.backend, processor, self.args.keep_only_valid_steps)
+        self.scorer = SequenceScorer(self.policy, self.backend, self.args.keep_only_valid_steps)
         self.log_history: list[dict[str, float]] = []
         self.global_step = 0
 
@@ -399,11 +379,9 @@ class MusicDPOTrainer:
     ) -> SequenceLogProbs:
         """Log-probabilities of ``codes [B, K, S]`` given ``prompts`` under the policy (or, with
         ``reference=True``, the reference: adapter disabled), without gradient. -> ``SequenceLogProbs``."""
-        policy = self.accelerator.unwrap_model(self.policy)
-        scorer = _SequenceScorer(policy, self.backend, self.processor, self.args.keep_only_valid_steps)
         codes = codes.to(self.device)
         with torch.no_grad(), self._dropout_off(), self._adapter(reference):
-            return scorer.score(list(prompts), codes)
+            return self.scorer.score(list(prompts), codes)
 
     def _adapter(self, reference: bool):
         import contextlib
@@ -490,88 +468,158 @@ class MusicDPOTrainer:
             total = max(1, math.ceil(self.args.num_train_epochs * per_epoch))
         return total, math.ceil(total / per_epoch)
 
-    def train(self) -> dict[str, float]:
-        """Run DPO; returns ``{"global_step", "train_loss", ...}`` (the last logged metrics included).
+    def _prepare_training(self):
+        """-> (scorer, optimizer, loader, scheduler, trainable params, total steps, epochs), prepared by
+        the accelerator. ``self._order`` is the generator that shuffles the pairs (its state at the start
+        of an epoch fixes that epoch's order; checkpoints keep it)."""
+        args = self.args
+        self._order = torch.Generator().manual_seed(args.seed)
+        loader = torch.utils.data.DataLoader(
+            _Indices(len(self.train_dataset)),
+            batch_size=args.per_device_train_batch_size,
+            shuffle=True,
+            generator=self._order,
+            collate_fn=_collate(self.train_dataset),
+        )
+        params = [p for p in self.policy.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
+        scorer, optimizer, loader = self.accelerator.prepare(self.scorer, optimizer, loader)
+        total, epochs = self._total_steps(len(loader))
+        scheduler = tuning.make_scheduler(optimizer, args.lr_scheduler_type, args.warmup_steps, total)
+        return scorer, optimizer, loader, scheduler, params, total, epochs
 
-        The policy is left in eval mode (AudioCraft's ``generate`` requires it).
+    def _pair_loss(self, scorer, prompts, chosen, rejected, refs):
+        """Policy log-probs of chosen and rejected codes in one pass -> (DPOLoss, logps [2B])."""
+        logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
+        b = len(prompts)
+        return self._loss(logps[:b], logps[b:], *refs, lengths[:b], lengths[b:]), logps
+
+    def _settings(self) -> dict[str, Any]:
+        prompts = list(self.train_dataset["prompt"])
+        return {
+            **{k: v for k, v in self.args.to_dict().items() if k not in _RUNTIME_FIELDS},
+            "pairs": len(prompts),
+            "pairs_prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
+            "model": {"library": self.backend.name, "card": self.backend.card},
+            "num_processes": self.accelerator.num_processes,
+        }
+
+    def _resume(self, run_dir: Path | None, optimizer: Any, scheduler: Any) -> tuple[_DPOLoop, list[dict]]:
+        """Restore the latest checkpoint of ``run_dir`` (if any) -> (loop state, log rows)."""
+        self.global_step = 0
+        if run_dir is None:
+            return _DPOLoop(), []
+        acc = self.accelerator
+        tuning.check_run_settings(
+            run_dir, self._settings(), ignore=_RUNTIME_FIELDS, is_main_process=acc.is_main_process
+        )
+        acc.wait_for_everyone()
+        state = tuning.load_training_state(run_dir, self.policy, optimizer, scheduler, accelerator=acc)
+        if state is None:
+            return _DPOLoop(), []
+        self.global_step = state.step
+        return _DPOLoop(**state.extra), state.logs
+
+    def _save(self, run_dir: Path | None, optimizer, scheduler, loop: _DPOLoop, rows: list) -> None:
+        if run_dir is not None:
+            tuning.save_training_state(
+                run_dir, self.policy, optimizer, scheduler, step=self.global_step, logs=rows,
+                extra=dataclasses.asdict(loop), accelerator=self.accelerator,
+            )  # fmt: skip
+
+    def _accumulate(self, loop: _DPOLoop, out, logps, b: int) -> None:
+        for k, v in self._metrics(out, logps[:b], logps[b:]).items():
+            loop.sums[k] = loop.sums.get(k, 0.0) + float(v)
+        loop.count += b
+        loop.run_loss += float(out.losses.detach().sum())
+        loop.run_count += b
+
+    def _log_row(self, loop: _DPOLoop, scheduler, epoch: float) -> dict[str, float]:
+        sums = {k: torch.tensor(v, device=self.device) for k, v in loop.sums.items()}
+        logs = self._reduce(sums, torch.tensor(float(loop.count), device=self.device))
+        logs.update(learning_rate=scheduler.get_last_lr()[0], epoch=epoch)
+        loop.sums, loop.count = {}, 0
+        return logs
+
+    def _epoch(self, epoch: int, loop: _DPOLoop, parts: tuple, ref_table, logger, run_dir) -> bool:
+        """One pass over the pairs from ``loop.batch`` on -> True when ``max_steps`` is reached."""
+        args, acc = self.args, self.accelerator
+        scorer, optimizer, loader, scheduler, params, total, _ = parts
+        for step, (indices, prompts, chosen, rejected) in enumerate(loader):
+            if step < loop.batch:  # done before the checkpoint this run resumed from
+                continue
+            with acc.accumulate(scorer):
+                if ref_table is not None:
+                    refs = ref_table[0][indices], ref_table[1][indices]
+                else:
+                    refs = self._reference_pair_logps(prompts, chosen, rejected)
+                out, logps = self._pair_loss(scorer, prompts, chosen, rejected, refs)
+                acc.backward(out.losses.mean())
+                if acc.sync_gradients and args.max_grad_norm > 0:
+                    acc.clip_grad_norm_(params, args.max_grad_norm)
+                optimizer.step()
+                optimizer.zero_grad()
+            self._accumulate(loop, out, logps, len(prompts))
+            loop.batch = step + 1
+            if not acc.sync_gradients:
+                continue
+            scheduler.step()
+            self.global_step += 1
+            logger.advance()
+            done = self.global_step >= total
+            if self.global_step % args.logging_steps == 0 or done:
+                logger.log(
+                    self._log_row(loop, scheduler, epoch + (step + 1) / len(loader)), step=self.global_step
+                )
+            if self.global_step % args.save_steps == 0 or done:
+                self._save(run_dir, optimizer, scheduler, loop, logger.rows)
+            if done:
+                return True
+        return False
+
+    def train(self) -> dict[str, float]:
+        """Run DPO (or resume it from ``output_dir``); returns ``{"global_step", "train_loss", ...}`` (the
+        last logged metrics included). The policy is left in eval mode (AudioCraft's ``generate`` requires it).
         """
-        transformers = require("transformers")
         if self._own_accelerator:
             # accelerate keeps gradient-accumulation settings in process-wide state: another Accelerator
             # made since __init__ would have changed them, so make a fresh one with this trainer's.
             self.accelerator = self._new_accelerator()
         args, acc = self.args, self.accelerator
-        generator = torch.Generator().manual_seed(args.seed)
-        loader = torch.utils.data.DataLoader(
-            _Indices(len(self.train_dataset)),
-            batch_size=args.per_device_train_batch_size,
-            shuffle=True,
-            generator=generator,
-            collate_fn=_collate(self.train_dataset),
-        )
+        run_dir = None if args.output_dir is None else Path(args.output_dir)
+        parts = self._prepare_training()
+        scorer, optimizer, _, scheduler, _, total, epochs = parts
+        loop, rows = self._resume(run_dir, optimizer, scheduler)
         ref_table = self._precompute_reference(self.train_dataset) if args.precompute_ref_log_probs else None
-        params = [p for p in self.policy.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=args.learning_rate, weight_decay=args.weight_decay)
-        scorer, optimizer, loader = acc.prepare(self.scorer, optimizer, loader)
-        total, epochs = self._total_steps(len(loader))
-        scheduler = transformers.get_scheduler(
-            args.lr_scheduler_type, optimizer, num_warmup_steps=args.warmup_steps, num_training_steps=total
-        )
         policy = acc.unwrap_model(scorer).policy
         policy.train(not args.disable_dropout)
-        sums: dict[str, torch.Tensor] = {}
-        count = torch.zeros((), device=self.device)
-        run_loss = torch.zeros((), device=self.device)
-        run_count = torch.zeros((), device=self.device)
-        bar = tqdm(total=total, desc="dpo", unit="step", disable=not acc.is_local_main_process)
-        done = False
-        for epoch in range(epochs):
-            for step, (indices, prompts, chosen, rejected) in enumerate(loader):
-                with acc.accumulate(scorer):
-                    if ref_table is not None:
-                        ref_c, ref_r = ref_table[0][indices], ref_table[1][indices]
-                    else:
-                        ref_c, ref_r = self._reference_pair_logps(prompts, chosen, rejected)
-                    logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
-                    b = len(prompts)
-                    out = self._loss(logps[:b], logps[b:], ref_c, ref_r, lengths[:b], lengths[b:])
-                    loss = out.losses.mean()
-                    acc.backward(loss)
-                    if acc.sync_gradients and args.max_grad_norm > 0:
-                        acc.clip_grad_norm_(params, args.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                for k, v in self._metrics(out, logps[:b], logps[b:]).items():
-                    sums[k] = sums.get(k, torch.zeros((), device=self.device)) + v.float()
-                count += b
-                run_loss += out.losses.detach().sum().float()
-                run_count += b
-                if not acc.sync_gradients:
-                    continue
-                scheduler.step()
-                self.global_step += 1
-                bar.update(1)
-                if self.global_step % args.logging_steps == 0 or self.global_step == total:
-                    logs = self._reduce(sums, count)
-                    logs.update(
-                        learning_rate=scheduler.get_last_lr()[0],
-                        epoch=epoch + (step + 1) / len(loader),
-                        step=self.global_step,
-                    )
-                    self.log_history.append(logs)
-                    bar.set_postfix(loss=f"{logs['loss']:.4f}", margin=f"{logs['rewards/margins']:.4f}")
-                    sums, count = {}, torch.zeros((), device=self.device)
+        logger = tuning.RunLogger(
+            None if run_dir is None else run_dir / "log.jsonl", total=total, initial=self.global_step,
+            rows=rows, desc="dpo", accelerator=acc, tracker_project="deramos-dpo",
+            tracker_config=args.to_dict(), postfix=("loss", "rewards/margins"),
+        )  # fmt: skip
+        self.log_history = logger.rows
+        try:
+            for epoch in range(loop.epoch, epochs):
                 if self.global_step >= total:
-                    done = True
                     break
-            if done:
-                break
-        bar.close()
-        policy.eval()
+                if loop.order_state is not None and epoch == loop.epoch:
+                    self._order.set_state(torch.tensor(loop.order_state, dtype=torch.uint8))
+                else:
+                    loop.epoch, loop.batch = epoch, 0
+                    loop.order_state = self._order.get_state().tolist()
+                if self._epoch(epoch, loop, parts, ref_table, logger, run_dir):
+                    break
+                loop.order_state = None
+        finally:
+            logger.close()
+            policy.eval()
         summary = dict(self.log_history[-1]) if self.log_history else {}
-        train_loss = self._reduce({"loss": run_loss}, run_count)["loss"]
+        summary.pop("step", None)
+        run = self._reduce({"loss": torch.tensor(loop.run_loss)}, torch.tensor(float(loop.run_count)))
+        train_loss = run["loss"]
         summary.update(global_step=self.global_step, train_loss=train_loss)
-        self.log_history.append({"global_step": self.global_step, "train_loss": summary["train_loss"]})
+        self.log_history.append({"global_step": self.global_step, "train_loss": train_loss})
         return summary
 
     # ---- evaluation ---------------------------------------------------------------------------
@@ -610,34 +658,18 @@ class MusicDPOTrainer:
         """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``), plus
         ``dpo_config.json`` and ``log_history.json``; ``path`` defaults to ``args.output_dir``.
 
-        Written to a temporary sibling folder and renamed into place (an existing folder is replaced).
-        Only the main process writes; every process waits for it.
+        Written to a temporary sibling folder and renamed into place (an existing folder is replaced,
+        except the run's resume state when ``path`` is ``output_dir``). Only the main process writes;
+        every process waits for it.
         """
         if path is None:
             path = self.args.output_dir
         if path is None:
             raise ValueError("path is required when args.output_dir is None")
-        path = Path(path)
-        acc = self.accelerator
-        acc.wait_for_everyone()
-        if acc.is_main_process:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-            try:
-                acc.unwrap_model(self.policy).save_pretrained(str(tmp / "adapter"))
-                (tmp / "adapter" / "dpo_config.json").write_text(
-                    json.dumps(self.args.to_dict(), indent=2) + "\n"
-                )
-                (tmp / "adapter" / "log_history.json").write_text(
-                    json.dumps(self.log_history, indent=2) + "\n"
-                )
-                if path.exists():
-                    os.replace(path, tmp / "old")
-                os.replace(tmp / "adapter", path)
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        return path
+        run_dir = None if self.args.output_dir is None else Path(self.args.output_dir).resolve()
+        keep = tuning.RUN_STATE if Path(path).resolve() == run_dir else ()
+        files = {"dpo_config.json": self.args.to_dict(), "log_history.json": self.log_history}
+        return tuning.save_adapter(self.policy, path, files=files, keep=keep, accelerator=self.accelerator)
 
 
 def load_adapter(model: Any, path: str | os.PathLike, is_trainable: bool = False) -> Any:
@@ -651,8 +683,7 @@ def load_adapter(model: Any, path: str | os.PathLike, is_trainable: bool = False
     path = Path(path)
     if not (path / "adapter_config.json").is_file():
         raise FileNotFoundError(f"{str(path)!r} holds no peft adapter (adapter_config.json missing)")
-    backend_of(model)
-    module = _trainable_module(model)
+    module = musicgen_backend(model).trainable_module()
     if isinstance(module, _peft().PeftModel):
         raise ValueError("model already has a peft adapter; pass the base model")
     return _peft().PeftModel.from_pretrained(module, str(path), is_trainable=is_trainable)

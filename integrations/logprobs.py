@@ -40,10 +40,16 @@ from deramos_reward._optional import require
 
 __all__ = [
     "SequenceLogProbs",
+    "check_prompt_list",
+    "gather_logprobs",
+    "seeded",
     "generate_with_codes",
+    "transformers_code_logits",
+    "audiocraft_code_logits",
     "transformers_sequence_logprobs",
     "transformers_text_inputs",
     "audiocraft_conditions",
+    "audiocraft_generation_params",
     "audiocraft_generate_with_codes",
     "audiocraft_sequence_logprobs",
 ]
@@ -66,7 +72,7 @@ class SequenceLogProbs(NamedTuple):
 # ----------------------------------------------------------------------------------------- helpers
 
 
-def _check_prompts(prompts: Sequence[str], name: str = "prompts") -> list[str]:
+def check_prompt_list(prompts: Sequence[str], name: str = "prompts") -> list[str]:
     if isinstance(prompts, str) or not isinstance(prompts, Sequence):
         raise TypeError(f"{name} must be a list of strings, got {type(prompts).__name__}")
     if len(prompts) == 0:
@@ -98,7 +104,7 @@ def _check_codes(codes: torch.Tensor, num_codebooks: int, card: int, name: str =
 
 
 @contextlib.contextmanager
-def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
     """Seed torch's RNG for the block (CPU and ``device``), restoring the caller's RNG state after."""
     if seed is None:
         yield
@@ -115,8 +121,9 @@ def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def _gather_logps(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> SequenceLogProbs:
-    """logits ``[B, K, S, V]``, codes/mask ``[B, K, S]`` -> :class:`SequenceLogProbs`."""
+def gather_logprobs(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> SequenceLogProbs:
+    """logits ``[B, K, S, V]``, codes/mask ``[B, K, S]`` -> :class:`SequenceLogProbs` (log-softmax, gather,
+    zero where ``mask`` is False; half-precision logits are promoted to float32)."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logits = torch.where(mask[..., None], logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
@@ -189,7 +196,7 @@ def generate_with_codes(
     Returns:
         ``(audio [B, C, T], codes [B, K, S])``; codes are ``long`` on the model's device.
     """
-    prompts = _check_prompts(prompts)
+    prompts = check_prompt_list(prompts)
     if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be a positive int, got {max_new_tokens!r}")
     num_codebooks = model.decoder.num_codebooks
@@ -209,7 +216,7 @@ def generate_with_codes(
     inputs = transformers_text_inputs(processor, prompts, device=device)
     capture = _capture_criterion(transformers)
     criteria = transformers.StoppingCriteriaList([*generate_kwargs.pop("stopping_criteria", []), capture])
-    with _seeded(seed, device):
+    with seeded(seed, device):
         out = model.generate(
             **inputs, max_new_tokens=max_new_tokens, stopping_criteria=criteria, **generate_kwargs
         )
@@ -228,20 +235,20 @@ def transformers_text_inputs(
     processor: Any, prompts: Sequence[str], device: str | torch.device | None = None
 ) -> dict[str, torch.Tensor]:
     """Tokenize prompts for MusicGen: ``{"input_ids": [B, L], "attention_mask": [B, L]}`` on ``device``."""
-    prompts = _check_prompts(prompts)
+    prompts = check_prompt_list(prompts)
     enc = processor(text=prompts, padding=True, return_tensors="pt")
     return {k: enc[k].to(device) if device is not None else enc[k] for k in ("input_ids", "attention_mask")}
 
 
-def transformers_sequence_logprobs(
+def transformers_code_logits(
     model: Any,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     codes: torch.Tensor,
     *,
     keep_only_valid_steps: bool = False,
-) -> SequenceLogProbs:
-    """Teacher-forced log-probabilities of codes under a transformers ``MusicgenForConditionalGeneration``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced logits of codes under a transformers ``MusicgenForConditionalGeneration``.
 
     The codes are laid out with the decoder's own ``build_delay_pattern_mask`` (BOS at step 0,
     codebook ``k`` at steps ``k+1 .. k+S``, pad elsewhere), exactly the decoder input ``generate``
@@ -251,13 +258,12 @@ def transformers_sequence_logprobs(
         model: ``MusicgenForConditionalGeneration`` (or a peft wrapper of it).
         input_ids: ``[B, L]`` text token ids (see :func:`transformers_text_inputs`).
         attention_mask: ``[B, L]`` text mask, or None.
-        codes: ``[B, K, S]`` code ids in ``[0, vocab_size)``, e.g. from :func:`generate_with_codes`;
-            ``S >= K - 1``.
+        codes: ``[B, K, S]`` code ids in ``[0, vocab_size)``; ``S >= K - 1``.
         keep_only_valid_steps: mask the last ``delay_k`` frames of each codebook (see module doc).
 
     Returns:
-        :class:`SequenceLogProbs` ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, in the
-        logits' dtype (float32 for half-precision models). Differentiable.
+        ``(logits [B, K, S, V], mask [B, K, S] bool)``: the logits that predicted each code (frame
+        layout), in the model's dtype, differentiable; ``mask`` marks the codes that count.
     """
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.decoder
@@ -302,7 +308,27 @@ def transformers_sequence_logprobs(
         mask = _valid_steps_mask(delays, steps)[None].expand(batch, -1, -1)
     else:
         mask = torch.ones(batch, num_codebooks, steps, dtype=torch.bool, device=device)
-    return _gather_logps(frame_logits, codes, mask)
+    return frame_logits, mask
+
+
+def transformers_sequence_logprobs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    codes: torch.Tensor,
+    *,
+    keep_only_valid_steps: bool = False,
+) -> SequenceLogProbs:
+    """Teacher-forced log-probabilities of codes under a transformers ``MusicgenForConditionalGeneration``.
+
+    Arguments as :func:`transformers_code_logits`. Returns :class:`SequenceLogProbs` ``(logps [B],
+    token_logps [B, K, S], mask [B, K, S])``, in the logits' dtype (float32 for half-precision models).
+    Differentiable.
+    """
+    logits, mask = transformers_code_logits(
+        model, input_ids, attention_mask, codes, keep_only_valid_steps=keep_only_valid_steps
+    )
+    return gather_logprobs(logits, codes.long(), mask)
 
 
 # -------------------------------------------------------------------------------------- audiocraft
@@ -316,7 +342,7 @@ def audiocraft_conditions(
     Each has ``text={"description": prompt}`` and an empty ``self_wav`` at ``sample_rate`` (used by
     melody models only, ignored by text-only ones).
     """
-    prompts = _check_prompts(prompts)
+    prompts = check_prompt_list(prompts)
     cond = require("audiocraft.modules.conditioners")
     attributes = []
     for prompt in prompts:
@@ -332,7 +358,17 @@ def audiocraft_conditions(
 
 
 _GEN_PARAM_ALIASES = {"temperature": "temp"}
-_GEN_PARAMS = {"use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg"}
+_GEN_PARAMS = ("use_sampling", "temp", "top_k", "top_p", "cfg_coef", "two_step_cfg")
+
+
+def audiocraft_generation_params(sampling: dict) -> dict:
+    """AudioCraft sampling options (``temperature`` accepted for ``temp``) -> generation-param overrides;
+    ValueError naming any unknown option."""
+    overrides = {_GEN_PARAM_ALIASES.get(k, k): v for k, v in sampling.items()}
+    unknown = sorted(set(overrides) - set(_GEN_PARAMS))
+    if unknown:
+        raise ValueError(f"unknown generation_params {unknown}; expected some of {list(_GEN_PARAMS)}")
+    return overrides
 
 
 def audiocraft_generate_with_codes(
@@ -350,11 +386,8 @@ def audiocraft_generate_with_codes(
     only (the model's settings are restored after). ``S = int(duration * frame_rate)``.
     ``seed`` seeds torch's RNG for the call and restores the caller's RNG state after.
     """
-    prompts = _check_prompts(prompts)
-    overrides = {_GEN_PARAM_ALIASES.get(k, k): v for k, v in generation_params.items()}
-    unknown = sorted(set(overrides) - _GEN_PARAMS)
-    if unknown:
-        raise ValueError(f"unknown generation_params {unknown}; expected some of {sorted(_GEN_PARAMS)}")
+    prompts = check_prompt_list(prompts)
+    overrides = audiocraft_generation_params(generation_params)
     if duration is not None and (
         not isinstance(duration, (int, float)) or isinstance(duration, bool) or duration <= 0
     ):
@@ -365,37 +398,37 @@ def audiocraft_generate_with_codes(
             musicgen.duration = float(duration)
         musicgen.generation_params.update(overrides)
         device = next(iter(musicgen.lm.parameters())).device
-        with _seeded(seed, device):
+        with seeded(seed, device):
             audio, codes = musicgen.generate(prompts, progress=False, return_tokens=True)
     finally:
         musicgen.duration, musicgen.generation_params = saved_duration, saved_params
     return audio, codes
 
 
-def audiocraft_sequence_logprobs(
+def audiocraft_code_logits(
     lm: Any,
     codes: torch.Tensor,
     conditions: Sequence[str] | Sequence[Any],
     *,
     keep_only_valid_steps: bool = False,
-) -> SequenceLogProbs:
-    """Teacher-forced log-probabilities of codes under an AudioCraft ``LMModel``.
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Teacher-forced logits of codes under an AudioCraft ``LMModel``.
 
     Uses ``lm.compute_predictions(codes, [], condition_tensors)`` (the LM's own pattern provider
-    lays out the delay pattern) and gathers the log-probability of each code. The condition tensors
-    are computed from ``conditions`` directly, bypassing the LM's classifier-free-guidance and
-    attribute dropout (which would randomly drop the text in training mode).
+    lays out the delay pattern). The condition tensors are computed from ``conditions`` directly,
+    bypassing the LM's classifier-free-guidance and attribute dropout (which would randomly drop the
+    text in training mode).
 
     Args:
         lm: ``audiocraft.models.lm.LMModel`` (``musicgen.lm``), or a wrapper exposing
             ``compute_predictions`` and ``condition_provider``.
-        codes: ``[B, K, S]`` code ids in ``[0, card)``, e.g. from :func:`audiocraft_generate_with_codes`.
+        codes: ``[B, K, S]`` code ids in ``[0, card)``.
         conditions: ``B`` prompts (strings) or ``ConditioningAttributes`` (see :func:`audiocraft_conditions`).
         keep_only_valid_steps: AudioCraft's training convention; masks the last ``delay_k`` frames of
             codebook ``k`` (see module doc).
 
     Returns:
-        :class:`SequenceLogProbs` ``(logps [B], token_logps [B, K, S], mask [B, K, S])``. Differentiable.
+        ``(logits [B, K, S, card], mask [B, K, S] bool)``, differentiable.
     """
     codes = _check_codes(codes, lm.num_codebooks, lm.card)
     if isinstance(conditions, str) or not isinstance(conditions, Sequence):
@@ -412,5 +445,20 @@ def audiocraft_sequence_logprobs(
     provider = lm.condition_provider
     condition_tensors = provider(provider.tokenize(list(conditions)))
     out = lm.compute_predictions(codes, [], condition_tensors, keep_only_valid_steps=keep_only_valid_steps)
-    mask = out.mask.to(torch.bool)
-    return _gather_logps(out.logits, codes, mask)
+    return out.logits, out.mask.to(torch.bool)
+
+
+def audiocraft_sequence_logprobs(
+    lm: Any,
+    codes: torch.Tensor,
+    conditions: Sequence[str] | Sequence[Any],
+    *,
+    keep_only_valid_steps: bool = False,
+) -> SequenceLogProbs:
+    """Teacher-forced log-probabilities of codes under an AudioCraft ``LMModel``.
+
+    Arguments as :func:`audiocraft_code_logits`. Returns :class:`SequenceLogProbs` ``(logps [B],
+    token_logps [B, K, S], mask [B, K, S])``. Differentiable.
+    """
+    logits, mask = audiocraft_code_logits(lm, codes, conditions, keep_only_valid_steps=keep_only_valid_steps)
+    return gather_logprobs(logits, codes.long(), mask)

@@ -5,13 +5,10 @@
   from a causal-LM forward pass over token sequences, so it cannot score MusicGen's delayed
   multi-codebook codes; this function takes sequence log-probabilities from
   :mod:`deramos_reward.integrations.logprobs` instead.
-- Pairs: :func:`generate_pairs` / :func:`transformers_pairs` / :func:`audiocraft_pairs` generate ``N``
-  candidates per prompt (with their codes), score them with a reward, and keep chosen/rejected pairs
+- Pairs: :func:`generate_pairs` (any generator) / :func:`musicgen_pairs` (a MusicGen of either library)
+  generate ``N`` candidates per prompt (with their codes), score them with a reward, and keep chosen/rejected pairs
   (:func:`select_pairs`: best vs worst, or every pair above a score margin with a cap per prompt) as a
   Hugging Face ``datasets.Dataset`` (:func:`build_pairs`, :func:`save_pairs`, :func:`load_pairs`).
-- The LoRA DPO trainer (:mod:`.dpo`) and the trl reward function (:mod:`.rl`) are re-exported here:
-  ``MusicDPOConfig``, ``MusicDPOTrainer``, ``default_lora_config``, ``load_adapter``,
-  ``AudioRewardFunction``, ``codes_decoder``.
 """
 
 from __future__ import annotations
@@ -40,8 +37,7 @@ __all__ = [
     "build_pairs",
     "pairs_from_candidates",
     "generate_pairs",
-    "transformers_pairs",
-    "audiocraft_pairs",
+    "musicgen_pairs",
     "save_pairs",
     "load_pairs",
     "check_pairs",
@@ -410,78 +406,42 @@ def _check_n(n: object) -> int:
     return n
 
 
-def transformers_pairs(
+def musicgen_pairs(
     model: Any,
-    processor: Any,
     prompts: Sequence[str],
     n: int,
     reward: Callable,
     *,
+    processor: Any = None,
     duration: float | None = None,
     margin: float = 0.0,
     max_pairs_per_prompt: int | None = 1,
     max_batch: int = 16,
     seed: int | None = None,
     progress: bool = False,
-    **generate_kwargs: Any,
+    **sampling: Any,
 ):
-    """Preference pairs from a transformers ``MusicgenForConditionalGeneration`` (see :func:`generate_pairs`).
+    """Preference pairs from a MusicGen of either library (see :func:`generate_pairs`).
 
-    Candidates come from :func:`deramos_reward.integrations.transformers_musicgen.best_of_n` (prompts repeated
-    in the batch, codes recovered from the decoder); ``duration`` in seconds and ``generate_kwargs`` as there.
+    Candidates come from :func:`deramos_reward.integrations.musicgen_rerank.best_of_n` (``model`` is a
+    backend or a MusicGen, with ``processor`` for transformers; ``duration`` in seconds, None = the model's
+    own length; ``sampling``: the library's own sampling options).
     """
-    from .transformers_musicgen import best_of_n
+    from .musicgen_rerank import best_of_n
 
     _check_n(n)
     result = best_of_n(
         model,
-        processor,
         prompts,
         n,
         reward,
-        max_batch=max_batch,
-        seed=seed,
-        duration=duration,
-        return_candidates=True,
-        progress=progress,
-        **generate_kwargs,
-    )
-    return pairs_from_candidates(result, margin=margin, max_pairs_per_prompt=max_pairs_per_prompt)
-
-
-def audiocraft_pairs(
-    musicgen: Any,
-    prompts: Sequence[str],
-    n: int,
-    reward: Callable,
-    *,
-    duration: float | None = None,
-    margin: float = 0.0,
-    max_pairs_per_prompt: int | None = 1,
-    max_batch: int = 16,
-    seed: int | None = None,
-    progress: bool = False,
-    **generation_params: Any,
-):
-    """Preference pairs from an AudioCraft ``MusicGen`` (see :func:`generate_pairs`).
-
-    Candidates come from :func:`deramos_reward.integrations.audiocraft.best_of_n` (the model's generation
-    params are honoured; ``duration`` and ``generation_params`` override them for this call).
-    """
-    from .audiocraft import best_of_n
-
-    _check_n(n)
-    result = best_of_n(
-        musicgen,
-        prompts,
-        n,
-        reward,
+        processor=processor,
         duration=duration,
         max_batch=max_batch,
         seed=seed,
         return_candidates=True,
         progress=progress,
-        **generation_params,
+        **sampling,
     )
     return pairs_from_candidates(result, margin=margin, max_pairs_per_prompt=max_pairs_per_prompt)
 
@@ -553,27 +513,3 @@ def collate_pairs(rows: Sequence[dict]) -> tuple[list[str], torch.Tensor, torch.
             f"{tuple(rejected.shape[1:])}"
         )
     return prompts, chosen, rejected
-
-
-# --------------------------------------------------------------------- trainer and RL reward re-exports
-# The DPO trainer lives in :mod:`.dpo` and the trl reward function in :mod:`.rl`; their names are
-# importable from here too (loaded on first use: ``.dpo`` imports this module).
-
-_REEXPORTS = {
-    "MusicDPOConfig": "dpo",
-    "MusicDPOTrainer": "dpo",
-    "default_lora_config": "dpo",
-    "load_adapter": "dpo",
-    "AudioRewardFunction": "rl",
-    "codes_decoder": "rl",
-}
-
-
-def __getattr__(name: str) -> Any:
-    if name in _REEXPORTS:
-        import importlib
-
-        value = getattr(importlib.import_module(f"{__package__}.{_REEXPORTS[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -200,7 +200,11 @@ def _processor(sampling_rate: int) -> MusicgenProcessor:
 
 
 def _build(
-    config: MusicgenConfig, seed: int, device: str | torch.device, max_length: int
+    config: MusicgenConfig,
+    seed: int,
+    device: str | torch.device,
+    max_length: int,
+    head_std: float | None = None,
 ) -> MusicgenForConditionalGeneration:
     from transformers import MusicgenForConditionalGeneration
 
@@ -213,6 +217,11 @@ def _build(
         # decode to the same audio; random entries make different codes sound different.
         for layer in model.audio_encoder.quantizer.layers:
             torch.nn.init.normal_(layer.codebook.embed)
+        if head_std is not None:
+            if isinstance(head_std, bool) or not isinstance(head_std, (int, float)) or not head_std > 0:
+                raise ValueError(f"head_std must be a positive number or None, got {head_std!r}")
+            for head in model.decoder.lm_heads:
+                torch.nn.init.normal_(head.weight, 0.0, float(head_std))
     pad = config.decoder.pad_token_id
     generation = model.generation_config
     # The generation settings published with facebook/musicgen-small (sampling with the default
@@ -227,7 +236,7 @@ def _build(
 
 
 def tiny_musicgen(
-    seed: int = 0, device: str | torch.device = "cpu"
+    seed: int = 0, device: str | torch.device = "cpu", head_std: float | None = None
 ) -> tuple[MusicgenForConditionalGeneration, MusicgenProcessor]:
     """A tiny random transformers MusicGen and its processor, built offline; deterministic given ``seed``.
 
@@ -238,11 +247,17 @@ def tiny_musicgen(
     ``guidance_scale=3.0``;
     ``max_length`` defaults to 256 steps (about 5 s).
 
+    ``head_std``: redraw the decoder's output heads from a normal with this std. transformers
+    initialises them with std 0.02, which makes the next-code distribution nearly uniform (4.78 nats per
+    code of at most 4.85) so that fine-tuning an adapter on the decoder layers barely moves what is
+    sampled; ``head_std=0.5`` gives a peaked distribution (about 3.1 nats) like a trained MusicGen's,
+    on which DPO and RL visibly learn (tests and examples use it).
+
     The global torch RNG of the caller is left untouched.
     """
     processor = _processor(32000)
     config = tiny_musicgen_config(vocab_size=len(processor.tokenizer))
-    return _build(config, seed, device, max_length=256), processor
+    return _build(config, seed, device, max_length=256, head_std=head_std), processor
 
 
 def musicgen_small_architecture(
@@ -258,171 +273,3 @@ def musicgen_small_architecture(
     """
     processor = _processor(32000)
     return _build(musicgen_small_config(), seed, device, max_length=1500), processor
-
-
-# ------------------------------------------------------------------- best-of-N reranking
-# (appended by the reranking work; see deramos_reward.rerank and deramos_reward.progressive)
-
-
-def _delay_steps(model: MusicgenForConditionalGeneration) -> int:
-    """Decoder steps spent on the delay pattern: codebooks per channel - 1."""
-    k = model.decoder.num_codebooks
-    return (k // 2 if model.config.decoder.audio_channels == 2 else k) - 1
-
-
-def frames_for(model: MusicgenForConditionalGeneration, duration: float) -> int:
-    """Code frames in ``duration`` seconds: ``round(duration * frame_rate)`` (50 Hz for MusicGen)."""
-    if isinstance(duration, bool) or not isinstance(duration, (int, float)) or duration <= 0:
-        raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
-    frames = round(duration * model.config.audio_encoder.frame_rate)
-    if frames < 1:
-        raise ValueError(f"duration {duration} s is shorter than one code frame")
-    return frames
-
-
-def _total_frames(model, duration: float | None, generate_kwargs: dict) -> int:
-    """Frames per candidate from ``duration``, else ``max_new_tokens``, else the generation config."""
-    if "max_length" in generate_kwargs:
-        raise ValueError("pass duration or max_new_tokens, not max_length")
-    steps = generate_kwargs.pop("max_new_tokens", None)
-    if duration is not None:
-        if steps is not None:
-            raise ValueError("give duration or max_new_tokens, not both")
-        return frames_for(model, duration)
-    if steps is None:
-        steps = model.generation_config.max_length - 1  # generation starts from one BOS step
-    return steps - _delay_steps(model)
-
-
-def segment_generator(
-    model: MusicgenForConditionalGeneration, processor: MusicgenProcessor, **generate_kwargs
-):
-    """A segment generator for :func:`deramos_reward.progressive.progressive_best_of_n`.
-
-    ``generate_segment(prompts, prefix, frames) -> (audio [B, C, T], codes [B, K, frames])``:
-    with a prefix ``[B, K, S0]`` the codes are fed to ``generate`` as ``decoder_input_ids``
-    (``[B * K, S0]``, undelayed; generate prepends BOS and lays out the delay pattern), so the
-    continuation is conditioned on exactly the prefix that was scored. Each segment must add at
-    least ``num_codebooks`` frames. ``generate_kwargs`` go to ``model.generate``.
-    """
-    from .logprobs import generate_with_codes
-
-    delay = _delay_steps(model)
-
-    def generate_segment(prompts: list[str], prefix: torch.Tensor | None, frames: int):
-        start = 0 if prefix is None else prefix.shape[-1]
-        kwargs = dict(generate_kwargs)
-        if prefix is not None:
-            kwargs["decoder_input_ids"] = prefix.reshape(-1, start).to(model.device)
-        audio, codes = generate_with_codes(model, processor, prompts, frames - start + delay, **kwargs)
-        if prefix is not None:
-            # generate keeps the prefix (its delay mask holds it) but the raw decoder sequence has
-            # sampled tokens under the prefix's delayed tail: the codes decoded are the prefix's.
-            codes = torch.cat([prefix.to(codes.device), codes[..., start:]], dim=-1)
-        return audio, codes
-
-    return generate_segment
-
-
-def best_of_n(
-    model: MusicgenForConditionalGeneration,
-    processor: MusicgenProcessor,
-    prompts: str | list[str],
-    n: int,
-    reward,
-    max_batch: int = 16,
-    seed: int | None = None,
-    duration: float | None = None,
-    return_candidates: bool = False,
-    progress: bool = False,
-    **generate_kwargs,
-):
-    """Best-of-N with a transformers ``MusicgenForConditionalGeneration``.
-
-    Candidates are made by repeating each prompt in the batch (never ``num_return_sequences``,
-    which MusicGen joins along time), at most ``max_batch`` per ``generate`` call. Length: from
-    ``duration`` (seconds), else ``max_new_tokens`` in ``generate_kwargs``, else the model's
-    ``generation_config.max_length``. Other ``generate_kwargs`` (``do_sample``,
-    ``guidance_scale``, ``top_k``...) go to ``model.generate``. The sample rate is
-    ``model.config.audio_encoder.sampling_rate``.
-
-    ``MusicgenMelodyForConditionalGeneration`` works the same way for text-only prompts (its
-    processor tokenizes text the same way); melody conditioning is not routed through here.
-
-    Returns:
-        :class:`deramos_reward.BestOfNResult`: ``audio`` [P, C, T], ``scores`` [P, n],
-        ``index`` [P], ``codes`` [P, K, S] recovered from the decoder.
-    """
-    from deramos_reward.rerank import best_of_n as _best_of_n
-
-    from .logprobs import generate_with_codes
-
-    kwargs = dict(generate_kwargs)
-    frames = _total_frames(model, duration, kwargs)
-    steps = frames + _delay_steps(model)
-
-    def generate(batch: list[str]):
-        return generate_with_codes(model, processor, batch, steps, **kwargs)
-
-    return _best_of_n(
-        generate,
-        prompts,
-        n,
-        reward,
-        model.config.audio_encoder.sampling_rate,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
-    )
-
-
-def progressive_best_of_n(
-    model: MusicgenForConditionalGeneration,
-    processor: MusicgenProcessor,
-    prompts: str | list[str],
-    n: int,
-    reward,
-    duration: float | None = None,
-    checkpoints: tuple[float, ...] = (0.25, 0.5),
-    keep: float = 0.5,
-    max_batch: int = 16,
-    seed: int | None = None,
-    return_candidates: bool = False,
-    progress: bool = False,
-    **generate_kwargs,
-):
-    """Progressive best-of-N with a transformers MusicGen (see :mod:`deramos_reward.progressive`).
-
-    The kept candidates continue from their own codes (``decoder_input_ids``); every segment
-    between checkpoints must span at least ``num_codebooks`` frames (4 frames = 80 ms).
-    """
-    from deramos_reward.progressive import progressive_best_of_n as _progressive
-    from deramos_reward.progressive import stage_frames
-
-    kwargs = dict(generate_kwargs)
-    total = _total_frames(model, duration, kwargs)
-    stages = stage_frames(total, checkpoints)
-    k = model.decoder.num_codebooks
-    if min(b - a for a, b in zip([0, *stages], stages)) < k:
-        raise ValueError(
-            f"checkpoints {tuple(checkpoints)} cut {total} frames into segments {stages}; each segment "
-            f"must add at least {k} frames (num_codebooks) for MusicGen's delay pattern"
-        )
-    return _progressive(
-        segment_generator(model, processor, **kwargs),
-        prompts,
-        n,
-        reward,
-        model.config.audio_encoder.sampling_rate,
-        total,
-        checkpoints=checkpoints,
-        keep=keep,
-        max_batch=max_batch,
-        seed=seed,
-        return_candidates=return_candidates,
-        progress=progress,
-    )
-
-
-__all__ += ["best_of_n", "frames_for", "progressive_best_of_n", "segment_generator"]

@@ -427,5 +427,5 @@ def test_reward_and_its_gradient_are_finite_or_a_clear_error(
     assert not problems, f"accepted an invalid input: {problems}"
     assert out.reward.shape == (n_clips,) and torch.isfinite(out.reward).all()
     assert ((out.mi >= 1) & (out.mi <= 5) & (out.ta >= 1) & (out.ta <= 5)).all()
-    torch.testing.assert_close(out.reward, out.mi + out.ta)  # default weights 1, 1, no normalisation
+    torch.testing.assert_close(out.reward, 0.5 * out.mi + 0.5 * out.ta)  # default weights 0.5, 0.5
     assert audio.grad is not None and torch.isfinite(audio.grad).all()

@@ -1,11 +1,14 @@
-"""best-of-N and progressive best-of-N on real tiny MusicGen models (transformers and AudioCraft)."""
+"""best-of-N and progressive best-of-N on real tiny MusicGen models (transformers and AudioCraft), through
+the one backend interface (``musicgen_backend``)."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 from deramos_reward.integrations import audiocraft as ac
+from deramos_reward.integrations import musicgen_backend
 from deramos_reward.integrations import transformers_musicgen as tm
+from deramos_reward.integrations.musicgen_rerank import best_of_n, progressive_best_of_n
 
 import deramos_reward as dr
 
@@ -47,8 +50,16 @@ def hf_decode(model, codes):
 # ---- transformers -----------------------------------------------------------------------------
 def test_transformers_best_of_n_end_to_end(hf_musicgen, reward):
     model, processor = hf_musicgen
-    res = tm.best_of_n(
-        model, processor, PROMPTS, 3, reward, max_batch=4, seed=0, duration=0.3, return_candidates=True
+    res = best_of_n(
+        model,
+        PROMPTS,
+        3,
+        reward,
+        processor=processor,
+        max_batch=4,
+        seed=0,
+        duration=0.3,
+        return_candidates=True,
     )
     frames = 15  # 0.3 s at 50 frames/s
     assert res.sample_rate == 32_000
@@ -61,26 +72,37 @@ def test_transformers_best_of_n_end_to_end(hf_musicgen, reward):
         again = reward(res.candidates.flatten(0, 1), 32_000, [p for p in PROMPTS for _ in range(3)])
     torch.testing.assert_close(again.reshape(2, 3), res.scores, rtol=0, atol=1e-5)
     # seeded: the same call gives the same candidates
-    again = tm.best_of_n(model, processor, PROMPTS, 3, reward, max_batch=4, seed=0, duration=0.3)
+    again = best_of_n(model, PROMPTS, 3, reward, processor=processor, max_batch=4, seed=0, duration=0.3)
     assert torch.equal(again.codes, res.codes) and torch.equal(again.scores, res.scores)
 
 
-def test_transformers_generate_kwargs_reach_generate(hf_musicgen, reward):
+def test_transformers_sampling_options_reach_generate(hf_musicgen, reward):
     model, processor = hf_musicgen
-    greedy = tm.best_of_n(
-        model, processor, PROMPTS[:1], 3, reward, max_new_tokens=12, do_sample=False, return_candidates=True
+    greedy = best_of_n(
+        model,
+        PROMPTS[:1],
+        3,
+        reward,
+        processor=processor,
+        duration=0.18,
+        do_sample=False,
+        return_candidates=True,
     )
-    assert greedy.codes.shape == (1, 4, 9)  # max_new_tokens - (num_codebooks - 1) frames
+    assert greedy.codes.shape == (1, 4, 9)  # round(0.18 s * 50 frames/s)
     codes = greedy.candidate_codes[0]
     assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])  # greedy: all the same
-    with pytest.raises(ValueError, match="not both"):
-        tm.best_of_n(model, processor, PROMPTS, 2, reward, duration=0.3, max_new_tokens=12)
+    for option in ("max_new_tokens", "max_length", "num_return_sequences"):
+        with pytest.raises(ValueError, match=option):
+            best_of_n(model, PROMPTS, 2, reward, processor=processor, duration=0.3, **{option: 12})
+    # without a duration, the model's own generation length (max_length 256 -> 255 steps - 3 delay)
+    default = musicgen_backend(model, processor).default_frames()
+    assert default == model.generation_config.max_length - 1 - 3
 
 
 def test_transformers_progressive(hf_musicgen, reward):
     model, processor = hf_musicgen
-    res = tm.progressive_best_of_n(
-        model, processor, PROMPTS, 5, reward, duration=0.4, checkpoints=(0.4,), keep=0.5, seed=0,
+    res = progressive_best_of_n(
+        model, PROMPTS, 5, reward, processor=processor, duration=0.4, checkpoints=(0.4,), keep=0.5, seed=0,
         return_candidates=True,
     )  # fmt: skip
     assert res.scores.shape == (2, 5) and torch.isfinite(res.scores).all()
@@ -97,16 +119,17 @@ def test_transformers_progressive(hf_musicgen, reward):
                 score = reward(hf_decode(model, partial[None, :, :8]), 32_000, [PROMPTS[p]])
             assert float(score) == pytest.approx(float(res.scores[p, i]), abs=1e-5)
     with pytest.raises(ValueError, match="at least 4 frames"):
-        tm.progressive_best_of_n(model, processor, PROMPTS, 2, reward, duration=0.2, checkpoints=(0.1,))
+        progressive_best_of_n(
+            model, PROMPTS, 2, reward, processor=processor, duration=0.2, checkpoints=(0.1,)
+        )
 
 
-def test_transformers_segment_generator_continues_a_prefix(hf_musicgen):
+def test_transformers_backend_generate_continues_a_prefix(hf_musicgen):
     model, processor = hf_musicgen
-    segment = tm.segment_generator(model, processor)
-    torch.manual_seed(0)
-    audio, codes = segment(PROMPTS, None, 8)
+    backend = musicgen_backend(model, processor)
+    audio, codes = backend.generate(PROMPTS, 8, seed=0)
     assert codes.shape == (2, 4, 8)
-    longer, more = segment(PROMPTS, codes, 20)
+    longer, more = backend.generate(PROMPTS, 20, prefix=codes, seed=1)
     assert more.shape == (2, 4, 20) and longer.shape == (2, 1, 640 * 20)
     assert torch.equal(more[..., :8], codes)
     # generate's own audio decodes exactly these codes, so the prefix really was kept
@@ -141,13 +164,13 @@ def test_transformers_melody_model_text_only(reward):
     processor = MusicgenMelodyProcessor(
         feature_extractor=MusicgenMelodyFeatureExtractor(), tokenizer=tm.byte_level_t5_tokenizer()
     )
-    res = tm.best_of_n(model, processor, PROMPTS, 2, reward, duration=0.3, seed=0)
+    res = best_of_n(model, PROMPTS, 2, reward, processor=processor, duration=0.3, seed=0)
     assert res.codes.shape == (2, 4, 15) and res.audio.shape == (2, 1, 640 * 15)
     torch.testing.assert_close(hf_decode(model, res.codes), res.audio, rtol=0, atol=1e-5)
-    torch.manual_seed(0)
-    segment = tm.segment_generator(model, processor)
-    _, codes = segment(PROMPTS, None, 6)
-    longer, more = segment(PROMPTS, codes, 14)
+    backend = musicgen_backend(model, processor)
+    assert backend.name == "transformers"
+    _, codes = backend.generate(PROMPTS, 6, seed=0)
+    longer, more = backend.generate(PROMPTS, 14, prefix=codes, seed=1)
     assert torch.equal(more[..., :6], codes)
     torch.testing.assert_close(hf_decode(model, more), longer, rtol=0, atol=1e-5)
 
@@ -156,7 +179,7 @@ def test_transformers_melody_model_text_only(reward):
 def test_audiocraft_best_of_n_end_to_end(ac_musicgen, reward):
     musicgen = ac_musicgen
     before = (musicgen.duration, dict(musicgen.generation_params))
-    res = ac.best_of_n(musicgen, PROMPTS, 3, reward, max_batch=4, seed=0, return_candidates=True)
+    res = best_of_n(musicgen, PROMPTS, 3, reward, max_batch=4, seed=0, return_candidates=True)
     assert (musicgen.duration, musicgen.generation_params) == before
     frames = int(0.4 * musicgen.frame_rate)  # honours set_generation_params(duration=0.4)
     assert res.sample_rate == musicgen.sample_rate == 32_000
@@ -167,14 +190,14 @@ def test_audiocraft_best_of_n_end_to_end(ac_musicgen, reward):
     torch.testing.assert_close(decoded, res.audio, rtol=0, atol=1e-6)
     for p in range(2):
         assert torch.equal(res.audio[p], res.candidates[p, res.index[p]])
-    again = ac.best_of_n(musicgen, PROMPTS, 3, reward, max_batch=4, seed=0)
+    again = best_of_n(musicgen, PROMPTS, 3, reward, max_batch=4, seed=0)
     assert torch.equal(again.codes, res.codes)
 
 
 def test_audiocraft_generation_params_are_honoured_and_restored(ac_musicgen, reward):
     musicgen = ac_musicgen
     before = (musicgen.duration, dict(musicgen.generation_params))
-    greedy = ac.best_of_n(
+    greedy = best_of_n(
         musicgen, PROMPTS[:1], 3, reward, duration=0.2, use_sampling=False, return_candidates=True
     )
     assert (musicgen.duration, musicgen.generation_params) == before
@@ -182,13 +205,13 @@ def test_audiocraft_generation_params_are_honoured_and_restored(ac_musicgen, rew
     assert codes.shape == (3, 4, 5)
     assert torch.equal(codes[0], codes[1]) and torch.equal(codes[0], codes[2])
     with pytest.raises(ValueError, match="unknown generation_params"):
-        ac.best_of_n(musicgen, PROMPTS, 2, reward, temprature=0.5)
+        best_of_n(musicgen, PROMPTS, 2, reward, temprature=0.5)
 
 
 def test_audiocraft_progressive(ac_musicgen, reward):
     musicgen = ac_musicgen
     before = (musicgen.duration, dict(musicgen.generation_params))
-    res = ac.progressive_best_of_n(
+    res = progressive_best_of_n(
         musicgen, PROMPTS, 4, reward, duration=0.8, checkpoints=(0.25, 0.5), keep=0.4, seed=0,
         return_candidates=True,
     )  # fmt: skip
@@ -211,12 +234,11 @@ def test_audiocraft_progressive(ac_musicgen, reward):
             assert float(score) == pytest.approx(float(res.scores[p, i]), abs=1e-5)
 
 
-def test_audiocraft_segment_generator_continues_a_prefix(ac_musicgen):
-    segment = ac.segment_generator(ac_musicgen)
-    torch.manual_seed(0)
-    audio, codes = segment(PROMPTS, None, 5)
+def test_audiocraft_backend_generate_continues_a_prefix(ac_musicgen):
+    backend = musicgen_backend(ac_musicgen)
+    audio, codes = backend.generate(PROMPTS, 5, seed=0)
     assert codes.shape == (2, 4, 5)
-    longer, more = segment(PROMPTS, codes, 12)
+    longer, more = backend.generate(PROMPTS, 12, prefix=codes, seed=1)
     assert more.shape == (2, 4, 12)
     assert torch.equal(more[..., :5], codes)  # AudioCraft's LM kept the prompt tokens
     with torch.no_grad():
@@ -253,7 +275,7 @@ def test_generate_cli_writes_wavs_and_scores(backend, tiny_checkpoint, tmp_path)
         assert len(scores) == 3
         finished = [c["score"] for c in r["candidates"] if not c.get("pruned", False)]
         assert r["score"] == max(finished) == scores[r["chosen"]]
-        assert all(c["score"] == pytest.approx(c["mi"] + c["ta"]) for c in r["candidates"])
+        assert all(c["score"] == pytest.approx(0.5 * c["mi"] + 0.5 * c["ta"]) for c in r["candidates"])
         audio, rate = sf.read(out / r["file"], dtype="float32", always_2d=True)
         assert rate == 32_000 and audio.shape[1] == 1
         assert audio.shape[0] == (12_800 if backend == "transformers" else int(0.4 * 25) * 1280)

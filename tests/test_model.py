@@ -112,7 +112,7 @@ def _pool(d):
 
 
 def test_head_parameter_count_at_paper_size():
-    """Independent count of DERAMOS.md's heads at MuQ-large (1024) / roberta-base (768) dims."""
+    """Independent count of the heads in docs/model.md at MuQ-large (1024) / roberta-base (768) dims."""
     cfg = dr.DeRAMOSConfig()
     heads = DeRAMOSHeads(1024, 768, cfg)
     da, dt, ff = 1024, 768, 2048

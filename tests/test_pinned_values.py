@@ -11,6 +11,7 @@ from deramos_reward.integrations import audiocraft as ac
 from deramos_reward.integrations import preference as pf
 from deramos_reward.integrations import transformers_musicgen as tm
 from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
+from deramos_reward.integrations.musicgen_rerank import best_of_n
 
 import deramos_reward as dr
 
@@ -38,7 +39,7 @@ def test_tiny_judge_scores_are_pinned(judge):
 def test_fixed_seed_best_of_n_is_pinned_on_both_libraries(judge):
     reward = dr.MusicReward(judge, mi_weight=1.0, ta_weight=1.0)
     model, processor = tm.tiny_musicgen(seed=0)
-    res = tm.best_of_n(model, processor, PROMPTS, 3, reward, seed=123, duration=0.3)
+    res = best_of_n(model, PROMPTS, 3, reward, processor=processor, seed=123, duration=0.3)
     np.testing.assert_allclose(
         res.scores.tolist(),
         [[6.010157108306885, 6.010396957397461, 6.010013580322266],
@@ -49,7 +50,7 @@ def test_fixed_seed_best_of_n_is_pinned_on_both_libraries(judge):
     assert res.index.tolist() == [1, 0] and int(res.codes.sum()) == 7428
 
     musicgen = ac.tiny_musicgen(seed=0)
-    res = ac.best_of_n(musicgen, PROMPTS, 3, reward, duration=0.4, seed=123)
+    res = best_of_n(musicgen, PROMPTS, 3, reward, duration=0.4, seed=123)
     np.testing.assert_allclose(
         res.scores.tolist(),
         [[6.005817413330078, 6.006648063659668, 6.005781173706055],

@@ -11,6 +11,7 @@ import pytest
 import torch
 from deramos_reward.integrations import audiocraft as ac
 from deramos_reward.integrations import logprobs as lp
+from deramos_reward.integrations import musicgen_rerank as mr
 from deramos_reward.integrations import preference as pf
 from deramos_reward.integrations import transformers_musicgen as tm
 from deramos_reward.integrations.rl import codes_decoder
@@ -142,11 +143,11 @@ def reward():
 
 def test_audiocraft_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     musicgen = ac.tiny_musicgen(seed=0)
-    ds = pf.audiocraft_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
+    ds = pf.musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
     assert len(ds) == 4
     chosen = torch.tensor(list(ds["chosen_codes"]))
     rejected = torch.tensor(list(ds["rejected_codes"]))
-    assert chosen.shape == (4, 4, 6)  # [pairs, K, int(0.24 s * 25 Hz)]
+    assert chosen.shape == (4, 4, 6)  # [pairs, K, round(0.24 s * 25 Hz)]
     with torch.no_grad():
         audio = musicgen.generate_audio(torch.cat([chosen, rejected]))
         rescored = reward(audio, musicgen.sample_rate, list(ds["prompt"]) * 2)
@@ -155,9 +156,7 @@ def test_audiocraft_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     assert all(c > r for c, r in zip(ds["chosen_score"], ds["rejected_score"]))
     assert ds[0]["chosen_score"] == pytest.approx(max(ds[0]["scores"]))
     assert ds[0]["rejected_score"] == pytest.approx(min(ds[0]["scores"]))
-    again = pf.audiocraft_pairs(
-        musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2
-    )
+    again = pf.musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
     assert list(again["chosen_codes"]) == list(ds["chosen_codes"])  # seeded
 
 
@@ -168,8 +167,8 @@ def test_transformers_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(generator=torch.Generator().manual_seed(0))
-    ds = pf.transformers_pairs(
-        model, processor, PROMPTS, 3, reward, duration=0.14, seed=1, guidance_scale=1.0
+    ds = pf.musicgen_pairs(
+        model, PROMPTS, 3, reward, processor=processor, duration=0.14, seed=1, guidance_scale=1.0
     )
     assert len(ds) == 3 and list(ds["prompt"]) == PROMPTS
     chosen = torch.tensor(list(ds["chosen_codes"]))
@@ -251,7 +250,7 @@ def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsy
 
     # interrupted during the second prompt, then resumed: the same dataset, prompt 0 not redone
     calls = []
-    real = ac.best_of_n
+    real = mr.best_of_n
 
     def interrupted(*a, **k):
         calls.append(a[1])
@@ -259,11 +258,11 @@ def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsy
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(ac, "best_of_n", interrupted)
+    monkeypatch.setattr(mr, "best_of_n", interrupted)
     again = tmp_path / "again"
     assert _pairs_cli(tmp_path, tiny_checkpoint, again, *args) == 130
     assert not again.exists() and (tmp_path / "again.partial.jsonl").is_file()
-    monkeypatch.setattr(ac, "best_of_n", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
+    monkeypatch.setattr(mr, "best_of_n", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
     assert _pairs_cli(tmp_path, tiny_checkpoint, again, *args) == 0
     assert calls == [[PROMPTS[0]], [PROMPTS[1]], [PROMPTS[1]], [PROMPTS[2]]]
     assert pf.load_pairs(again).to_dict() == ds.to_dict()

@@ -63,8 +63,8 @@ def test_best_of_n_picks_argmax_and_rescoring_is_bit_identical():
         with torch.no_grad():
             again = exact(res.audio[p : p + 1], RATE, [prompt])
         assert torch.equal(again[0], res.scores[p, res.index[p]])
-    # MI / TA per candidate add up to the score (weights 1, 1)
-    torch.testing.assert_close(res.mi + res.ta, res.scores)
+    # the score is the mean of MI and TA per candidate (default weights 0.5, 0.5)
+    torch.testing.assert_close(0.5 * res.mi + 0.5 * res.ta, res.scores)
 
 
 def test_best_of_n_scores_equal_the_reward_of_every_candidate(reward):
@@ -230,6 +230,6 @@ def test_stage_frames_and_bad_progressive_inputs():
 def test_progressive_with_music_reward_gives_mi_ta(reward):
     res = progressive_best_of_n(SegmentGenerator(), ["x", "y"], 3, reward, RATE, 60, keep=0.5, seed=0)
     assert res.mi.shape == (2, 3) and torch.isfinite(res.mi).all()
-    torch.testing.assert_close(res.mi + res.ta, res.scores)
+    torch.testing.assert_close(0.5 * res.mi + 0.5 * res.ta, res.scores)
     rows = res.rows()
     assert sum(r["pruned"] for r in rows) == int(res.pruned.sum())

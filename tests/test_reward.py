@@ -88,6 +88,32 @@ def test_scorer_parameters_never_receive_gradients(model):
         reward.requires_grad_(True)
 
 
+def test_scorer_is_frozen_once_and_stays_untouched_through_optimisation():
+    torch.manual_seed(3)
+    scorer = dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).train()  # its own copy: frozen in place below
+    before = {k: v.clone() for k, v in scorer.state_dict().items()}
+    with pytest.raises(ValueError, match="chunk_size"):
+        dr.MusicReward(scorer, chunk_size=0)
+    assert scorer.training and all(p.requires_grad for p in scorer.heads.parameters())  # refused: untouched
+    reward = dr.MusicReward(scorer, chunk_size=1)
+    assert not scorer.training and all(not p.requires_grad for p in scorer.parameters())
+    x = waves(2, 0.5, 24_000, seed=9).requires_grad_(True)
+    opt = torch.optim.SGD([x], lr=1e-3)
+    for step in range(3):
+        reward.train(step % 2 == 0)  # a loop toggling train/eval on everything it holds
+        reward.requires_grad_(False)  # allowed: it is already frozen
+        assert not scorer.training and all(not p.requires_grad for p in scorer.parameters())
+        opt.zero_grad()
+        (-reward(x, 24_000, PROMPTS[:2]).sum()).backward()
+        opt.step()
+        assert x.grad.abs().sum() > 0 and all(p.grad is None for p in scorer.parameters())
+    with pytest.raises(ValueError, match="frozen"):
+        reward.requires_grad_(True)
+    assert all(not p.requires_grad for p in scorer.parameters())
+    after = scorer.state_dict()
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)
+
+
 def test_batched_reward_equals_per_clip(model):
     reward = dr.MusicReward(model, mi_weight=0.5, ta_weight=2.0, chunk_size=3)
     x = waves(4, 1.2, 32_000, channels=2, seed=7)
@@ -128,7 +154,7 @@ def test_prompt_cache_encodes_each_prompt_once_and_is_exact(model):
     # without the cache: the model encodes the prompts itself
     with torch.no_grad():
         out = model(x, PROMPTS)
-    torch.testing.assert_close(first, out.mi + out.ta, rtol=0, atol=1e-5)
+    torch.testing.assert_close(first, 0.5 * out.mi + 0.5 * out.ta, rtol=0, atol=1e-5)  # default weights
 
 
 def test_single_string_prompt_broadcasts(model):

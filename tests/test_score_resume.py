@@ -20,7 +20,7 @@ import soundfile as sf
 import torch
 from conftest import tone
 
-from deramos_reward.cli import main
+from deramos_reward.cli import main, provenance
 from deramos_reward.jsonl import append_rows, read_rows
 
 N_GOOD = 90
@@ -162,11 +162,16 @@ def test_rerun_of_a_finished_job_loads_no_model(tiny_checkpoint, corpus, referen
     _, manifest, entries = corpus
     out_jsonl, out_csv = tmp_path / "o.jsonl", tmp_path / "o.csv"
     append_rows(out_jsonl, reference)
-    rows_csv = [{k: r.get(k, "") for k in ("path", "prompt", "mi", "ta", "error")} for r in reference]
+    fields = ["path", "prompt", "mi", "ta", "error", "warning"]  # what a real run writes
+    rows_csv = [{k: r.get(k, "") for k in fields} for r in reference]
     with open(out_csv, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=["path", "prompt", "mi", "ta", "error"])
+        writer = csv.DictWriter(f, fieldnames=fields)
         writer.writeheader()
         writer.writerows(rows_csv)
+    # the record a real run keeps beside its output: which model wrote the rows
+    record = {"command": "deramos score", "model": provenance.checkpoint_identity(str(tiny_checkpoint))}
+    for out in (out_jsonl, out_csv):
+        provenance.write(out.with_name(out.name + ".meta.json"), record)
     before = out_jsonl.read_bytes(), out_csv.read_bytes()
 
     def refuse(*args, **kwargs):
@@ -232,9 +237,10 @@ def test_a_clip_that_fails_inside_the_model_is_one_error_row(tiny_checkpoint, tm
     assert main(_args(tiny_checkpoint, manifest, out, "--batch-size", "4")) == 1
     rows, ref = read_rows(out), read_rows(ref_out)
     assert rows[1]["error"] == "scoring failed: RuntimeError: simulated out-of-memory"
-    for i in (0, 2, 3):
-        assert rows[i]["mi"] == pytest.approx(ref[i]["mi"], abs=1e-6)
-        assert rows[i]["ta"] == pytest.approx(ref[i]["ta"], abs=1e-6)
+    for i in (0, 2, 3):  # scored alone instead of in a batch of three: batch-size noise only (1e-5, as in
+        # tests/test_determinism.py; 1.2e-6 was seen on this machine)
+        assert rows[i]["mi"] == pytest.approx(ref[i]["mi"], abs=1e-5)
+        assert rows[i]["ta"] == pytest.approx(ref[i]["ta"], abs=1e-5)
 
 
 def test_jsonl_rows_round_trip_and_torn_lines(tmp_path):

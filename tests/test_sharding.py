@@ -17,7 +17,7 @@ from conftest import tone
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from deramos_reward.cli import main
+from deramos_reward.cli import main, provenance
 from deramos_reward.jsonl import append_rows, read_rows
 from deramos_reward.sharding import (
     Shard,
@@ -163,6 +163,9 @@ def test_leftover_parts_of_a_killed_multiprocess_run_are_resumed_and_merged(
     out = tmp_path / "out.jsonl"
     ref = single_process_rows
     sentinel = dict(ref[3], mi=4.25)  # proves the row on disk is reused, not recomputed
+    # what the killed ranks left: the record of the model (each rank writes it before its first rows)
+    record = {"command": "deramos score", "model": provenance.checkpoint_identity(str(tiny_checkpoint))}
+    provenance.write(out.with_name(out.name + ".meta.json"), record)
     append_rows(part_path(out, Shard(0, 3)), [ref[0], sentinel])
     append_rows(part_path(out, Shard(2, 3)), [ref[2], ref[5]])
     with open(part_path(out, Shard(2, 3)), "ab") as f:

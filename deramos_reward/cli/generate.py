@@ -1,9 +1,11 @@
 """``deramos generate``: best-of-N generation with MusicGen, reranked by DeRA-MOS.
 
 Writes the chosen clip of every prompt as ``OUT/NNN.wav`` and ``OUT/scores.json`` with every
-candidate's score (and MI, TA). Prompts are processed in groups; ``scores.json`` is rewritten
-(atomically) after each group, so an interrupted run resumes where it stopped when started again
-with the same arguments (each group has its own seed derived from ``--seed``).
+candidate's score (the reward: ``reward`` in scores.json says its weights and normalisation) and
+MI, TA. Prompts are processed in groups; ``scores.json`` is rewritten (atomically) after each group,
+so an interrupted run resumes where it stopped when started again with the same arguments (each
+group has its own seed derived from ``--seed``). A rerun with other arguments or another judge
+(its files' sha256 is recorded) is refused; ``--overwrite`` starts over.
 
 ``--musicgen tiny`` builds the tiny random MusicGen of the chosen backend offline: a test and
 demo affordance that makes noise, not music.
@@ -20,7 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
-from . import CommandError
+from ..validation import check_file
+from . import provenance
+from .musicgen import (
+    add_musicgen_arguments,
+    add_reward_arguments,
+    add_sampling_arguments,
+    check_sampling_arguments,
+    load_backend,
+    prompt_progress,
+)
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 SCORES_NAME = "scores.json"
 
@@ -32,19 +44,13 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--backend", required=True, choices=("audiocraft", "transformers"))
-    p.add_argument(
-        "--musicgen",
-        required=True,
-        metavar="ID_OR_DIR",
-        help="audiocraft: MusicGen.get_pretrained name; transformers: hub id or folder; 'tiny': offline test model",
-    )
-    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    add_musicgen_arguments(p)
+    add_reward_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per clip (default 10)")
-    p.add_argument("--out", required=True, metavar="DIR")
+    add_sampling_arguments(p)
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for NNN.wav and scores.json")
+    p.add_argument("--overwrite", action="store_true", help="start over in --out instead of resuming")
     p.add_argument("--progressive", action="store_true", help="prune weak candidates at checkpoints")
     p.add_argument(
         "--checkpoints",
@@ -52,21 +58,19 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         help="progressive: comma-separated fractions of the duration (default 0.25,0.5)",
     )
     p.add_argument("--keep", type=float, default=0.5, help="progressive: fraction kept per checkpoint")
-    p.add_argument("--seed", type=int, default=None)
-    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
-    p.add_argument("--mi-weight", type=float, default=1.0)
-    p.add_argument("--ta-weight", type=float, default=1.0)
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p, "MusicGen and the judge")
     p.set_defaults(run=run)
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
     prompts = [p for p in args.prompt]
     if args.prompts:
-        path = Path(args.prompts)
-        if not path.is_file():
-            raise CommandError(f"--prompts file {args.prompts!r} does not exist")
-        prompts += [line.strip() for line in path.read_text().split("\n") if line.strip()]
+        path = Path(check_file(args.prompts, "--prompts file"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CommandError(f"--prompts file {args.prompts!r} is not UTF-8 text ({err.reason})") from err
+        prompts += [line.strip() for line in text.split("\n") if line.strip()]
     if not prompts:
         raise CommandError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
     if any(not p.strip() for p in prompts):
@@ -75,14 +79,7 @@ def read_prompts(args: argparse.Namespace) -> list[str]:
 
 
 def check_args(args: argparse.Namespace) -> tuple[float, ...]:
-    if args.n < 1:
-        raise CommandError(f"--n must be >= 1, got {args.n}")
-    if args.max_batch < 1:
-        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.duration > 0:
-        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
-    if args.seed is not None and args.seed < 0:
-        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    args.sampling_options = check_sampling_arguments(args)
     try:
         checkpoints = tuple(float(f) for f in args.checkpoints.split(",") if f.strip())
     except ValueError as err:
@@ -94,34 +91,26 @@ def check_args(args: argparse.Namespace) -> tuple[float, ...]:
     return checkpoints
 
 
-def load_backend(args: argparse.Namespace, checkpoints: tuple[float, ...]):
+def make_reranker(args: argparse.Namespace, checkpoints: tuple[float, ...], device: str):
     """-> rerank(prompts, reward, seed) -> BestOfNResult, for the chosen backend and mode."""
-    from .musicgen import load_musicgen
+    from ..integrations.musicgen_rerank import best_of_n, progressive_best_of_n
 
-    model, processor = load_musicgen(args.backend, args.musicgen, args.device)
-    if args.backend == "audiocraft":
-        from ..integrations import audiocraft as ac
-
-        fn = ac.progressive_best_of_n if args.progressive else ac.best_of_n
-        model_args: tuple = (model,)
-    else:
-        from ..integrations import transformers_musicgen as tm
-
-        fn = tm.progressive_best_of_n if args.progressive else tm.best_of_n
-        model_args = (model, processor)
+    backend = load_backend(args, device)
+    fn = progressive_best_of_n if args.progressive else best_of_n
     extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
 
     def rerank(prompts: list[str], reward, seed: int | None):
         return fn(
-            *model_args,
+            backend,
             prompts,
             args.n,
             reward,
             duration=args.duration,
             max_batch=args.max_batch,
             seed=seed,
-            progress=True,
+            progress=False,  # the command shows one bar over all prompts
             **extra,
+            **args.sampling_options,
         )
 
     return rerank
@@ -143,11 +132,12 @@ def run_settings(args: argparse.Namespace, prompts: list[str], checkpoints: tupl
     settings = {
         "backend": args.backend,
         "musicgen": args.musicgen,
-        "reward": args.reward,
+        "reward": provenance.checkpoint_identity(args.reward),
         "n": args.n,
         "duration": args.duration,
         "seed": args.seed,
         "progressive": args.progressive,
+        "sampling": args.sampling_options,
         "mi_weight": args.mi_weight,
         "ta_weight": args.ta_weight,
         "prompts": prompts,
@@ -164,63 +154,100 @@ def group_seed(seed: int | None, first_prompt: int) -> int | None:
     return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
 
 
+def _previous(out: Path, settings: dict, overwrite: bool) -> dict | None:
+    """The state of an earlier run in ``out`` to resume (None: start fresh), or CommandError."""
+    scores_path = out / SCORES_NAME
+    if not scores_path.is_file():
+        return None
+    try:
+        previous = json.loads(scores_path.read_text())
+    except json.JSONDecodeError as err:
+        if overwrite:
+            return None
+        raise CommandError(
+            f"{scores_path} is not valid JSON ({err.msg}); use --overwrite or another --out"
+        ) from err
+    if overwrite:
+        for r in previous.get("results", []):
+            (out / r["file"]).unlink(missing_ok=True)
+        scores_path.unlink()
+        return None
+    diff = provenance.differences(previous.get("settings", {}), settings)
+    if diff:
+        raise CommandError(
+            f"{out} holds results of a run with other arguments "
+            f"({provenance.describe(previous.get('settings', {}), settings, diff[0])}); "
+            "use the same arguments to resume, --overwrite to start over, or another --out"
+        )
+    return previous
+
+
 def run(args: argparse.Namespace) -> int:
     import deramos_reward as dr
+    from deramos_reward.reward import describe_reward
 
     prompts = read_prompts(args)
     checkpoints = check_args(args)
+    device = resolve_device(args.device)
+    check_output(args.out, "--out", folder=True)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     settings = run_settings(args, prompts, checkpoints)
     scores_path = out / SCORES_NAME
-    state = {"settings": settings, "sample_rate": None, "stats": {}, "results": []}
-    if scores_path.is_file():
-        try:
-            previous = json.loads(scores_path.read_text())
-        except json.JSONDecodeError as err:
-            raise CommandError(
-                f"{scores_path} is not valid JSON ({err.msg}); remove it or use another --out"
-            ) from err
-        if previous.get("settings") != settings:
-            raise CommandError(
-                f"{out} holds results of a run with other arguments; use another --out or remove {SCORES_NAME}"
-            )
-        state = previous
+    reward_info = describe_reward(args.mi_weight, args.ta_weight)
+    state = _previous(out, settings, args.overwrite) or {
+        "settings": settings,
+        "sample_rate": None,
+        "stats": {},
+        "results": [],
+    }
+    state["reward"] = reward_info  # what every "score" in this file is
     done = {r["prompt_index"] for r in state["results"] if (out / r["file"]).is_file()}
     state["results"] = [r for r in state["results"] if r["prompt_index"] in done]
     todo = [i for i in range(len(prompts)) if i not in done]
     if not todo:
         print(f"deramos generate: all {len(prompts)} prompts already done in {out}", file=sys.stderr)
         return 0
-    model = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
+    model = dr.DeRAMOS.from_pretrained(args.reward, device=device)
     reward = dr.MusicReward(model, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-    rerank = load_backend(args, checkpoints)
+    rerank = make_reranker(args, checkpoints, device)
+    out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty folder
     per_group = max(1, args.max_batch // args.n)
+    bar = prompt_progress(len(prompts), len(done), "generate")
     for start in range(0, len(todo), per_group):
         group = todo[start : start + per_group]
         res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
-        state["sample_rate"] = res.sample_rate
-        for j, i in enumerate(group):
-            name = f"{i:03d}.wav"
-            atomic_write_bytes(out / name, wav_bytes(res.audio[j], res.sample_rate))
-            rows = [r for r in res.rows() if r["prompt_index"] == j]
-            candidates = [
-                {k: v for k, v in r.items() if k not in ("prompt_index", "prompt", "chosen")} for r in rows
-            ]
-            state["results"].append(
-                {
-                    "prompt_index": i,
-                    "prompt": prompts[i],
-                    "file": name,
-                    "chosen": int(res.index[j]),
-                    "score": float(res.scores[j, res.index[j]]),
-                    "candidates": candidates,
-                }
-            )
-        for key in ("candidates", "generated_frames", "plain_generated_frames"):
-            if key in res.stats:
-                state["stats"][key] = state["stats"].get(key, 0) + res.stats[key]
-        state["results"].sort(key=lambda r: r["prompt_index"])
+        _record_group(state, out, prompts, group, res)
         atomic_write_bytes(scores_path, (json.dumps(state, indent=2) + "\n").encode())
-    print(f"deramos generate: wrote {len(prompts)} clips and {scores_path}", file=sys.stderr)
+        bar.update(len(group))
+    bar.close()
+    print(
+        f"deramos generate: wrote {len(prompts)} clips and {scores_path} (score = reward: {reward_info['text']})",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _record_group(state: dict, out: Path, prompts: list[str], group: list[int], res) -> None:
+    """Write the chosen clip of each prompt in ``group`` and add its candidates to ``state``."""
+    state["sample_rate"] = res.sample_rate
+    for j, i in enumerate(group):
+        name = f"{i:03d}.wav"
+        atomic_write_bytes(out / name, wav_bytes(res.audio[j], res.sample_rate))
+        rows = [r for r in res.rows() if r["prompt_index"] == j]
+        candidates = [
+            {k: v for k, v in r.items() if k not in ("prompt_index", "prompt", "chosen")} for r in rows
+        ]
+        state["results"].append(
+            {
+                "prompt_index": i,
+                "prompt": prompts[i],
+                "file": name,
+                "chosen": int(res.index[j]),
+                "score": float(res.scores[j, res.index[j]]),
+                "candidates": candidates,
+            }
+        )
+    for key in ("candidates", "generated_frames", "plain_generated_frames"):
+        if key in res.stats:
+            state["stats"][key] = state["stats"].get(key, 0) + res.stats[key]
+    state["results"].sort(key=lambda r: r["prompt_index"])

@@ -7,7 +7,9 @@ become chosen/rejected pairs, saved as a Hugging Face ``datasets`` dataset in OU
 
 Scored candidates are appended to ``OUT.partial.jsonl`` group by group, so an interrupted run resumes
 when started again with the same arguments (each group has its own seed derived from ``--seed``); the
-dataset is written atomically at the end and the partial file removed.
+dataset is written atomically at the end and the partial file removed. The settings, the judge's
+identity (sha256 of its files) and what the scores are (the reward's weights and normalisation) are
+stored in ``OUT/pairs_settings.json``; a rerun with other ones is refused, ``--overwrite`` starts over.
 
 ``--musicgen tiny`` builds the tiny random MusicGen of the chosen backend offline: a test and demo
 affordance that makes noise, not music.
@@ -16,15 +18,24 @@ affordance that makes noise, not music.
 from __future__ import annotations
 
 import argparse
-import json
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
+from .._optional import require
 from ..jsonl import append_rows, read_rows
-from . import CommandError
+from . import provenance
 from .generate import group_seed, read_prompts
-from .musicgen import add_musicgen_arguments, load_musicgen
+from .musicgen import (
+    add_musicgen_arguments,
+    add_reward_arguments,
+    add_sampling_arguments,
+    check_sampling_arguments,
+    load_backend,
+    prompt_progress,
+)
+from .options import CommandError, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -35,13 +46,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     add_musicgen_arguments(p)
-    p.add_argument("--reward", required=True, metavar="DIR", help="DeRA-MOS checkpoint folder or hub id")
+    add_reward_arguments(p)
     p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    p.add_argument("--n", type=int, default=8, help="candidates per prompt (default 8)")
-    p.add_argument("--duration", type=float, default=10.0, help="seconds per candidate (default 10)")
+    add_sampling_arguments(p, n_min=2)
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (must not exist)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="start over: replace a pairs dataset in --out and its partial file",
+    )
     p.add_argument(
         "--margin", type=float, default=0.0, help="keep pairs whose score difference exceeds this (default 0)"
     )
@@ -51,22 +65,14 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         default=1,
         help="pairs per prompt, largest differences first; 1 = best vs worst (default), 0 = no cap",
     )
-    p.add_argument("--max-batch", type=int, default=16, help="most candidates per generate call")
-    p.add_argument("--mi-weight", type=float, default=1.0)
-    p.add_argument("--ta-weight", type=float, default=1.0)
-    p.add_argument("--device", default="cpu")
+    add_device_argument(p, "MusicGen and the judge")
     p.set_defaults(run=run)
 
 
 def check_args(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
-    if args.max_batch < 1:
-        raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.duration > 0:
-        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
-    if args.seed is not None and args.seed < 0:
-        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    args.sampling_options = check_sampling_arguments(args)
     if not args.margin >= 0:
         raise CommandError(f"--margin must be >= 0, got {args.margin}")
     if args.max_pairs_per_prompt < 0:
@@ -80,10 +86,11 @@ def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
     return {
         "backend": args.backend,
         "musicgen": args.musicgen,
-        "reward": args.reward,
+        "reward": provenance.checkpoint_identity(args.reward),
         "n": args.n,
         "duration": args.duration,
         "seed": args.seed,
+        "sampling": args.sampling_options,
         "margin": args.margin,
         "max_pairs_per_prompt": args.max_pairs_per_prompt,
         "mi_weight": args.mi_weight,
@@ -92,92 +99,120 @@ def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
     }
 
 
-def _candidates(args: argparse.Namespace, model: Any, processor: Any):
+def _candidates(args: argparse.Namespace, backend: Any):
     """-> rerank(prompts, reward, seed) -> BestOfNResult with every candidate's codes."""
-    if args.backend == "audiocraft":
-        from ..integrations.audiocraft import best_of_n
-
-        def rerank(prompts, reward, seed):
-            return best_of_n(
-                model,
-                prompts,
-                args.n,
-                reward,
-                duration=args.duration,
-                max_batch=args.max_batch,
-                seed=seed,
-                return_candidates=True,
-                progress=True,
-            )
-
-        return rerank
-    from ..integrations.transformers_musicgen import best_of_n
+    from ..integrations.musicgen_rerank import best_of_n
 
     def rerank(prompts, reward, seed):
         return best_of_n(
-            model,
-            processor,
+            backend,
             prompts,
             args.n,
             reward,
+            duration=args.duration,
             max_batch=args.max_batch,
             seed=seed,
-            duration=args.duration,
             return_candidates=True,
-            progress=True,
+            progress=False,  # the command shows one bar over all prompts
+            **args.sampling_options,
         )
 
     return rerank
 
 
+def _start(args: argparse.Namespace, out: Path, partial: Path, settings: dict, generation: dict) -> bool:
+    """Check ``out`` and the partial file against this run (or clear them with --overwrite).
+
+    Returns True when ``out`` already holds this very dataset (nothing to do).
+    """
+    from ..integrations.preference import PAIRS_SETTINGS
+
+    saved = out / PAIRS_SETTINGS
+    if out.exists():
+        if not saved.is_file():
+            raise CommandError(
+                f"{out} already exists and is not a dataset of deramos pairs; use another --out"
+            )
+        before = provenance.read(saved) or {}
+        if not args.overwrite:
+            diff = provenance.differences(before, settings)
+            if not diff:
+                return True
+            raise CommandError(
+                f"{out} already exists, made with other settings ({provenance.describe(before, settings, diff[0])}); "
+                "use --overwrite to start over, or another --out"
+            )
+        shutil.rmtree(out)
+    if args.overwrite:
+        partial.unlink(missing_ok=True)
+    rows = read_rows(partial)
+    if rows:
+        diff = provenance.differences(rows[0].get("settings") or {}, generation)
+        if diff:
+            raise CommandError(
+                f"{partial} holds a run with other arguments "
+                f"({provenance.describe(rows[0].get('settings') or {}, generation, diff[0])}); "
+                "use --overwrite to start over, or another --out"
+            )
+    return False
+
+
+def _generate(args, prompts, todo, done, partial, generation, device) -> None:
+    """Generate and score the candidates of the prompts in ``todo``, appending them to ``partial``."""
+    import deramos_reward as dr
+
+    judge = dr.DeRAMOS.from_pretrained(args.reward, device=device)
+    reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
+    rerank = _candidates(args, load_backend(args, device))
+    if not partial.exists():  # only now: a failed start leaves no file behind
+        append_rows(partial, [{"settings": generation}])
+    per_group = max(1, args.max_batch // args.n)
+    bar = prompt_progress(len(prompts), len(done), "pairs")
+    for start in range(0, len(todo), per_group):
+        group = todo[start : start + per_group]
+        res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
+        new = []
+        for j, i in enumerate(group):
+            row = {
+                "prompt_index": i,
+                "scores": res.scores[j].tolist(),
+                "codes": res.candidate_codes[j].tolist(),
+            }
+            if res.mi is not None:
+                row.update(mi=res.mi[j].tolist(), ta=res.ta[j].tolist())
+            new.append(row)
+        append_rows(partial, new)
+        done.update((r["prompt_index"], r) for r in new)
+        bar.update(len(group))
+    bar.close()
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    import deramos_reward as dr
+    from ..integrations.preference import build_pairs, save_pairs
+    from ..reward import describe_reward
 
-    from ..integrations.preference import PAIRS_SETTINGS, build_pairs, save_pairs
-
+    require("datasets")  # before the slow part: the dataset is written with it
     prompts = read_prompts(args)
     check_args(args)
-    settings = run_settings(args, prompts)
+    device = resolve_device(args.device)
+    check_output(args.out, "--out", folder=True)
+    settings = {
+        **run_settings(args, prompts),
+        "reward_function": describe_reward(args.mi_weight, args.ta_weight),
+    }
     out = Path(args.out)
-    if out.exists():
-        saved = out / PAIRS_SETTINGS
-        if saved.is_file() and json.loads(saved.read_text()) == settings:
-            print(f"deramos pairs: {out} is already complete", file=sys.stderr)
-            return 0
-        raise CommandError(f"{out} already exists; use another --out or remove it")
     partial = out.with_name(out.name + ".partial.jsonl")
     # pairing options do not change the candidates: a rerun with another --margin reuses them
     generation = {k: v for k, v in settings.items() if k not in ("margin", "max_pairs_per_prompt")}
-    rows = read_rows(partial)
-    if rows and rows[0].get("settings") != generation:
-        raise CommandError(f"{partial} holds a run with other arguments; remove it or use another --out")
-    if not rows:
-        append_rows(partial, [{"settings": generation}])
-    done = {r["prompt_index"]: r for r in rows[1:]}
+    if _start(args, out, partial, settings, generation):
+        print(f"deramos pairs: {out} is already complete", file=sys.stderr)
+        return 0
+    done = {r["prompt_index"]: r for r in read_rows(partial)[1:]}
     todo = [i for i in range(len(prompts)) if i not in done]
     if todo:
-        judge = dr.DeRAMOS.from_pretrained(args.reward, device=args.device)
-        reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-        model, processor = load_musicgen(args.backend, args.musicgen, args.device)
-        rerank = _candidates(args, model, processor)
-        per_group = max(1, args.max_batch // args.n)
-        for start in range(0, len(todo), per_group):
-            group = todo[start : start + per_group]
-            res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
-            new = []
-            for j, i in enumerate(group):
-                row = {
-                    "prompt_index": i,
-                    "scores": res.scores[j].tolist(),
-                    "codes": res.candidate_codes[j].tolist(),
-                }
-                if res.mi is not None:
-                    row.update(mi=res.mi[j].tolist(), ta=res.ta[j].tolist())
-                new.append(row)
-            append_rows(partial, new)
-            done.update((r["prompt_index"], r) for r in new)
+        _generate(args, prompts, todo, done, partial, generation, device)
     ordered = [done[i] for i in range(len(prompts))]
     shapes = {tuple(torch.tensor(r["codes"]).shape[1:]) for r in ordered}
     if len(shapes) > 1:
@@ -199,5 +234,9 @@ def run(args: argparse.Namespace) -> int:
         )
     save_pairs(dataset, out, settings)
     partial.unlink()
-    print(f"deramos pairs: wrote {len(dataset)} pairs from {len(prompts)} prompts to {out}", file=sys.stderr)
+    print(
+        f"deramos pairs: wrote {len(dataset)} pairs from {len(prompts)} prompts to {out} "
+        f"(scores = reward: {settings['reward_function']['text']})",
+        file=sys.stderr,
+    )
     return 0

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import torch
 
 from ..frontend import load_audio, resample, to_mono
-from ..validation import check_sample_rate
-from .manifest import load_dataset_split, load_manifest, read_manifest
+from ..validation import check_finite, check_positive_float, check_sample_rate, warn_if_loud
+from .manifest import ManifestEntry, load_dataset_split, load_manifest, read_manifest, read_manifest_entries
 from .musiceval import (
     DataFormatError,
     Example,
@@ -28,15 +28,19 @@ from .musiceval import (
     read_prompt_table,
     system_of,
 )
+from .ratings import MOS_SCALE, check_rating_scale
 from .rendered import make_rendered_corpus
 from .synthetic import make_corpus
 
 __all__ = [
     "DataFormatError",
     "Example",
+    "MOS_SCALE",
+    "ManifestEntry",
     "MissingDataError",
     "RatedBatch",
     "RatedClips",
+    "check_rating_scale",
     "collate",
     "load_dataset_split",
     "load_manifest",
@@ -45,6 +49,7 @@ __all__ = [
     "make_rendered_corpus",
     "prompt_id_of",
     "read_manifest",
+    "read_manifest_entries",
     "read_mos_list",
     "read_prompt_table",
     "system_of",
@@ -69,10 +74,7 @@ class RatedClips(torch.utils.data.Dataset):
         for i, ex in enumerate(examples):
             if not isinstance(ex, Example):
                 raise TypeError(f"examples[{i}] must be an Example, got {type(ex).__name__}")
-        if max_seconds is not None and (
-            isinstance(max_seconds, bool) or not isinstance(max_seconds, (int, float)) or max_seconds <= 0
-        ):
-            raise ValueError(f"max_seconds must be a positive number or None, got {max_seconds!r}")
+        check_positive_float(max_seconds, "max_seconds", optional=True)
         self.examples = list(examples)
         self.sample_rate = check_sample_rate(sample_rate)
         self.max_samples = None if max_seconds is None else max(1, int(round(max_seconds * self.sample_rate)))
@@ -83,6 +85,7 @@ class RatedClips(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict:
         ex = self.examples[index]
         audio, rate = load_audio(ex.path)  # [C, T]
+        warn_if_loud(check_finite(audio, f"audio file {ex.path!r}"), f"audio file {ex.path!r}")
         wave = resample(to_mono(audio), rate, self.sample_rate)
         if self.max_samples is not None:
             wave = wave[: self.max_samples]

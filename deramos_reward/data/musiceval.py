@@ -13,7 +13,7 @@ Wav ids look like ``audiomos2025-track1-S002_P044``. The system id is the part b
 ``demo_prompt_info.txt`` (by its wav name, with or without ``.wav``) takes its prompt from there;
 every other clip from ``prompt_info.txt`` by prompt id.
 
-All format problems raise ``DataFormatError`` (a ``ValueError``) naming the file and line;
+All format problems raise ``DataFormatError`` (an ``InputError``, so a ``ValueError``) naming the file and line;
 missing files raise ``MissingDataError`` (both a ``DataFormatError`` and a ``FileNotFoundError``).
 """
 
@@ -22,14 +22,19 @@ from __future__ import annotations
 import math
 import os
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
+
+from ..errors import InputError
+from ..validation import check_file
+from .ratings import check_rating_scale, to_mos
 
 MUSICEVAL_PREFIX = "audiomos2025-track1-"
 _PROMPT_TOKEN = re.compile(r"^P\d+$")
 _HEADER_KEYS = ("id", "wav_id", "wavname", "prompt_id")
 
 
-class DataFormatError(ValueError):
+class DataFormatError(InputError):
     """A data file is malformed; the message names the file and line."""
 
 
@@ -83,8 +88,7 @@ def prompt_id_of(wav_id: str) -> str | None:
 
 
 def _require_file(path: str, what: str) -> None:
-    if not os.path.isfile(path):
-        raise MissingDataError(f"{what} {path!r} does not exist")
+    check_file(path, what, missing=MissingDataError)
 
 
 def _unquote(text: str) -> str:
@@ -167,7 +171,7 @@ def mos_list_path(root: str | os.PathLike, split: str) -> str:
     """``root/sets/{split}_mos_list.txt`` (or ``root/sets/{split}_list.txt`` if only that exists)."""
     root = os.fspath(root)
     if not isinstance(split, str) or not split or os.sep in split:
-        raise ValueError(f"split must be a split name such as 'train', 'dev' or 'test', got {split!r}")
+        raise InputError(f"split must be a split name such as 'train', 'dev' or 'test', got {split!r}")
     candidates = [
         os.path.join(root, "sets", f"{split}_mos_list.txt"),
         os.path.join(root, "sets", f"{split}_list.txt"),
@@ -178,12 +182,16 @@ def mos_list_path(root: str | os.PathLike, split: str) -> str:
     raise MissingDataError(f"split {split!r} of MusicEval root {root!r} not found; looked for {candidates}")
 
 
-def load_musiceval(root: str | os.PathLike, split: str) -> list[Example]:
+def load_musiceval(
+    root: str | os.PathLike, split: str, rating_scale: Sequence[float] | None = None
+) -> list[Example]:
     """Read one split of a MusicEval-layout corpus.
 
     Args:
         root: the corpus folder (holding ``wav/``, ``sets/``, ``prompt_info.txt``).
         split: e.g. ``"train"``, ``"dev"``, ``"test"``: reads ``sets/{split}_mos_list.txt``.
+        rating_scale: ``(low, high)`` of the scores in the list (default 1-5, MusicEval's); they
+            are mapped onto 1-5, and a score outside the scale is an error naming the line.
 
     Returns:
         one ``Example`` per listed clip, in list order.
@@ -192,6 +200,7 @@ def load_musiceval(root: str | os.PathLike, split: str) -> list[Example]:
         MissingDataError for a missing root, list, prompt table or wav file; DataFormatError for
         malformed lines, duplicate clips, a wav id without a prompt id, or an unknown prompt id.
     """
+    scale = check_rating_scale(rating_scale)
     root = os.path.abspath(os.fspath(root))
     if not os.path.isdir(root):
         raise MissingDataError(f"MusicEval root {root!r} is not a folder")
@@ -208,7 +217,9 @@ def load_musiceval(root: str | os.PathLike, split: str) -> list[Example]:
         seen[wav_id] = line_no
         path = os.path.join(root, "wav", wav_id + ".wav")
         if not os.path.isfile(path):
-            raise MissingDataError(f"{where}: audio file {path!r} for {name!r} does not exist")
+            kind = "is a folder, not an audio file" if os.path.isdir(path) else "does not exist"
+            raise MissingDataError(f"{where}: audio file {path!r} for {name!r} {kind}")
+        mi, ta = to_mos(mi, scale, where, "MI"), to_mos(ta, scale, where, "TA")
         prompt = demo.get(wav_id + ".wav") or demo.get(wav_id) or demo.get(name)
         if prompt is None:
             pid = prompt_id_of(wav_id)

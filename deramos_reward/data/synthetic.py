@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import soundfile as sf
 
+from ..validation import check_non_negative_int, check_positive_int
 from .musiceval import MUSICEVAL_PREFIX
 
 INSTRUMENTS = ("piano", "organ", "guitar", "flute")
@@ -226,14 +227,13 @@ def _ratings(true: float, rng: np.random.Generator, raters: int, noise: float) -
     return round(float(votes.mean()), 1)
 
 
-def _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits) -> None:
+def _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed) -> None:
     for name, value in (
         ("n_systems", n_systems),
         ("n_prompts", n_prompts),
         ("clips_per_pair", clips_per_pair),
     ):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+        check_positive_int(value, name)
     if n_systems < 2:
         raise ValueError(f"n_systems must be >= 2 so systems can differ in quality, got {n_systems}")
     if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.5 <= seconds <= 60:
@@ -248,6 +248,7 @@ def _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, spli
         raise ValueError(
             f"splits must be 3 fractions (train, dev, test) >= 0 summing to 1, train > 0; got {splits!r}"
         )
+    check_non_negative_int(seed, "seed")
 
 
 def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
@@ -289,10 +290,45 @@ def make_corpus(
         overwrite: replace an existing corpus at ``root``; otherwise an existing ``wav/`` or
             ``sets/`` there is an error.
     """
-    _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, tuple(splits))
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, tuple(splits), seed)
     root = os.path.abspath(os.fspath(root))
+    wav_dir, sets_dir = _empty_corpus_dirs(root, overwrite)
+    systems, prompts, attrs = _design(seed, n_systems, n_prompts)
+    corpus = SyntheticCorpus(root, sample_rate, systems, prompts)
+    listeners = _Listeners(raters, rater_noise)
+    for si, spec in enumerate(systems.values()):
+        pairs = [(pid, k) for pid in prompts for k in range(clips_per_pair)]
+        split_of = np.repeat(np.arange(3), _split_counts(len(pairs), tuple(splits)))
+        split_of = split_of[np.random.default_rng([seed, 1, si]).permutation(len(pairs))]
+        for (pid, k), split_index in zip(pairs, split_of):
+            wav_id = f"{MUSICEVAL_PREFIX}{spec.system}_{pid}" + (f"_c{k + 1}" if clips_per_pair > 1 else "")
+            clip, audio = _simulate_clip(
+                spec,
+                attrs[pid],
+                np.random.default_rng([seed, 2, si, int(pid[1:]), k]),
+                listeners,
+                seconds,
+                sample_rate,
+                (seed, 3, si, int(pid[1:]), k),
+                wav_id=wav_id,
+                system=spec.system,
+                prompt_id=pid,
+                prompt=prompts[pid],
+                split=SPLIT_NAMES[int(split_index)],
+            )
+            sf.write(
+                os.path.join(wav_dir, wav_id + ".wav"),
+                audio.astype(np.float32),
+                sample_rate,
+                subtype="PCM_16",
+            )
+            corpus.clips.append(clip)
+    _write_lists(corpus, sets_dir)
+    return corpus
+
+
+def _empty_corpus_dirs(root: str, overwrite: bool) -> tuple[str, str]:
+    """Create ``root/wav`` and ``root/sets``, replacing existing ones only when ``overwrite``."""
     wav_dir, sets_dir = os.path.join(root, "wav"), os.path.join(root, "sets")
     if os.path.exists(wav_dir) or os.path.exists(sets_dir):
         if not overwrite:
@@ -303,7 +339,13 @@ def make_corpus(
         shutil.rmtree(sets_dir, ignore_errors=True)
     os.makedirs(wav_dir)
     os.makedirs(sets_dir)
+    return wav_dir, sets_dir
 
+
+def _design(
+    seed: int, n_systems: int, n_prompts: int
+) -> tuple[dict[str, SystemSpec], dict[str, str], dict[str, dict[str, str]]]:
+    """The systems (quality, mismatch rate, degradation weights) and the prompts with their attributes."""
     design = np.random.default_rng([seed, 0])
     qualities = np.linspace(0.95, 0.1, n_systems)[design.permutation(n_systems)]
     mismatch = np.linspace(0.05, 0.5, n_systems)[design.permutation(n_systems)]
@@ -320,63 +362,70 @@ def make_corpus(
         pid = f"P{j + 1:03d}"
         attrs[pid] = {"instrument": ins, "tempo": tem, "mood": moo}
         prompts[pid] = prompt_text(ins, tem, moo, template=j)
+    return systems, prompts, attrs
 
-    corpus = SyntheticCorpus(root, sample_rate, systems, prompts)
-    choices = {"instrument": INSTRUMENTS, "tempo": TEMPOS, "mood": MOODS}
-    for si, (sid, spec) in enumerate(systems.items()):
-        pairs = [(pid, k) for pid in prompts for k in range(clips_per_pair)]
-        split_of = np.repeat(np.arange(3), _split_counts(len(pairs), tuple(splits)))
-        split_of = split_of[np.random.default_rng([seed, 1, si]).permutation(len(pairs))]
-        for (pid, k), split_index in zip(pairs, split_of):
-            rng = np.random.default_rng([seed, 2, si, int(pid[1:]), k])
-            severity = float(np.clip(1.0 - spec.quality + rng.normal(0.0, 0.04), 0.0, 1.0))
-            asked = attrs[pid]
-            rendered = dict(asked)
-            wrong: list[str] = []
-            if rng.random() < spec.mismatch_rate:
-                count = 1 if rng.random() < 0.75 else 2
-                chosen = set(rng.choice(ATTRIBUTES, size=count, replace=False).tolist())
-                wrong = [a for a in ATTRIBUTES if a in chosen]
-                for attr in wrong:
-                    others = [v for v in choices[attr] if v != asked[attr]]
-                    rendered[attr] = others[int(rng.integers(0, len(others)))]
-            strength = {d: float(min(1.0, severity * w)) for d, w in spec.degradation_weights.items()}
-            audio = render_clip(rendered, strength, seconds, sample_rate, seed=(seed, 3, si, int(pid[1:]), k))
-            wav_id = f"{MUSICEVAL_PREFIX}{sid}_{pid}" + (f"_c{k + 1}" if clips_per_pair > 1 else "")
-            sf.write(
-                os.path.join(wav_dir, wav_id + ".wav"),
-                audio.astype(np.float32),
-                sample_rate,
-                subtype="PCM_16",
-            )
-            true_mi = 1.0 + 4.0 * (1.0 - severity)
-            true_ta = 1.0 + 4.0 * (0.8 * (1.0 - 0.5 * len(wrong)) + 0.2 * (1.0 - severity))
-            corpus.clips.append(
-                ClipInfo(
-                    wav_id=wav_id,
-                    system=sid,
-                    prompt_id=pid,
-                    prompt=prompts[pid],
-                    split=SPLIT_NAMES[int(split_index)],
-                    asked=dict(asked),
-                    rendered=rendered,
-                    mismatched=wrong,
-                    severity=severity,
-                    true_mi=true_mi,
-                    true_ta=true_ta,
-                    mi=_ratings(true_mi, rng, raters, rater_noise),
-                    ta=_ratings(true_ta, rng, raters, rater_noise),
-                )
-            )
 
-    with open(os.path.join(root, "prompt_info.txt"), "w", encoding="utf-8") as f:
+@dataclass
+class _Listeners:
+    """Simulated raters: ``count`` per clip, each off by Gaussian noise of std ``noise`` (score units)."""
+
+    count: int
+    noise: float
+
+
+def _simulate_clip(
+    spec: SystemSpec,
+    asked: dict[str, str],
+    rng: np.random.Generator,
+    listeners: _Listeners,
+    seconds: float,
+    sample_rate: int,
+    audio_seed: tuple[int, ...],
+    **identity: str,
+) -> tuple[ClipInfo, np.ndarray]:
+    """System ``spec``'s rendering of the attributes ``asked`` -> (the clip's truth and labels, audio [T]).
+
+    ``rng`` draws the severity, the mismatched attributes and the ratings; ``audio_seed`` the
+    melody. ``identity``: the clip's ``wav_id``, ``system``, ``prompt_id``, ``prompt``, ``split``.
+    """
+    severity = float(np.clip(1.0 - spec.quality + rng.normal(0.0, 0.04), 0.0, 1.0))
+    rendered = dict(asked)
+    wrong: list[str] = []
+    if rng.random() < spec.mismatch_rate:
+        count = 1 if rng.random() < 0.75 else 2
+        chosen = set(rng.choice(ATTRIBUTES, size=count, replace=False).tolist())
+        wrong = [a for a in ATTRIBUTES if a in chosen]
+        choices = {"instrument": INSTRUMENTS, "tempo": TEMPOS, "mood": MOODS}
+        for attr in wrong:
+            others = [v for v in choices[attr] if v != asked[attr]]
+            rendered[attr] = others[int(rng.integers(0, len(others)))]
+    strength = {d: float(min(1.0, severity * w)) for d, w in spec.degradation_weights.items()}
+    audio = render_clip(rendered, strength, seconds, sample_rate, seed=audio_seed)
+    true_mi = 1.0 + 4.0 * (1.0 - severity)
+    true_ta = 1.0 + 4.0 * (0.8 * (1.0 - 0.5 * len(wrong)) + 0.2 * (1.0 - severity))
+    clip = ClipInfo(
+        **identity,
+        asked=dict(asked),
+        rendered=rendered,
+        mismatched=wrong,
+        severity=severity,
+        true_mi=true_mi,
+        true_ta=true_ta,
+        mi=_ratings(true_mi, rng, listeners.count, listeners.noise),
+        ta=_ratings(true_ta, rng, listeners.count, listeners.noise),
+    )
+    return clip, audio
+
+
+def _write_lists(corpus: SyntheticCorpus, sets_dir: str) -> None:
+    """``prompt_info.txt``, ``sets/{split}_mos_list.txt`` (non-empty splits) and ``synthetic_meta.json``."""
+    with open(os.path.join(corpus.root, "prompt_info.txt"), "w", encoding="utf-8") as f:
         f.write("id\ttext\n")
-        f.writelines(f"{pid}\t{text}\n" for pid, text in prompts.items())
+        f.writelines(f"{pid}\t{text}\n" for pid, text in corpus.prompts.items())
     for name in SPLIT_NAMES:
         if not corpus.split(name):
             continue
         with open(os.path.join(sets_dir, f"{name}_mos_list.txt"), "w", encoding="utf-8") as f:
             f.writelines(f"{c.wav_id}.wav,{c.mi:.1f},{c.ta:.1f}\n" for c in corpus.split(name))
-    with open(os.path.join(root, "synthetic_meta.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(corpus.root, "synthetic_meta.json"), "w", encoding="utf-8") as f:
         json.dump(corpus.to_dict(), f, indent=1)
-    return corpus

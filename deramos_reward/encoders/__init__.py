@@ -2,37 +2,36 @@
 
 from __future__ import annotations
 
+import importlib
+
 from ..config import AudioEncoderConfig, TextEncoderConfig
 from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
 from .loading import BackboneUnavailableError
 
+# kind -> (submodule, class); submodules are imported only when their kind is built
+AUDIO_ENCODERS = {"muq": ("muq", "MuQEncoder"), "clap": ("clap", "ClapAudioEncoder")}
+TEXT_ENCODERS = {
+    "roberta": ("roberta", "RobertaEncoder"),
+    "clap": ("clap", "ClapTextEncoder"),
+    "hf": ("hf_text", "HFTextEncoder"),
+}
+
+
+def _build(
+    table: dict[str, tuple[str, str]], config: AudioEncoderConfig | TextEncoderConfig, what: str
+) -> AudioEncoder | TextEncoder:
+    if config.kind not in table:
+        raise ValueError(f"unknown {what} encoder kind {config.kind!r}")
+    module, name = table[config.kind]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)(config)
+
 
 def build_audio_encoder(config: AudioEncoderConfig) -> AudioEncoder:
-    if config.kind == "muq":
-        from .muq import MuQEncoder
-
-        return MuQEncoder(config)
-    if config.kind == "clap":
-        from .clap import ClapAudioEncoder
-
-        return ClapAudioEncoder(config)
-    raise ValueError(f"unknown audio encoder kind {config.kind!r}")
+    return _build(AUDIO_ENCODERS, config, "audio")
 
 
 def build_text_encoder(config: TextEncoderConfig) -> TextEncoder:
-    if config.kind == "roberta":
-        from .roberta import RobertaEncoder
-
-        return RobertaEncoder(config)
-    if config.kind == "clap":
-        from .clap import ClapTextEncoder
-
-        return ClapTextEncoder(config)
-    if config.kind == "hf":
-        from .hf_text import HFTextEncoder
-
-        return HFTextEncoder(config)
-    raise ValueError(f"unknown text encoder kind {config.kind!r}")
+    return _build(TEXT_ENCODERS, config, "text")
 
 
 __all__ = [

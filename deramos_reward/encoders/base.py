@@ -9,6 +9,7 @@ them to the input waveform (the reward needs that).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -33,15 +34,20 @@ class TextTokens:
         return TextTokens(self.tokens.index_select(0, idx), self.mask.index_select(0, idx))
 
 
+def freeze(module: nn.Module) -> nn.Module:
+    """Stop ``module`` training, in place: no parameter requires grad, eval mode (no dropout)."""
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return module.eval()
+
+
 class FrozenBackbone(nn.Module):
     """Base for wrappers: freezes ``self.backbone`` and keeps it in eval mode."""
 
     backbone: nn.Module
 
     def freeze(self) -> None:
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-        self.backbone.eval()
+        freeze(self.backbone)
 
     def train(self, mode: bool = True) -> FrozenBackbone:
         super().train(mode)
@@ -58,6 +64,10 @@ class AudioEncoder(FrozenBackbone):
         """Frames the encoder outputs for ``num_samples`` input samples."""
         raise NotImplementedError
 
+    def compile_backbone(self, **compile_kwargs) -> None:
+        """``torch.compile`` the backbone's heavy modules in place (``compile_kwargs`` go to it)."""
+        self.backbone.compile(**compile_kwargs)
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFrames:
         """wave [B, T] at ``sample_rate`` (all rows length T) -> frames [B, N, D].
 
@@ -69,10 +79,30 @@ class AudioEncoder(FrozenBackbone):
 class TextEncoder(FrozenBackbone):
     dim: int
     max_tokens: int
+    tokenizer: Any  # a transformers tokenizer
     pooling: str = "mean"  # how the backbone itself pools tokens into a sentence (layers.POOLINGS)
 
+    def adopt(self, backbone: nn.Module, tokenizer: Any, max_tokens: int, unused_positions: int = 2) -> None:
+        """Take a transformers tower (``config.hidden_size``, ``config.max_position_embeddings``)
+        and its tokenizer; prompts are cut to ``max_tokens`` tokens or what the positions allow.
+
+        ``unused_positions``: positions the tower never gives a token (RoBERTa-style towers start
+        after the padding index, so 2; BERT-style towers 0).
+        """
+        self.backbone, self.tokenizer = backbone, tokenizer
+        self.dim = int(backbone.config.hidden_size)
+        positions = getattr(backbone.config, "max_position_embeddings", None) or max_tokens + unused_positions
+        self.max_tokens = min(max_tokens, positions - unused_positions)
+        self.freeze()
+
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
+        """texts -> input_ids, attention_mask [B, L] (padded to the longest, at most ``max_tokens``)."""
+        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
+            raise TypeError("texts must be a list of strings")  # a str would be split into characters
+        batch = self.tokenizer(
+            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        )
+        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         """input_ids, attention_mask [B, L] -> token states [B, L, D]."""

@@ -21,50 +21,16 @@ import torch
 import torchaudio
 from torch import nn
 from transformers import (
-    AutoTokenizer,
     ClapAudioModelWithProjection,
     ClapConfig,
     ClapFeatureExtractor,
     ClapTextModelWithProjection,
 )
 
-from ..config import AudioEncoderConfig, TextEncoderConfig
+from ..config import BYTE_VOCAB_SIZE, TINY_CLAP_BACKBONE, AudioEncoderConfig, TextEncoderConfig
 from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
-from .loading import load_backbone
-from .tokenizer import BYTE_VOCAB_SIZE, byte_level_tokenizer
-
-# A ClapConfig dict: tiny RoBERTa-like text tower, tiny HTSAT (Swin) audio tower. The audio input
-# geometry is the real one (64 mels, spec_size 256, 4x4 patches: 10 s at 48 kHz), only widths and
-# depths shrink. Final Swin grid 32x32 -> 128 time-ordered frames of 32 channels per 10 s.
-TINY_CLAP_BACKBONE: dict = {
-    "projection_dim": 16,
-    "text_config": {
-        "vocab_size": BYTE_VOCAB_SIZE,
-        "hidden_size": 32,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "intermediate_size": 64,
-        "max_position_embeddings": 130,
-        "type_vocab_size": 1,
-        "pad_token_id": 1,
-        "bos_token_id": 0,
-        "eos_token_id": 2,
-    },
-    "audio_config": {
-        "spec_size": 256,
-        "num_mel_bins": 64,
-        "patch_size": 4,
-        "patch_stride": [4, 4],
-        "window_size": 8,
-        "patch_embeds_hidden_size": 16,
-        "hidden_size": 32,  # = patch_embeds_hidden_size * 2 ** (len(depths) - 1)
-        "depths": [1, 1],
-        "num_attention_heads": [2, 2],
-        "num_hidden_layers": 2,
-        "mlp_ratio": 2.0,
-        "enable_fusion": False,
-    },
-}
+from .loading import CLAP_HUB_ID, load_backbone, load_text_backbone
+from .tokenizer import byte_level_tokenizer
 
 # The feature extractor settings of laion/clap-htsat-unfused (its preprocessor_config.json); used
 # when the towers are built from a config dict instead of loaded from a folder that has its own.
@@ -221,10 +187,16 @@ class ClapAudioEncoder(AudioEncoder):
         super().__init__()
         if config.name_or_path is not None:
             self.backbone = load_backbone(
-                config.name_or_path, ClapAudioModelWithProjection.from_pretrained, "CLAP audio encoder"
+                config.name_or_path,
+                ClapAudioModelWithProjection.from_pretrained,
+                "CLAP audio encoder",
+                hub_id=CLAP_HUB_ID,
             )
             extractor = load_backbone(
-                config.name_or_path, ClapFeatureExtractor.from_pretrained, "CLAP feature extractor"
+                config.name_or_path,
+                ClapFeatureExtractor.from_pretrained,
+                "CLAP feature extractor",
+                hub_id=CLAP_HUB_ID,
             )
         else:
             self.backbone = ClapAudioModelWithProjection(clap_config(config.backbone).audio_config)
@@ -266,6 +238,10 @@ class ClapAudioEncoder(AudioEncoder):
         self.min_samples = max(1, min(int(config.min_seconds * self.sample_rate), self.clip_samples))
         self.freeze()
 
+    def compile_backbone(self, **compile_kwargs) -> None:
+        """Compile the HTSAT audio tower (``forward`` calls it directly, not the projection wrapper)."""
+        self.backbone.audio_model.compile(**compile_kwargs)
+
     def num_frames(self, num_samples: int) -> int:
         """Real (unmasked) frames for a clip of ``num_samples``: ceil(num_samples / clip_samples * N)."""
         n = self.frames_per_clip
@@ -305,11 +281,8 @@ class ClapTextEncoder(TextEncoder):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         if config.name_or_path is not None:
-            self.backbone = load_backbone(
-                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP text encoder"
-            )
-            self.tokenizer = load_backbone(
-                config.name_or_path, AutoTokenizer.from_pretrained, "CLAP tokenizer"
+            backbone, tokenizer = load_text_backbone(
+                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP", hub_id=CLAP_HUB_ID
             )
         else:
             text_cfg = clap_config(config.backbone).text_config
@@ -318,22 +291,9 @@ class ClapTextEncoder(TextEncoder):
                     f"text_encoder.backbone text_config.vocab_size must be >= {BYTE_VOCAB_SIZE} for the "
                     f"offline byte-level tokenizer, got {text_cfg.vocab_size}"
                 )
-            self.backbone = ClapTextModelWithProjection(text_cfg)
-            self.tokenizer = byte_level_tokenizer(config.max_tokens)
-        text_cfg = self.backbone.config
-        self.dim = int(text_cfg.hidden_size)
-        # RoBERTa-style positions start after the padding index: 2 positions are never used
-        self.max_tokens = min(config.max_tokens, text_cfg.max_position_embeddings - 2)
-        self.freeze()
-
-    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        """texts -> input_ids, attention_mask [B, L] (padded to the longest, at most ``max_tokens``)."""
-        if isinstance(texts, str) or not all(isinstance(t, str) for t in texts):
-            raise TypeError("texts must be a list of strings")
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
+            backbone = ClapTextModelWithProjection(text_cfg)
+            tokenizer = byte_level_tokenizer(config.max_tokens)
+        self.adopt(backbone, tokenizer, config.max_tokens)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
         """input_ids, attention_mask [B, L] -> token states [B, L, hidden], mask [B, L] bool."""

@@ -13,12 +13,12 @@ import json
 import os
 
 import torch
-from transformers import AutoConfig, AutoModel, AutoTokenizer
+from transformers import AutoConfig, AutoModel
 
-from ..config import TextEncoderConfig
+from ..config import BYTE_TOKEN_IDS, BYTE_VOCAB_SIZE, TextEncoderConfig
 from .base import TextEncoder, TextTokens
-from .loading import load_backbone, resolve_name_or_path
-from .tokenizer import BYTE_VOCAB_SIZE, byte_level_tokenizer
+from .loading import load_text_backbone, resolve_name_or_path
+from .tokenizer import byte_level_tokenizer
 
 # sentence-transformers' Pooling config keys -> our pooling names, in order of preference
 _POOLING_KEYS = (
@@ -77,39 +77,26 @@ def pooling_of(name_or_path: str) -> str:
     return read_pooling(os.path.dirname(modules))
 
 
-class TransformersTextEncoder(TextEncoder):
-    """Shared by wrappers of a transformers encoder: ``self.tokenizer`` + ``self.backbone``."""
-
-    def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
-        batch = self.tokenizer(
-            list(texts), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
-        )
-        return {k: batch[k].to(device) for k in ("input_ids", "attention_mask")}
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
-        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
-        return TextTokens(out.last_hidden_state, attention_mask.bool())
-
-
-class HFTextEncoder(TransformersTextEncoder):
+class HFTextEncoder(TextEncoder):
     """Token states [B, L, hidden_size] of any ``AutoModel`` text encoder."""
 
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
         if config.name_or_path is not None:
-            self.backbone = load_backbone(config.name_or_path, AutoModel.from_pretrained, "text encoder")
-            self.tokenizer = load_backbone(config.name_or_path, AutoTokenizer.from_pretrained, "tokenizer")
+            backbone, tokenizer = load_text_backbone(
+                config.name_or_path, AutoModel.from_pretrained, "Hugging Face"
+            )
             self.pooling = pooling_of(config.name_or_path)
         else:
-            cfg = {"vocab_size": BYTE_VOCAB_SIZE, "pad_token_id": 1, "bos_token_id": 0, "eos_token_id": 2}
-            cfg.update(config.backbone)
+            cfg = {"vocab_size": BYTE_VOCAB_SIZE, **BYTE_TOKEN_IDS, **config.backbone}
             model_type = cfg.pop("model_type", "bert")
-            self.backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
-            self.tokenizer = byte_level_tokenizer(config.max_tokens)
-        bcfg = self.backbone.config
-        positions = getattr(bcfg, "max_position_embeddings", None) or config.max_tokens
-        if bcfg.model_type in ("roberta", "xlm-roberta", "camembert"):
-            positions -= bcfg.pad_token_id + 1  # RoBERTa's positions start after the padding index
-        self.dim = bcfg.hidden_size
-        self.max_tokens = min(config.max_tokens, positions)
-        self.freeze()
+            backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
+            tokenizer = byte_level_tokenizer(config.max_tokens)
+        bcfg = backbone.config
+        # RoBERTa's positions start after the padding index
+        unused = bcfg.pad_token_id + 1 if bcfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0
+        self.adopt(backbone, tokenizer, config.max_tokens, unused_positions=unused)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
+        out = self.backbone(input_ids=input_ids, attention_mask=attention_mask)
+        return TextTokens(out.last_hidden_state, attention_mask.bool())

@@ -12,6 +12,8 @@ import os
 from collections.abc import Callable
 from typing import TypeVar
 
+from ..errors import InputError
+
 T = TypeVar("T")
 
 # hub id -> (importable package that ships its files, folder inside the package, pip hint)
@@ -23,8 +25,13 @@ PACKAGED_MODELS: dict[str, tuple[str, str, str]] = {
     ),
 }
 
+# The paper's backbones, suggested when a configured local folder does not exist.
+MUQ_HUB_ID = "OpenMuQ/MuQ-large-msd-iter"
+ROBERTA_HUB_ID = "FacebookAI/roberta-base"
+CLAP_HUB_ID = "laion/clap-htsat-unfused"
 
-class BackboneUnavailableError(OSError):
+
+class BackboneUnavailableError(InputError, OSError):
     """A referenced backbone could not be found locally and could not be downloaded."""
 
 
@@ -51,23 +58,56 @@ def resolve_name_or_path(name_or_path: str) -> str:
     return packaged_path(name_or_path) or name_or_path
 
 
-def load_backbone(name_or_path: str, loader: Callable[[str], T], what: str) -> T:
-    """Call ``loader`` on the resolved ``name_or_path``, turning hub/offline failures into BackboneUnavailableError."""
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _is_hub_id(name: str) -> bool:
+    """``owner/name``: the form the hub uses (a bare name may be a hub id or a folder)."""
+    return name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
+
+
+def load_text_backbone(
+    name_or_path: str, loader: Callable[[str], T], what: str, hub_id: str | None = None
+) -> tuple[T, object]:
+    """A text tower and its tokenizer from one hub id or folder (``what``: e.g. ``"RoBERTa"``)."""
+    from transformers import AutoTokenizer
+
+    model = load_backbone(name_or_path, loader, f"{what} text encoder", hub_id)
+    return model, load_backbone(name_or_path, AutoTokenizer.from_pretrained, f"{what} tokenizer", hub_id)
+
+
+def load_backbone(name_or_path: str, loader: Callable[[str], T], what: str, hub_id: str | None = None) -> T:
+    """Call ``loader(name_or_path)``, turning hub/offline failures into BackboneUnavailableError.
+
+    ``hub_id``: the hub id to suggest downloading when ``name_or_path`` is not itself one (a local
+    folder name that does not exist, say ``"muq-large"``).
+    An id in ``PACKAGED_MODELS`` whose package is installed loads from the package's folder.
+    """
     resolved = resolve_name_or_path(name_or_path)
     try:
         return loader(resolved)
     except Exception as err:
+        cause = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
         if os.path.isdir(resolved):
             raise BackboneUnavailableError(
-                f"could not load the {what} from the local folder {resolved!r}: {err}"
+                f"could not load the {what} from the local folder {resolved!r}: {cause}"
             ) from err
-        offline = os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0", "false", "False")
+        reason = (
+            "HF_HUB_OFFLINE is set"
+            if _offline()
+            else "the hub could not be reached or has no such model"
+            + (f" ({cause})" if isinstance(err, OSError) else "")
+        )
+        if _is_hub_id(name_or_path):
+            download, local_dir = name_or_path, "DIR"
+        else:
+            download, local_dir = hub_id or "OWNER/NAME", name_or_path
         packaged = PACKAGED_MODELS.get(name_or_path)
         raise BackboneUnavailableError(
-            f"the {what} {name_or_path!r} is not available"
-            + (" (HF_HUB_OFFLINE is set)" if offline else " (no local copy and the hub could not be reached)")
-            + f": {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}. "
-            + (f"Install it offline: {packaged[2]}; or d" if packaged else "D")
-            + f"ownload it once (e.g. `huggingface-cli download {name_or_path} --local-dir DIR`) and set the "
-            f"encoder's name_or_path to DIR, or pass a local folder instead of the hub id."
+            f"the {what} {name_or_path!r} is not available: there is no local folder "
+            f"{os.path.abspath(os.path.expanduser(name_or_path))!r} and {reason}. "
+            + (f"Install it offline: {packaged[2]}; or download" if packaged else "Download")
+            + f" it once with `huggingface-cli download {download} --local-dir {local_dir}` and set the "
+            "encoder's name_or_path to that folder."
         ) from err

@@ -10,6 +10,8 @@ from functools import lru_cache
 
 from transformers import PreTrainedTokenizerFast
 
+from ..config import BYTE_TOKEN_IDS, BYTE_VOCAB_SIZE
+
 SPECIAL = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 
 
@@ -27,6 +29,11 @@ def byte_level_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast
     vocab = {tok: i for i, tok in enumerate(SPECIAL)}
     for sym in _byte_alphabet():
         vocab[sym] = len(vocab)
+    ids = {"bos_token_id": vocab["<s>"], "pad_token_id": vocab["<pad>"], "eos_token_id": vocab["</s>"]}
+    if len(vocab) != BYTE_VOCAB_SIZE or ids != BYTE_TOKEN_IDS:  # the tiny configs were built for these
+        raise RuntimeError(
+            f"byte-level vocabulary has {len(vocab)} entries and ids {ids}; expected {BYTE_VOCAB_SIZE}, {BYTE_TOKEN_IDS}"
+        )
     tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tok.decoder = decoders.ByteLevel()
@@ -42,6 +49,3 @@ def byte_level_tokenizer(model_max_length: int = 128) -> PreTrainedTokenizerFast
         mask_token="<mask>",
         model_max_length=model_max_length,
     )
-
-
-BYTE_VOCAB_SIZE = len(SPECIAL) + 256

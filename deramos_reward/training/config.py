@@ -3,14 +3,24 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..config import DeRAMOSConfig
+from ..config import DeRAMOSConfig, JsonConfig, check_fields
+from ..data.ratings import check_rating_scale
+from ..errors import InputError, InputTypeError
 from ..losses import LossWeights
+from ..validation import (
+    check_bool,
+    check_choice,
+    check_file,
+    check_non_negative_float,
+    check_non_negative_int,
+    check_positive_float,
+    check_positive_int,
+)
 
 MODEL_PRESETS = ("paper", "tiny", "tiny-clap", "demo")
 EARLY_STOPPING = ("loss", "mi_sys_srcc", "combined")
@@ -22,8 +32,8 @@ RUNTIME_FIELDS = ("num_workers", "progress", "feature_cache", "extract_batch_siz
 
 
 @dataclass
-class TrainConfig:
-    """How to train DeRA-MOS heads (defaults: the paper's recipe, DERAMOS.md "Training recipe").
+class TrainConfig(JsonConfig):
+    """How to train DeRA-MOS heads (defaults: the paper's recipe, docs/model.md "Training recipe").
 
     model: a preset name (``"paper"`` = MuQ-large-msd-iter + roberta-base, ``"tiny"``,
         ``"tiny-clap"``, ``"demo"`` = packaged all-MiniLM-L6-v2 + tiny MuQ) or a ``DeRAMOSConfig`` dict. init_from: optional checkpoint folder whose
@@ -41,7 +51,10 @@ class TrainConfig:
         the reference crops to 30 s, our model windows long clips instead).
     feature_cache: folder for cached encoder features (default ``RUN_DIR/features``); share it
         between runs over the same data and encoders. feature_dtype: how they are stored.
-    device: ``"auto"`` (GPU when available), ``"cpu"`` or ``"cuda"``.
+    rating_scale: ``[low, high]`` of the ratings in the data when they are not on 1-5 (e.g.
+        ``[0, 10]``); they are mapped linearly onto 1-5. None = 1-5; a rating outside the scale is
+        an error naming its file and line.
+    device: ``"auto"`` (GPU when available), ``"cpu"`` or ``"cuda"`` (an error when no GPU is there).
     """
 
     model: str | dict[str, Any] = "paper"
@@ -60,6 +73,7 @@ class TrainConfig:
     train_split: str = "train"
     val_split: str = "dev"
     max_seconds: float | None = None
+    rating_scale: list[float] | None = None
     feature_cache: str | None = None
     feature_dtype: str = "float32"
     extract_batch_size: int = 16
@@ -68,47 +82,38 @@ class TrainConfig:
     mixed_precision: str = "no"
     progress: bool = True
 
+    JSON_NAME = "train config"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.rating_scale, tuple):  # JSON gives a list: keep one form for comparisons
+            self.rating_scale = list(self.rating_scale)
+
     # ---- validation ----------------------------------------------------------------------
     def validate(self) -> None:
-        """Raise ValueError/TypeError naming the first bad field."""
-
-        def is_int(v: Any) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: Any) -> bool:
-            return isinstance(v, (int, float)) and not isinstance(v, bool)
-
+        """Raise InputError/InputTypeError naming the first bad field."""
         if isinstance(self.model, str):
             if self.model not in MODEL_PRESETS:
-                raise ValueError(
+                raise InputError(
                     f"TrainConfig.model must be one of {MODEL_PRESETS} or a config dict, got {self.model!r}"
                 )
         elif isinstance(self.model, dict):
             DeRAMOSConfig.from_dict(self.model)  # raises naming the bad key
         else:
-            raise TypeError(
+            raise InputTypeError(
                 f"TrainConfig.model must be a preset name or a config dict, got {type(self.model).__name__}"
             )
         for key in ("init_from", "feature_cache"):
             value = getattr(self, key)
             if value is not None and not isinstance(value, str):
-                raise TypeError(f"TrainConfig.{key} must be a path string or None, got {value!r}")
+                raise InputTypeError(f"TrainConfig.{key} must be a path string or None, got {value!r}")
         for key in ("batch_size", "eval_batch_size", "max_epochs", "extract_batch_size"):
-            value = getattr(self, key)
-            if not is_int(value) or value < 1:
-                raise ValueError(f"TrainConfig.{key} must be an int >= 1, got {value!r}")
+            check_positive_int(getattr(self, key), f"TrainConfig.{key}")
         for key in ("patience", "num_workers", "seed"):
-            value = getattr(self, key)
-            if not is_int(value) or value < 0:
-                raise ValueError(f"TrainConfig.{key} must be an int >= 0, got {value!r}")
-        if not is_num(self.lr) or not self.lr > 0:
-            raise ValueError(f"TrainConfig.lr must be a positive number, got {self.lr!r}")
-        if not is_num(self.weight_decay) or self.weight_decay < 0:
-            raise ValueError(f"TrainConfig.weight_decay must be a number >= 0, got {self.weight_decay!r}")
+            check_non_negative_int(getattr(self, key), f"TrainConfig.{key}")
+        check_positive_float(self.lr, "TrainConfig.lr")
+        check_non_negative_float(self.weight_decay, "TrainConfig.weight_decay")
         for key in ("max_grad_norm", "max_seconds"):
-            value = getattr(self, key)
-            if value is not None and (not is_num(value) or not value > 0):
-                raise ValueError(f"TrainConfig.{key} must be a positive number or None, got {value!r}")
+            check_positive_float(getattr(self, key), f"TrainConfig.{key}", optional=True)
         choices = {
             "early_stopping": EARLY_STOPPING,
             "device": DEVICES,
@@ -116,16 +121,16 @@ class TrainConfig:
             "feature_dtype": FEATURE_DTYPES,
         }
         for key, allowed in choices.items():
-            if getattr(self, key) not in allowed:
-                raise ValueError(f"TrainConfig.{key} must be one of {allowed}, got {getattr(self, key)!r}")
+            check_choice(getattr(self, key), f"TrainConfig.{key}", allowed)
         for key in ("gather_balr", "progress"):
-            if not isinstance(getattr(self, key), bool):
-                raise TypeError(f"TrainConfig.{key} must be true or false, got {getattr(self, key)!r}")
+            check_bool(getattr(self, key), f"TrainConfig.{key}")
         for key in ("train_split", "val_split"):
             if not isinstance(getattr(self, key), str) or not getattr(self, key):
-                raise ValueError(f"TrainConfig.{key} must be a split name, got {getattr(self, key)!r}")
+                raise InputError(f"TrainConfig.{key} must be a split name, got {getattr(self, key)!r}")
+        if self.rating_scale is not None:
+            check_rating_scale(self.rating_scale, "TrainConfig.rating_scale")
         if not isinstance(self.loss, LossWeights):
-            raise TypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
+            raise InputTypeError(f"TrainConfig.loss must be a LossWeights, got {type(self.loss).__name__}")
         self.loss.validate()
 
     def model_config(self) -> DeRAMOSConfig:
@@ -151,49 +156,24 @@ class TrainConfig:
         ``loss`` may also be ``{"preset": NAME, ...overrides}`` with a name from
         ``deramos_reward.losses.ABLATIONS``.
         """
-        if not isinstance(data, dict):
-            raise TypeError(f"train config must be a JSON object, got {type(data).__name__}")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"train config has unknown key(s) {unknown}; known keys: {sorted(known)}")
+        check_fields(cls, data, "train config")
         data = dict(data)
         loss = data.pop("loss", {})
-        if not isinstance(loss, dict):
-            raise TypeError(f"train config 'loss' must be a JSON object, got {type(loss).__name__}")
+        check_fields(LossWeights, loss, "train config 'loss'", also=frozenset({"preset"}))
         loss = dict(loss)
-        loss_known = {f.name for f in dataclasses.fields(LossWeights)}
-        unknown = sorted(set(loss) - loss_known - {"preset"})
-        if unknown:
-            raise ValueError(
-                f"train config 'loss' has unknown key(s) {unknown}; known keys: {sorted(loss_known)}"
-            )
         preset = loss.pop("preset", None)
         weights = LossWeights.preset(preset, **loss) if preset is not None else LossWeights(**loss)
         cfg = cls(loss=weights, **data)
         cfg.validate()
         return cfg
 
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> TrainConfig:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ValueError(f"train config is not valid JSON: {err}") from err
-        return cls.from_dict(data)
-
     @classmethod
     def load(cls, path: str | os.PathLike) -> TrainConfig:
-        path = Path(path)
-        if not path.is_file():
-            raise ValueError(f"train config {str(path)!r} does not exist")
+        path = Path(check_file(path, "train config"))
         try:
             return cls.from_json(path.read_text())
-        except ValueError as err:
-            raise ValueError(f"{path}: {err}") from err
+        except InputError as err:  # InputTypeError too: the message gains the file, the class stays
+            raise type(err)(f"{path}: {err}") from err
 
     def result_fields(self) -> dict[str, Any]:
         """The fields that decide the result (all but ``RUNTIME_FIELDS``); resume compares these."""

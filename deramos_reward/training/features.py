@@ -2,10 +2,11 @@
 
 The backbones of DeRA-MOS never train, so a clip's audio frames and a prompt's token states are
 the same every step. ``extract_features`` runs the encoders once per clip and per distinct
-prompt, exactly as ``DeRAMOS.forward_clips`` does at inference (the same windows, the same
-grouping of equal-length windows, the same padding of short clips), and keeps only the real
-frames/tokens. ``FeatureSet.batch`` pads them back into masked batches for the heads, and
-``heads_forward`` combines window outputs per clip with the model's own length-weighted mean.
+prompt through ``windowing.encode_windows``, the function ``DeRAMOS.forward_clips`` uses at
+inference (the same windows, the same grouping of equal-length windows, the same padding of
+short clips), and keeps only the real frames/tokens. ``FeatureSet.batch`` pads them back into
+masked batches for the heads, and ``heads_forward`` combines window outputs per clip with
+``windowing.combine_windows``, the model's own length-weighted mean.
 Training on cached features therefore computes what running the encoders every step would
 (up to float rounding), at the cost of the heads only.
 
@@ -25,7 +26,6 @@ import hashlib
 import json
 import os
 import tempfile
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +39,8 @@ from ..data import Example, RatedClips
 from ..encoders.base import AudioFrames, TextTokens
 from ..frontend import Window, plan_windows
 from ..heads import DeRAMOSOutput
-from ..model import DeRAMOS, _combine
+from ..model import DeRAMOS
+from ..windowing import combine_windows, encode_windows
 
 FORMAT_VERSION = 1
 FEATURE_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -198,15 +199,10 @@ def _pad_text(rows: list[torch.Tensor], device: torch.device | str) -> TextToken
 def heads_forward(heads: nn.Module, batch: FeatureBatch) -> DeRAMOSOutput:
     """Run the (possibly DDP-wrapped) heads on a ``FeatureBatch`` -> per-clip outputs [B].
 
-    Clips with several windows get the length-weighted mean of their window outputs, exactly as
-    ``DeRAMOS.forward_clips`` computes it.
+    Clips with several windows get the length-weighted mean of their window outputs
+    (``windowing.combine_windows``, as in ``DeRAMOS.forward_clips``).
     """
-    out = heads(batch.audio, batch.text)
-    if len(batch.windows) == batch.n_clips:  # one window per clip: nothing to combine
-        return out
-    fields = ("mi", "ta", "mi_logits", "ta_logits", "audio_embedding", "text_embedding")
-    per_window = [DeRAMOSOutput(*(getattr(out, k)[i] for k in fields)) for i in range(len(batch.windows))]
-    return _combine(batch.windows, per_window, batch.n_clips)
+    return combine_windows(batch.windows, heads(batch.audio, batch.text), batch.n_clips)
 
 
 # ---- extraction ------------------------------------------------------------------------------
@@ -277,20 +273,9 @@ def extract_features(
         waves = [it["wave"] for it in items]
         windows = plan_windows([w.shape[0] for w in waves], model.window_samples, model.hop_samples)
         outs: list[torch.Tensor | None] = [None] * len(windows)
-        groups: dict[int, list[int]] = defaultdict(list)
-        for i, w in enumerate(windows):
-            groups[w.length].append(i)
-        for length, members in groups.items():
-            for s in range(0, len(members), model.window_batch_size):
-                chunk = members[s : s + model.window_batch_size]
-                segs = torch.stack(
-                    [waves[windows[i].clip][windows[i].start : windows[i].stop] for i in chunk]
-                )
-                if length < encoder.min_samples:
-                    segs = nn.functional.pad(segs, (0, encoder.min_samples - length))
-                out = encoder(segs.to(device), torch.full((len(chunk),), length))
-                for j, i in enumerate(chunk):
-                    outs[i] = out.frames[j, out.mask[j]].to("cpu", dtype)
+        for indices, out in encode_windows(encoder, waves, windows, model.window_batch_size, device):
+            for j, i in enumerate(indices):
+                outs[i] = out.frames[j, out.mask[j]].to("cpu", dtype)
         for i, w in enumerate(windows):  # windows come out clip by clip, in order
             window_frames.append(outs[i])
             window_samples.append(w.length)

@@ -25,6 +25,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from ..checkpoint import atomic_write_bytes
+from ..errors import InputError
 from ..model import DeRAMOS
 
 LAST = "last"
@@ -99,6 +100,6 @@ def read_state(run_dir: Path) -> tuple[Path, dict[str, Any]] | None:
     try:
         return folder, json.loads((folder / "state.json").read_text())
     except json.JSONDecodeError as err:
-        raise ValueError(
+        raise InputError(
             f"{folder / 'state.json'} is not valid JSON ({err}); remove {folder} to restart"
         ) from err

@@ -8,14 +8,20 @@ result.best["best_combined"]["path"]     # a DeRAMOS.save_pretrained folder
 
 What a run writes under ``run_dir``:
 
-- ``train_config.json``: the config (a resumed run must match it, except runtime fields);
+- ``train_config.json``, ``data.json``: the config and a fingerprint of the clips and ratings (a
+  resumed run must match both, except runtime fields; raising ``max_epochs`` or ``patience``
+  extends a finished run; ``overwrite=True`` starts over, see ``run_folder``);
 - ``log.jsonl``: one row per finished epoch (train loss and parts, validation loss and metrics,
   checkpoints saved, ``resumed_at`` = the first epoch of the process that wrote the row);
 - ``best_loss/``, ``best_mi_sys_srcc/``, ``best_combined/``: the three checkpoints of the
   reference recipe (lowest validation loss; highest validation system-level MI SRCC; highest
   (utterance MI SRCC + system TA SRCC) / 2), each loadable with ``DeRAMOS.from_pretrained``;
 - ``last/``: heads + optimizer + trackers after the latest finished epoch (see ``state``);
-- ``summary.json``: best epochs and their validation metrics; ``features/``: the feature cache.
+- ``summary.json``: best epochs, their validation metrics and what each checkpoint follows;
+  ``features/``: the feature cache.
+
+Undefined validation metrics (one system, constant ratings, too few clips) are logged as ``null``
+and stated once; the checkpoints then follow a defined quantity instead (see ``selection``).
 
 Resuming: run the same command again. Finished epochs are kept; the run continues from the
 epoch after ``last/``. Randomness (shuffling, dropout) is re-derived at the start of every
@@ -31,6 +37,7 @@ runs on every process over the whole validation set; decisions use the main proc
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import sys
@@ -39,25 +46,27 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import soundfile as sf
 import torch
 from tqdm.auto import tqdm
 
 from .._optional import require
 from ..checkpoint import atomic_write_bytes
 from ..data import Example, load_dataset_split
+from ..errors import InputError, InputTypeError
 from ..heads import DeRAMOSHeads
-from ..jsonl import append_rows, read_rows
+from ..jsonl import append_rows, encode_rows, read_rows
 from ..losses import deramos_loss
-from ..metrics import evaluate_both
+from ..metrics import evaluate_both, json_safe
 from ..model import DeRAMOS
+from . import run_folder
 from .config import TrainConfig
 from .distributed import gather, gather_with_grad
 from .features import FeatureSet, cached_feature_set, encoder_fingerprint, heads_forward
+from .run_folder import LOG_FILE, SUMMARY_FILE
+from .selection import EARLY_STOPPING, Selection, describe_plan, plan_selection
 from .state import optimizer_state_dict, read_state, write_state
 
-CONFIG_FILE = "train_config.json"
-LOG_FILE = "log.jsonl"
-SUMMARY_FILE = "summary.json"
 # checkpoint folder -> (validation quantity, True if higher is better)
 CHECKPOINTS = {
     "best_loss": ("val_loss", False),
@@ -65,7 +74,7 @@ CHECKPOINTS = {
     "best_combined": ("combined", True),
 }
 BACKBONE_SEED = 0
-EARLY_STOPPING_KEY = {"loss": "val_loss", "mi_sys_srcc": "mi_sys_srcc", "combined": "combined"}
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -155,32 +164,43 @@ def validation_metrics(
     }
 
 
-def _load_split(data: str | os.PathLike, split: str, what: str) -> list[Example]:
-    examples = load_dataset_split(data, split)
+def _load_split(data: str | os.PathLike, split: str, what: str, config: TrainConfig) -> list[Example]:
+    examples = load_dataset_split(data, split, config.rating_scale)
     unlabeled = [ex.wav_id for ex in examples if not ex.labeled]
     if unlabeled:
-        raise ValueError(
+        raise InputError(
             f"{what} split {split!r} of {os.fspath(data)!r} has clips without MI/TA labels "
             f"(first: {unlabeled[0]!r}); training needs every clip rated"
         )
+    for ex in examples:  # a file that cannot be read fails the run now, not after hours of extraction
+        try:
+            sf.info(ex.path)
+        except Exception as err:
+            raise InputError(
+                f"audio file {ex.path!r} (clip {ex.wav_id!r}) could not be read as audio: {err}"
+            ) from err
     return examples
 
 
-def _check_run_dir(run_dir: Path, config: TrainConfig) -> None:
-    path = run_dir / CONFIG_FILE
-    if not path.is_file():
-        return
-    saved = TrainConfig.load(path)
-    if saved.result_fields() != config.result_fields():
-        old, new = saved.result_fields(), config.result_fields()
-        diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-        raise ValueError(
-            f"{run_dir} holds a run with a different configuration (differs in {diff}); "
-            "resume it with the same settings or choose another --out folder"
+def load_data(
+    config: TrainConfig, data: str | os.PathLike, val_data: str | os.PathLike | None
+) -> tuple[list[Example], list[Example]]:
+    """The rated training and validation clips (every check on them happens here, before any writing)."""
+    train_examples = _load_split(data, config.train_split, "training", config)
+    val_examples = _load_split(
+        val_data if val_data is not None else data, config.val_split, "validation", config
+    )
+    if [e.wav_id for e in train_examples] == [e.wav_id for e in val_examples]:
+        raise InputError(
+            f"the training and validation splits of {os.fspath(data)!r} are the same clips (a manifest "
+            "without 'split' keys gives every split all lines); add 'split' keys or pass separate validation data"
         )
+    return train_examples, val_examples
 
 
 def _make_accelerator(config: TrainConfig):
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise InputError("TrainConfig.device is 'cuda' but no CUDA GPU is available; use 'cpu' or 'auto'")
     accelerate = require("accelerate")
     from accelerate.utils import DistributedDataParallelKwargs
 
@@ -224,11 +244,31 @@ def _batches(n: int, batch_size: int, world: int, seed: int, epoch: int) -> list
     return [order[s : s + size] for s in range(0, n - size + 1, size)]
 
 
+@dataclass
+class _Fit:
+    """What the epoch loop works with (built once per call of ``train``)."""
+
+    config: TrainConfig
+    run_dir: Path
+    accelerator: Any
+    model: DeRAMOS
+    heads: torch.nn.Module  # DDP-wrapped when distributed
+    optimizer: torch.optim.Optimizer
+    train_set: FeatureSet
+    val_set: FeatureSet
+    plan: dict[str, Selection]
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+
 def train(
     config: TrainConfig,
     data: str | os.PathLike,
     run_dir: str | os.PathLike,
     val_data: str | os.PathLike | None = None,
+    overwrite: bool = False,
 ) -> TrainResult:
     """Train (or resume) a run; see the module doc for what ``run_dir`` holds.
 
@@ -237,44 +277,54 @@ def train(
         data: a MusicEval-layout folder or a JSONL manifest; ``config.train_split`` is read from it.
         run_dir: where checkpoints, logs and the resumable state go.
         val_data: where ``config.val_split`` is read from (default: ``data``).
+        overwrite: start over in ``run_dir`` instead of resuming the run it holds.
     """
     if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+        raise InputTypeError(f"config must be a TrainConfig, got {type(config).__name__}")
     config.validate()
     run_dir = Path(run_dir)
+    train_examples, val_examples = load_data(config, data, val_data)
     accelerator = _make_accelerator(config)
-    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
-    show = config.progress and main
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        _check_run_dir(run_dir, config)
-        atomic_write_bytes(run_dir / CONFIG_FILE, config.to_json().encode())
-    accelerator.wait_for_everyone()
+    with run_folder.cleanup_failed_start(run_dir, accelerator.is_main_process):
+        if accelerator.is_main_process:
+            record = run_folder.data_record(train_examples, val_examples, config)
+            run_folder.prepare(run_dir, config, record, overwrite)
+        accelerator.wait_for_everyone()
+        resumed = read_state(run_dir)
+        state: dict[str, Any] = _reopen(resumed[1], config, run_dir) if resumed else {}
+        if state.get("done"):
+            return _result(run_dir, state, DeRAMOS.from_pretrained(resumed[0] / "model"))
+        fit = _setup(config, run_dir, accelerator, train_examples, val_examples, resumed)
+        state = _fit(fit, state)
+    return _result(run_dir, state, fit.model.eval())
 
-    train_examples = _load_split(data, config.train_split, "training")
-    val_examples = _load_split(val_data if val_data is not None else data, config.val_split, "validation")
-    if [e.wav_id for e in train_examples] == [e.wav_id for e in val_examples]:
-        raise ValueError(
-            f"the training and validation splits of {os.fspath(data)!r} are the same clips (a manifest "
-            "without 'split' keys gives every split all lines); add 'split' keys or pass separate validation data"
+
+def _reopen(state: dict[str, Any], config: TrainConfig, run_dir: Path) -> dict[str, Any]:
+    """A saved state, re-judged under this call's ``max_epochs`` / ``patience`` (which may extend it)."""
+    epoch = int(state.get("epoch", 0))
+    if epoch > config.max_epochs:
+        raise InputError(
+            f"{run_dir} already holds {epoch} epochs, more than max_epochs={config.max_epochs}; "
+            f"use max_epochs >= {epoch}, --overwrite to start over, or another --out folder"
         )
+    since = int(state.get("since_improvement", 0))
+    stopped = config.patience > 0 and since >= config.patience
+    return {**state, "stopped_early": stopped, "done": stopped or epoch >= config.max_epochs}
 
-    resumed = read_state(run_dir)
-    state: dict[str, Any] = resumed[1] if resumed else {}
-    if state.get("done"):
-        return _result(run_dir, state, DeRAMOS.from_pretrained(resumed[0] / "model"))
 
+def _setup(config, run_dir, accelerator, train_examples, val_examples, resumed) -> _Fit:
+    """Model, cached features, optimizer, checkpoint-selection plan (stated once when it differs)."""
     model = _build_model(config, resumed[0] if resumed else None)
     device = accelerator.device
-    cache = config.feature_cache or os.fspath(run_dir / "features")
     extract = dict(
         device=device,
         batch_size=config.extract_batch_size,
         max_seconds=config.max_seconds,
         num_workers=config.num_workers,
         feature_dtype=config.feature_dtype,
-        progress=show,
+        progress=config.progress and accelerator.is_main_process,
     )
+    cache = config.feature_cache or os.fspath(run_dir / "features")
     with accelerator.main_process_first():  # the main process fills the cache, the others read it
         key = encoder_fingerprint(model)
         train_set = cached_feature_set(model, train_examples, cache, config.train_split, key, **extract)
@@ -282,123 +332,153 @@ def train(
     model.audio_encoder.to("cpu")
     model.text_encoder.to("cpu")
     model.heads.to(device)
-
     optimizer = torch.optim.AdamW(model.heads.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     if resumed:
         optimizer.load_state_dict(optimizer_state_dict(resumed[0] / "optimizer.safetensors"))
     heads, optimizer = accelerator.prepare(model.heads, optimizer)
-    plain_heads = accelerator.unwrap_model(heads)
+    plan, undefined = plan_selection(val_set.mi.tolist(), val_set.ta.tolist(), val_set.systems)
+    if accelerator.is_main_process:
+        for line in describe_plan(plan, undefined):
+            logger.warning("deramos train: %s", line)
+    return _Fit(config, run_dir, accelerator, model, heads, optimizer, train_set, val_set, plan)
 
+
+def _train_epoch(fit: _Fit, epoch: int) -> tuple[dict[str, float], int]:
+    """One epoch of optimizer steps -> (mean loss parts over its batches and processes, steps)."""
+    config, accelerator, train_set = fit.config, fit.accelerator, fit.train_set
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    torch.manual_seed(derive_seed(config.seed, epoch, rank))  # dropout stream of this epoch and rank
+    fit.heads.train()
+    sums: dict[str, float] = {}
+    batches = _batches(len(train_set), config.batch_size, world, config.seed, epoch)
+    for global_idx in batches:
+        shard = len(global_idx) // world
+        idx = global_idx[rank * shard : (rank + 1) * shard]
+        batch = train_set.batch(idx, device)
+        mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
+        with accelerator.autocast():
+            out = heads_forward(fit.heads, batch)
+            balr = None
+            if config.gather_balr and config.loss.use_balr and world > 1:
+                balr = (gather_with_grad(out.mi.float()), gather(mi_t))
+            loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
+        accelerator.backward(loss)
+        if config.max_grad_norm is not None:
+            accelerator.clip_grad_norm_(fit.heads.parameters(), config.max_grad_norm)
+        fit.optimizer.step()
+        fit.optimizer.zero_grad(set_to_none=True)
+        for k, v in parts.items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+    keys = sorted(sums)
+    local = torch.tensor([sums[k] / max(1, len(batches)) for k in keys], dtype=torch.float64, device=device)
+    averaged = accelerator.reduce(local, reduction="mean").tolist() if world > 1 else local.tolist()
+    return dict(zip(keys, averaged)), len(batches)
+
+
+def _restored(value: float | None) -> float:
+    """A tracked value read back from JSON: null (undefined) is nan again, as before the save."""
+    return math.nan if value is None else value
+
+
+def _select(fit: _Fit, row: dict[str, Any], state: dict[str, Any]) -> dict[str, Any]:
+    """Save the checkpoints this epoch improves and update the early-stopping trackers -> new state."""
+    best = dict(state.get("best", {}))
+    saved = []
+    for name, sel in fit.plan.items():
+        value = row["selection"][name]
+        if _improved(value, _restored(best[name]["value"]) if name in best else None, sel.higher):
+            best[name] = {
+                "epoch": row["epoch"],
+                "value": value,
+                "quantity": sel.label,
+                "metrics": row["metrics"],
+            }
+            saved.append(name)
+            if fit.main:
+                fit.model.save_pretrained(fit.run_dir / name)
+    row["saved"] = saved
+    watched = EARLY_STOPPING[fit.config.early_stopping]
+    value, since = row["selection"][watched], int(state.get("since_improvement", 0))
+    previous = _restored(state["stop_best"]) if "stop_best" in state else None
+    stop_best = state.get("stop_best")
+    if _improved(value, previous, fit.plan[watched].higher):
+        stop_best, since = value, 0
+    else:
+        since += 1
+    stopped = fit.config.patience > 0 and since >= fit.config.patience
+    return {
+        "epoch": row["epoch"],
+        "best": best,
+        "stop_best": stop_best,
+        "since_improvement": since,
+        "stopped_early": stopped,
+        "done": stopped or row["epoch"] >= fit.config.max_epochs,
+        "seed": fit.config.seed,
+    }
+
+
+def _fit(fit: _Fit, state: dict[str, Any]) -> dict[str, Any]:
+    """Epochs from the one after ``state`` up to ``max_epochs`` or early stopping -> the final state."""
+    config, accelerator, run_dir = fit.config, fit.accelerator, fit.run_dir
     start = int(state.get("epoch", 0)) + 1
-    best: dict[str, dict[str, Any]] = state.get("best", {})
-    stop_key = EARLY_STOPPING_KEY[config.early_stopping]
-    stop_best, since = state.get("stop_best"), int(state.get("since_improvement", 0))
-    if main:  # drop log rows of epochs that finished after the saved state (killed in between)
+    if fit.main:  # drop log rows of epochs that finished after the saved state (killed in between)
         rows = [r for r in read_rows(run_dir / LOG_FILE) if r.get("epoch", 0) < start]
-        atomic_write_bytes(run_dir / LOG_FILE, "".join(json.dumps(r) + "\n" for r in rows).encode())
-
-    stopped = False
+        atomic_write_bytes(run_dir / LOG_FILE, encode_rows(rows))
+    plain_heads = accelerator.unwrap_model(fit.heads)
+    show = config.progress and fit.main
     bar = tqdm(
         range(start, config.max_epochs + 1), disable=not show, desc="epochs", unit="epoch", file=sys.stderr
     )
     for epoch in bar:
-        torch.manual_seed(derive_seed(config.seed, epoch, rank))  # dropout stream of this epoch and rank
-        heads.train()
-        sums: dict[str, float] = {}
-        batches = _batches(len(train_set), config.batch_size, world, config.seed, epoch)
-        for global_idx in batches:
-            shard = len(global_idx) // world
-            idx = global_idx[rank * shard : (rank + 1) * shard]
-            batch = train_set.batch(idx, device)
-            mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
-            with accelerator.autocast():
-                out = heads_forward(heads, batch)
-                balr = None
-                if config.gather_balr and config.loss.use_balr and world > 1:
-                    balr = (gather_with_grad(out.mi.float()), gather(mi_t))
-                loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
-            accelerator.backward(loss)
-            if config.max_grad_norm is not None:
-                accelerator.clip_grad_norm_(heads.parameters(), config.max_grad_norm)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + float(v)
-        keys = sorted(sums)
-        local = torch.tensor(
-            [sums[k] / max(1, len(batches)) for k in keys], dtype=torch.float64, device=device
-        )
-        averaged = accelerator.reduce(local, reduction="mean").tolist() if world > 1 else local.tolist()
-        train_parts = dict(zip(keys, averaged))
-
-        val = validation_metrics(plain_heads, val_set, config, device)
-        if world > 1:  # every process acts on the main process's numbers
+        train_parts, steps = _train_epoch(fit, epoch)
+        val = validation_metrics(plain_heads, fit.val_set, config, accelerator.device)
+        if accelerator.num_processes > 1:  # every process acts on the main process's numbers
             from accelerate.utils import broadcast_object_list
 
             val = broadcast_object_list([val])[0]
         row = {
             "epoch": epoch,
-            "train_loss": train_parts.pop("total", float("nan")),
+            "train_loss": train_parts.pop("total", math.nan),
             "train_parts": train_parts,
             **val,
-            "steps": len(batches),
+            "selection": {name: sel.value(val) for name, sel in fit.plan.items()},
+            "steps": steps,
             "resumed_at": start,  # first epoch of the process that wrote this row
         }
-        saved = []
-        for name, (quantity, higher) in CHECKPOINTS.items():
-            if _improved(row[quantity], best.get(name, {}).get("value"), higher):
-                best[name] = {"epoch": epoch, "value": row[quantity], "metrics": val["metrics"]}
-                saved.append(name)
-                if main:
-                    model.save_pretrained(run_dir / name)
-        if _improved(row[stop_key], stop_best, stop_key != "val_loss"):
-            stop_best, since = row[stop_key], 0
-        else:
-            since += 1
-        stopped = config.patience > 0 and since >= config.patience
-        done = stopped or epoch == config.max_epochs
-        row["saved"] = saved
-        state = {
-            "epoch": epoch,
-            "best": best,
-            "stop_best": stop_best,
-            "since_improvement": since,
-            "stopped_early": stopped,
-            "done": done,
-            "seed": config.seed,
-        }
-        if main:
-            append_rows(run_dir / LOG_FILE, [row])
-            write_state(run_dir, model, optimizer, state)
-            _write_summary(run_dir, state)
+        state = _select(fit, row, state)
+        if fit.main:
+            append_rows(run_dir / LOG_FILE, [json_safe(row)])
+            write_state(run_dir, fit.model, fit.optimizer, json_safe(state))
+            _write_summary(run_dir, state, fit.plan)
             bar.set_postfix(
                 loss=f"{row['train_loss']:.3f}", val=f"{row['val_loss']:.3f}", mi_sys=_fmt(row["mi_sys_srcc"])
             )
         accelerator.wait_for_everyone()
-        if done:
+        if state["done"]:
             break
     bar.close()
     if not state.get("done"):  # max_epochs was already reached before this call: mark it finished
         state = {**state, "done": True}
-        if main:
-            write_state(run_dir, model, optimizer, state)
-            _write_summary(run_dir, state)
+        if fit.main:
+            write_state(run_dir, fit.model, fit.optimizer, json_safe(state))
+            _write_summary(run_dir, state, fit.plan)
     accelerator.wait_for_everyone()
-    return _result(run_dir, state, model.eval())
+    return state
 
 
-def _fmt(value: float) -> str:
+def _fmt(value: float | None) -> str:
     return "nan" if value is None or math.isnan(value) else f"{value:.3f}"
 
 
-def _write_summary(run_dir: Path, state: dict[str, Any]) -> None:
+def _write_summary(run_dir: Path, state: dict[str, Any], plan: dict[str, Selection]) -> None:
     summary = {
         "epochs": state["epoch"],
         "stopped_early": state["stopped_early"],
         "done": state["done"],
         "best": {name: {**b, "path": str(run_dir / name)} for name, b in state["best"].items()},
+        "selection": {name: {"quantity": sel.label, "fallback": sel.note} for name, sel in plan.items()},
     }
-    atomic_write_bytes(run_dir / SUMMARY_FILE, json.dumps(summary, indent=1).encode())
+    atomic_write_bytes(run_dir / SUMMARY_FILE, json.dumps(json_safe(summary), indent=1).encode())
 
 
 def _result(run_dir: Path, state: dict[str, Any], model: DeRAMOS) -> TrainResult:
@@ -407,7 +487,7 @@ def _result(run_dir: Path, state: dict[str, Any], model: DeRAMOS) -> TrainResult
         run_dir=run_dir,
         epochs=int(state.get("epoch", 0)),
         stopped_early=bool(state.get("stopped_early", False)),
-        best=best,
+        best=json_safe(best),
         history=read_rows(run_dir / LOG_FILE),
         model=model,
     )

@@ -1,0 +1,154 @@
+"""``deramos rate``: a local listening and rating web app (MOS or A/B), and exports of its answers.
+
+Serve (stop with Ctrl-C; run the same command again to resume, rated items are skipped)::
+
+    deramos rate --clips clips.jsonl --out ratings.jsonl [--mode mos|ab] [--port 7860]
+    # open http://127.0.0.1:7860/?rater=alice  (each rater: their own id, their own random order)
+
+Export (nothing is served)::
+
+    deramos rate --clips clips.jsonl --out votes.jsonl --export-pairs pairs/   # A/B -> deramos dpo --pairs
+    deramos rate --out ratings.jsonl --export-mos mos.jsonl                    # per-clip mean MI/TA
+
+MOS answers are training-manifest lines (``deramos train --data ratings.jsonl``). The server
+binds 127.0.0.1 unless --host says otherwise, serves only the manifest's audio files, and
+writes nothing but --out. Use --token on a LAN (``--token auto`` makes a random one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+
+from .options import CommandError, add_device_argument, check_output, resolve_device
+
+
+def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
+    p = sub.add_parser(
+        name,
+        help="listen and rate clips in the browser (MOS or A/B); export ratings and DPO pairs",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--clips",
+        help="clips manifest (JSONL: path, prompt [, system, id, split, codes, judge_mi, judge_ta])",
+    )
+    p.add_argument("--out", required=True, help="ratings file (JSONL, appended; also read to resume)")
+    p.add_argument(
+        "--mode", choices=("mos", "ab"), default="mos", help="MOS (MI and TA, 1-5) or A/B (default mos)"
+    )
+    p.add_argument(
+        "--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)"
+    )
+    p.add_argument("--port", type=int, default=7860, help="port (default 7860; 0 = any free port)")
+    p.add_argument(
+        "--rater", action="append", metavar="ID", help="allowed rater id (repeatable; default: any valid id)"
+    )
+    p.add_argument("--show-judge", action="store_true", help="show the judge's MI/TA next to each clip")
+    p.add_argument("--model", help="judge checkpoint to score the clips with for --show-judge")
+    add_device_argument(p, "the --model judge")
+    p.add_argument(
+        "--token", help="require this token (?token=...) for data and audio; 'auto' = a random one"
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the raters' orders and A/B sides (default 0)")
+    p.add_argument(
+        "--max-pairs-per-prompt",
+        type=int,
+        default=0,
+        help="A/B: pairs per prompt, drawn once (default 0 = all)",
+    )
+    p.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.2,
+        help="MOS: share of clips whose ratings get split 'dev' when the manifest has no splits (default 0.2)",
+    )
+    p.add_argument("--audio-root", help="folder every clip must lie in (default: the manifest's folder)")
+    p.add_argument(
+        "--export-pairs", metavar="DIR", help="A/B: write the votes as a DPO pairs dataset and exit"
+    )
+    p.add_argument(
+        "--min-margin", type=float, default=0.0, help="--export-pairs: least vote-share difference"
+    )
+    p.add_argument("--export-mos", metavar="FILE", help="MOS: write per-clip mean ratings and exit")
+    p.set_defaults(run=run)
+
+
+def _judge_scores(args: argparse.Namespace, clips) -> list:
+    """Per clip (mi, ta) for --show-judge: from the manifest, or scored with --model."""
+    if args.model is None:
+        if args.show_judge and any(c.judge is None for c in clips):
+            missing = next(c for c in clips if c.judge is None)
+            raise CommandError(
+                f"--show-judge needs judge_mi/judge_ta on every manifest line (line {missing.line} has none) "
+                "or --model CKPT to score the clips"
+            )
+        return [c.judge for c in clips]
+    if not args.show_judge:
+        raise CommandError("--model only scores clips for --show-judge; add --show-judge or drop --model")
+    import deramos_reward as dr
+
+    model = dr.DeRAMOS.from_pretrained(args.model, device=resolve_device(args.device))
+    rows = dr.score(model, [c.file for c in clips], [c.prompt for c in clips], progress=True)
+    return [(r["mi"], r["ta"]) for r in rows]
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0 <= args.port <= 65535:
+        raise CommandError(f"--port must be in 0..65535, got {args.port}")
+    if args.max_pairs_per_prompt < 0:
+        raise CommandError(f"--max-pairs-per-prompt must be >= 0 (0 = all), got {args.max_pairs_per_prompt}")
+    if args.min_margin < 0:
+        raise CommandError(f"--min-margin must be >= 0, got {args.min_margin}")
+    if args.export_pairs and args.export_mos:
+        raise CommandError("give --export-pairs or --export-mos, not both")
+    if args.clips is None and not args.export_mos:
+        raise CommandError("--clips is required (except with --export-mos)")
+    if args.token is not None and (not args.token.strip() or len(args.token) > 256):
+        raise CommandError("--token must be 1-256 characters")
+    check_output(args.out, "--out", folder=False)
+    check_output(args.export_mos, "--export-mos", folder=False)
+    if args.export_pairs and os.path.exists(args.export_pairs):
+        raise CommandError(f"--export-pairs {args.export_pairs!r} already exists; choose another folder")
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..rating import RatingApp, RatingLog, RatingServer, build_items, check_rater, read_clips
+    from ..rating.clips import resolve_root
+    from ..rating.export import export_mos, export_pairs
+
+    _check(args)
+    if args.export_mos:
+        n = export_mos(args.out, args.export_mos)
+        print(f"deramos rate: wrote mean ratings of {n} clips to {args.export_mos}", file=sys.stderr)
+        return 0
+    clips = read_clips(args.clips, args.audio_root)
+    if args.export_pairs:
+        dataset = export_pairs(clips, args.clips, args.out, args.export_pairs, min_margin=args.min_margin)
+        print(f"deramos rate: wrote {len(dataset)} pairs to {args.export_pairs}", file=sys.stderr)
+        return 0
+    raters = frozenset(check_rater(r) for r in args.rater) if args.rater else None
+    items = build_items(clips, args.mode, args.max_pairs_per_prompt or None, args.seed)
+    judge = _judge_scores(args, clips)
+    token = secrets.token_urlsafe(16) if args.token == "auto" else args.token
+    audio_root = resolve_root(args.clips, args.audio_root)
+    with RatingLog(args.out, args.mode, clips, items, args.seed, args.dev_fraction) as log:
+        app = RatingApp(log, audio_root, token, args.show_judge, judge, raters)
+        server = RatingServer((args.host, args.port), app)
+        try:
+            query = f"?token={token}&rater=" if token else "?rater="
+            print(
+                f"deramos rate: {len(items)} {args.mode} items from {len(clips)} clips; answers go to {args.out}\n"
+                f"  open {server.url}{query}YOUR_ID   (Ctrl-C stops; the same command resumes)",
+                file=sys.stderr,
+            )
+            if args.host not in ("127.0.0.1", "localhost", "::1") and token is None:
+                print("  warning: reachable from other machines without --token", file=sys.stderr)
+            sys.stderr.flush()
+            server.serve_forever()
+        finally:
+            server.server_close()
+    return 0

@@ -1,0 +1,109 @@
+"""The MusicGen backend for AudioCraft (``audiocraft.models.MusicGen``).
+
+``audiocraft`` is never a declared dependency (it pins an old torch); see the README's recipe.
+Sampling options are AudioCraft's generation params (``use_sampling``, ``temp`` (``temperature`` is
+accepted), ``top_k``, ``top_p``, ``cfg_coef``, ``two_step_cfg``); they and the length override the
+model's own settings for one call only. Generation goes through ``MusicGen._prepare_tokens_and_attributes``
+/ ``_generate_tokens`` (AudioCraft 1.3), so a prefix is continued from its codes themselves.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backend_base import MusicGenBackend
+from .logprobs import audiocraft_code_logits, audiocraft_generation_params
+
+AUDIOCRAFT_LORA_TARGETS = (
+    r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"
+)
+"""peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
+``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
+and the feed-forward layers."""
+
+
+class AudioCraftMusicGen(MusicGenBackend):
+    """An AudioCraft ``MusicGen``; a peft adapter goes on its ``lm``."""
+
+    name = "audiocraft"
+
+    def __init__(self, musicgen: Any):
+        super().__init__(musicgen, None)
+        self.peft_lm: nn.Module | None = None
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.sample_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.model.frame_rate)
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.model.lm.num_codebooks)
+
+    @property
+    def card(self) -> int:
+        return int(self.model.lm.card)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.model.lm.parameters())).device
+
+    @property
+    def min_frames(self) -> int:
+        return 1
+
+    def default_frames(self) -> int:
+        return int(self.model.duration * self.model.frame_rate)  # AudioCraft's own rounding
+
+    @contextlib.contextmanager
+    def _settings(self, frames: int, overrides: dict) -> Iterator[None]:
+        """Set the model's duration to ``frames`` and update its generation params, restoring both after."""
+        musicgen = self.model
+        saved = (musicgen.duration, dict(musicgen.generation_params))
+        # int(duration * frame_rate) == frames inside AudioCraft, without float round-off
+        musicgen.duration = (frames + 0.5) / musicgen.frame_rate
+        musicgen.generation_params.update(overrides)
+        try:
+            yield
+        finally:
+            musicgen.duration, musicgen.generation_params = saved
+
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        overrides = audiocraft_generation_params(sampling)
+        musicgen = self.model
+        with self._settings(frames, overrides):
+            attributes, _ = musicgen._prepare_tokens_and_attributes(prompts, None)
+            prompt_tokens = None if prefix is None else prefix.to(self.device)
+            tokens = musicgen._generate_tokens(attributes, prompt_tokens)
+            return musicgen.generate_audio(tokens), tokens
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return self.model.generate_audio(codes.to(self.device))
+
+    def code_logits(
+        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        return audiocraft_code_logits(
+            self.trainable_module(), codes, list(prompts), keep_only_valid_steps=keep_only_valid_steps
+        )
+
+    # ---- adapters -----------------------------------------------------------------------------
+    def trainable_module(self) -> nn.Module:
+        return self.peft_lm if self.peft_lm is not None else self.model.lm
+
+    def set_trainable_module(self, module: nn.Module) -> None:
+        self.peft_lm = module
+
+    def lora_target_modules(self) -> str:
+        return AUDIOCRAFT_LORA_TARGETS

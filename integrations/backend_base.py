@@ -1,0 +1,188 @@
+"""The one interface every MusicGen consumer talks to (best-of-N, pairs, DPO, RL, the CLI).
+
+A backend wraps one MusicGen model of one library (:mod:`.backend_transformers` or
+:mod:`.backend_audiocraft`) and speaks in codes ``[B, K, S]`` (int64, frame layout, no delay
+padding) and audio ``[B, C, T]``. :func:`deramos_reward.integrations.musicgen_backend` picks the
+implementation; it is the only code that looks at which library a model comes from.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
+
+
+class MusicGenBackend(ABC):
+    """A MusicGen model behind one interface.
+
+    Attributes:
+        name: ``"transformers"`` or ``"audiocraft"``.
+        model: the model given (transformers ``MusicgenForConditionalGeneration``, AudioCraft ``MusicGen``),
+            with any peft adapter active.
+        processor: the transformers ``MusicgenProcessor`` (None for AudioCraft).
+    """
+
+    name: str
+
+    def __init__(self, model: Any, processor: Any = None):
+        self.model = model
+        self.processor = processor
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(sample_rate={self.sample_rate}, frame_rate={self.frame_rate}, "
+            f"num_codebooks={self.num_codebooks}, card={self.card})"
+        )
+
+    # ---- facts about the model -------------------------------------------------------------
+    @property
+    @abstractmethod
+    def sample_rate(self) -> int:
+        """Rate of the generated audio in Hz."""
+
+    @property
+    @abstractmethod
+    def frame_rate(self) -> float:
+        """Code frames per second."""
+
+    @property
+    @abstractmethod
+    def num_codebooks(self) -> int:
+        """``K``: codebooks per frame."""
+
+    @property
+    @abstractmethod
+    def card(self) -> int:
+        """Entries per codebook (code ids lie in ``[0, card)``)."""
+
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Device of the language model's parameters."""
+
+    @property
+    @abstractmethod
+    def min_frames(self) -> int:
+        """Fewest frames a generation or a prefix continuation can add (the delay pattern's span)."""
+
+    @abstractmethod
+    def default_frames(self) -> int:
+        """Frames generated when no duration is given (the model's own generation settings)."""
+
+    def frames_for(self, duration: float) -> int:
+        """Code frames in ``duration`` seconds: ``round(duration * frame_rate)``, at least 1."""
+        if isinstance(duration, bool) or not isinstance(duration, (int, float)) or not duration > 0:
+            raise ValueError(f"duration must be a positive number of seconds, got {duration!r}")
+        frames = round(duration * self.frame_rate)
+        if frames < 1:
+            raise ValueError(f"duration {duration} s is shorter than one code frame")
+        return frames
+
+    def check_ready(self) -> None:
+        """Raise ValueError if something needed to generate or score is missing (a processor)."""
+        return None
+
+    # ---- generation and decoding --------------------------------------------------------------
+    def generate(
+        self,
+        prompts: Sequence[str],
+        frames: int,
+        *,
+        seed: int | None = None,
+        prefix: torch.Tensor | None = None,
+        **sampling: Any,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Sample ``frames`` code frames per prompt, without gradient.
+
+        Args:
+            prompts: ``B`` text descriptions (repeat a prompt for several samples of it).
+            frames: ``S``, code frames per sample.
+            seed: seeds torch's RNG for this call (the caller's RNG state is restored after).
+            prefix: ``[B, K, S0]`` codes to continue (``S0 < S``); the result starts with them.
+            **sampling: the library's own sampling options, passed through.
+
+        Returns:
+            ``(audio [B, C, T], codes [B, K, S])``, codes ``long`` on the model's device.
+        """
+        prompts = check_prompt_list(prompts)
+        if isinstance(frames, bool) or not isinstance(frames, int) or frames < 1:
+            raise ValueError(f"frames must be a positive int, got {frames!r}")
+        start = 0
+        if prefix is not None:
+            expected = (len(prompts), self.num_codebooks)
+            if (
+                not isinstance(prefix, torch.Tensor)
+                or prefix.dim() != 3
+                or tuple(prefix.shape[:2]) != expected
+            ):
+                raise ValueError(
+                    f"prefix must be codes [B={len(prompts)}, K={self.num_codebooks}, S0], "
+                    f"got {getattr(prefix, 'shape', type(prefix).__name__)}"
+                )
+            start = prefix.shape[-1]
+        if frames - start < self.min_frames:
+            raise ValueError(
+                f"frames ({frames}) must exceed the prefix ({start} frames) by at least {self.min_frames} "
+                "(the span of the codebook delay pattern)"
+            )
+        with seeded(seed, self.device), torch.no_grad():
+            audio, codes = self._sample(prompts, frames, prefix, sampling)
+        return audio, codes.long()
+
+    @abstractmethod
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`generate` after its checks, under ``no_grad`` with the RNG seeded."""
+
+    @abstractmethod
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """codes ``[B, K, S]`` -> audio ``[B, C, T]`` with the model's codec, without gradient."""
+
+    @abstractmethod
+    def code_logits(
+        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Teacher-forced ``(logits [B, K, S, card], mask [B, K, S] bool)`` of ``codes`` given ``prompts``.
+
+        Differentiable with respect to the model's (adapter) parameters; dropout follows the module's
+        train/eval mode; no guidance or temperature is applied.
+        """
+
+    def sequence_logprobs(
+        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+    ) -> SequenceLogProbs:
+        """Log-probabilities of ``codes [B, K, S]`` under the delay pattern -> ``SequenceLogProbs``
+        ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, with gradient when the model trains."""
+        logits, mask = self.code_logits(prompts, codes, keep_only_valid_steps=keep_only_valid_steps)
+        return gather_logprobs(logits, codes.to(logits.device).long(), mask)
+
+    # ---- adapters -----------------------------------------------------------------------------
+    @abstractmethod
+    def trainable_module(self) -> nn.Module:
+        """The module a LoRA adapter goes on (or is on): the transformers model, or AudioCraft's LM."""
+
+    @abstractmethod
+    def set_trainable_module(self, module: nn.Module) -> None:
+        """Make ``module`` (a peft model of :meth:`trainable_module`) the one the backend runs."""
+
+    @abstractmethod
+    def lora_target_modules(self) -> str:
+        """peft ``target_modules`` regex: the decoder's attention and feed-forward projections."""
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[None]:
+        """Within the block the model runs without its peft adapter (the reference policy)."""
+        module = self.trainable_module()
+        if not hasattr(module, "disable_adapter"):
+            yield
+            return
+        with module.disable_adapter():
+            yield

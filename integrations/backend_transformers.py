@@ -1,0 +1,137 @@
+"""The MusicGen backend for Hugging Face transformers (``MusicgenForConditionalGeneration``, Melody too).
+
+Sampling options are ``model.generate``'s own (``do_sample``, ``guidance_scale``, ``temperature``,
+``top_k``, ``top_p``...). Length is always given in code frames; ``max_length``, ``max_new_tokens``,
+``num_return_sequences`` (MusicGen joins the samples along time) and ``decoder_input_ids`` (use
+``prefix``) are refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from .backend_base import MusicGenBackend
+from .logprobs import generate_with_codes, transformers_code_logits, transformers_text_inputs
+
+TRANSFORMERS_LORA_TARGETS = (
+    r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"
+)
+"""peft ``target_modules`` regex for transformers MusicGen: the decoder's self- and cross-attention
+projections and its feed-forward layers (not the T5 text encoder, not EnCodec, not the output heads)."""
+
+_REFUSED = {
+    "max_length": "give the length in frames",
+    "max_new_tokens": "give the length in frames",
+    "num_return_sequences": "repeat the prompts instead (MusicGen joins the samples along time)",
+    "decoder_input_ids": "pass prefix= codes [B, K, S0]",
+}
+
+
+class TransformersMusicGen(MusicGenBackend):
+    """A transformers MusicGen (or a peft model of one) and its ``MusicgenProcessor``."""
+
+    name = "transformers"
+
+    def __init__(self, model: Any, processor: Any = None):
+        self.peft_model = model if hasattr(model, "get_base_model") else None
+        base = model.get_base_model() if self.peft_model is not None else model
+        super().__init__(base, processor)
+
+    def _processor(self) -> Any:
+        if self.processor is None:
+            raise ValueError(
+                "processor (the model's MusicgenProcessor) is required to generate or score with a "
+                "transformers MusicGen: musicgen_backend(model, processor)"
+            )
+        return self.processor
+
+    def check_ready(self) -> None:
+        self._processor()
+
+    @property
+    def sample_rate(self) -> int:
+        return int(self.model.config.audio_encoder.sampling_rate)
+
+    @property
+    def frame_rate(self) -> float:
+        return float(self.model.config.audio_encoder.frame_rate)
+
+    @property
+    def num_codebooks(self) -> int:
+        return int(self.model.decoder.num_codebooks)
+
+    @property
+    def card(self) -> int:
+        return int(self.model.decoder.config.vocab_size)
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    @property
+    def _channel_codebooks(self) -> int:
+        stereo = self.model.config.decoder.audio_channels == 2
+        return self.num_codebooks // 2 if stereo else self.num_codebooks
+
+    @property
+    def min_frames(self) -> int:
+        return self._channel_codebooks
+
+    def default_frames(self) -> int:
+        # generation starts from one BOS step; the delay pattern costs (codebooks - 1) more
+        return self.model.generation_config.max_length - 1 - (self._channel_codebooks - 1)
+
+    # ---- generation ---------------------------------------------------------------------------
+    def _sample(
+        self, prompts: list[str], frames: int, prefix: torch.Tensor | None, sampling: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        for key, hint in _REFUSED.items():
+            if key in sampling:
+                raise ValueError(f"{key} is not a sampling option here; {hint}")
+        start = 0 if prefix is None else int(prefix.shape[-1])
+        if prefix is not None:
+            # undelayed prefix codes [B * K, S0]: generate prepends BOS and lays out the delay pattern
+            sampling["decoder_input_ids"] = prefix.reshape(-1, start).to(self.device)
+        steps = frames - start + self._channel_codebooks - 1
+        audio, codes = generate_with_codes(self.model, self._processor(), prompts, steps, **sampling)
+        if prefix is not None:
+            # generate keeps the prefix (its delay mask holds it) but the raw decoder sequence has
+            # sampled tokens under the prefix's delayed tail: the codes decoded are the prefix's.
+            codes = torch.cat([prefix.to(codes.device), codes[..., start:]], dim=-1)
+        return audio, codes
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        codec = self.model.audio_encoder
+        codes = codes.to(next(codec.parameters()).device)[None]  # [1, B, K, S]: one chunk
+        with torch.no_grad():
+            if self.model.config.decoder.audio_channels == 1:
+                return codec.decode(codes, [None]).audio_values
+            left = codec.decode(codes[:, :, ::2], [None]).audio_values
+            right = codec.decode(codes[:, :, 1::2], [None]).audio_values
+            return torch.cat([left, right], dim=1)
+
+    def code_logits(
+        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        inputs = transformers_text_inputs(self._processor(), prompts, device=codes.device)
+        return transformers_code_logits(
+            self.peft_model if self.peft_model is not None else self.model,
+            inputs["input_ids"],
+            inputs["attention_mask"],
+            codes,
+            keep_only_valid_steps=keep_only_valid_steps,
+        )
+
+    # ---- adapters -----------------------------------------------------------------------------
+    def trainable_module(self) -> nn.Module:
+        return self.peft_model if self.peft_model is not None else self.model
+
+    def set_trainable_module(self, module: nn.Module) -> None:
+        self.peft_model = module
+
+    def lora_target_modules(self) -> str:
+        return TRANSFORMERS_LORA_TARGETS
