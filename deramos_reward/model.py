@@ -32,7 +32,9 @@ class DeRAMOS(nn.Module):
         self.window_batch_size = check_positive_int(window_batch_size, "window_batch_size")
         self.audio_encoder: AudioEncoder = build_audio_encoder(config.audio_encoder)
         self.text_encoder: TextEncoder = build_text_encoder(config.text_encoder)
-        self.heads = DeRAMOSHeads(self.audio_encoder.dim, self.text_encoder.dim, config)
+        self.heads = DeRAMOSHeads(
+            self.audio_encoder.dim, self.text_encoder.dim, config, self.text_encoder.pooling
+        )
         enc = config.audio_encoder
         self.window_samples = int(round(enc.window_seconds * self.sample_rate))
         self.hop_samples = int(round(enc.hop_seconds * self.sample_rate))

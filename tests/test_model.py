@@ -144,3 +144,19 @@ def test_model_rejects_bad_direct_input(tiny_model):
         tiny_model(torch.full((1, SR), float("nan")), ["a"])
     with pytest.raises(ValueError, match=r"audio_lengths\[0\]=0"):
         tiny_model(torch.zeros(1, SR), ["a"], audio_lengths=[0])
+
+
+@pytest.mark.parametrize("residual", [False, True])
+def test_ta_branch_needs_the_residual_to_tell_prompts_apart_on_steady_audio(residual):
+    """Cross-attention alone mixes audio frames: on frames that are all alike, every prompt gets the
+    same TA. With ``ta_residual`` the prompt's tokens reach the TA head."""
+    cfg = dr.DeRAMOSConfig.tiny()
+    cfg.ta_residual, cfg.ta_dim, cfg.dropout = residual, 16, 0.0
+    torch.manual_seed(0)
+    heads = DeRAMOSHeads(8, 32, cfg).eval()
+    from deramos_reward.encoders.base import AudioFrames, TextTokens
+
+    frames = AudioFrames(torch.randn(1, 1, 8).expand(2, 5, 8), torch.ones(2, 5, dtype=torch.bool))
+    tokens = TextTokens(torch.randn(2, 4, 32), torch.ones(2, 4, dtype=torch.bool))
+    ta = heads(frames, tokens).ta
+    assert (abs(float(ta[0] - ta[1])) > 1e-4) == residual

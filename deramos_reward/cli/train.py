@@ -56,7 +56,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--overwrite", action="store_true", help="start over in --out instead of resuming")
     p.add_argument("--config", help="train config JSON (TrainConfig fields); flags below override it")
     p.add_argument("--tiny", action="store_true", help="tiny random encoders (offline demo/tests)")
-    p.add_argument("--model", help="model preset (paper, tiny, tiny-clap) or a DeRAMOSConfig JSON file")
+    p.add_argument("--model", help="model preset (paper, tiny, tiny-clap, demo) or a DeRAMOSConfig JSON file")
     p.add_argument(
         "--objective",
         help="loss preset: regression, regression_mse, distribution, distribution+balr, "

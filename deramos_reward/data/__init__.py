@@ -29,6 +29,7 @@ from .musiceval import (
     system_of,
 )
 from .ratings import MOS_SCALE, check_rating_scale
+from .rendered import make_rendered_corpus
 from .synthetic import make_corpus
 
 __all__ = [
@@ -45,6 +46,7 @@ __all__ = [
     "load_manifest",
     "load_musiceval",
     "make_corpus",
+    "make_rendered_corpus",
     "prompt_id_of",
     "read_manifest",
     "read_manifest_entries",

@@ -10,7 +10,11 @@ from .loading import BackboneUnavailableError
 
 # kind -> (submodule, class); submodules are imported only when their kind is built
 AUDIO_ENCODERS = {"muq": ("muq", "MuQEncoder"), "clap": ("clap", "ClapAudioEncoder")}
-TEXT_ENCODERS = {"roberta": ("roberta", "RobertaEncoder"), "clap": ("clap", "ClapTextEncoder")}
+TEXT_ENCODERS = {
+    "roberta": ("roberta", "RobertaEncoder"),
+    "clap": ("clap", "ClapTextEncoder"),
+    "hf": ("hf_text", "HFTextEncoder"),
+}
 
 
 def _build(

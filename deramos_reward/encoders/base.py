@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..layers import pool_tokens
+
 
 @dataclass
 class AudioFrames:
@@ -78,14 +80,19 @@ class TextEncoder(FrozenBackbone):
     dim: int
     max_tokens: int
     tokenizer: Any  # a transformers tokenizer
+    pooling: str = "mean"  # how the backbone itself pools tokens into a sentence (layers.POOLINGS)
 
-    def adopt(self, backbone: nn.Module, tokenizer: Any, max_tokens: int) -> None:
-        """Take a RoBERTa-like tower (``config.hidden_size``, ``config.max_position_embeddings``)
-        and its tokenizer; prompts are cut to ``max_tokens`` tokens or what the positions allow."""
+    def adopt(self, backbone: nn.Module, tokenizer: Any, max_tokens: int, unused_positions: int = 2) -> None:
+        """Take a transformers tower (``config.hidden_size``, ``config.max_position_embeddings``)
+        and its tokenizer; prompts are cut to ``max_tokens`` tokens or what the positions allow.
+
+        ``unused_positions``: positions the tower never gives a token (RoBERTa-style towers start
+        after the padding index, so 2; BERT-style towers 0).
+        """
         self.backbone, self.tokenizer = backbone, tokenizer
         self.dim = int(backbone.config.hidden_size)
-        # RoBERTa-style positions start after the padding index: 2 positions are never used
-        self.max_tokens = min(max_tokens, backbone.config.max_position_embeddings - 2)
+        positions = getattr(backbone.config, "max_position_embeddings", None) or max_tokens + unused_positions
+        self.max_tokens = min(max_tokens, positions - unused_positions)
         self.freeze()
 
     def tokenize(self, texts: list[str], device: torch.device | str | None = None) -> dict[str, torch.Tensor]:
@@ -104,3 +111,8 @@ class TextEncoder(FrozenBackbone):
     def encode(self, texts: list[str], device: torch.device | str | None = None) -> TextTokens:
         batch = self.tokenize(texts, device)
         return self(batch["input_ids"], batch["attention_mask"])
+
+    def embed(self, texts: list[str], device: torch.device | str | None = None) -> torch.Tensor:
+        """Sentence embeddings [B, D]: the token states pooled the backbone's own way (``pooling``)."""
+        out = self.encode(texts, device)
+        return pool_tokens(out.tokens, out.mask, self.pooling)

@@ -22,7 +22,7 @@ from ..validation import (
     check_positive_int,
 )
 
-MODEL_PRESETS = ("paper", "tiny", "tiny-clap")
+MODEL_PRESETS = ("paper", "tiny", "tiny-clap", "demo")
 EARLY_STOPPING = ("loss", "mi_sys_srcc", "combined")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISION = ("no", "bf16", "fp16")
@@ -36,7 +36,7 @@ class TrainConfig(JsonConfig):
     """How to train DeRA-MOS heads (defaults: the paper's recipe, docs/model.md "Training recipe").
 
     model: a preset name (``"paper"`` = MuQ-large-msd-iter + roberta-base, ``"tiny"``,
-        ``"tiny-clap"``) or a ``DeRAMOSConfig`` dict. init_from: optional checkpoint folder whose
+        ``"tiny-clap"``, ``"demo"`` = packaged all-MiniLM-L6-v2 + tiny MuQ) or a ``DeRAMOSConfig`` dict. init_from: optional checkpoint folder whose
         weights (and config) start the run instead.
     batch_size: the *global* batch, i.e. the list BALR ranks; under ``accelerate launch`` with
         N processes each process takes ``batch_size / N`` clips of it (must divide).
@@ -139,6 +139,8 @@ class TrainConfig(JsonConfig):
             return DeRAMOSConfig.from_dict(self.model)
         if self.model == "paper":
             return DeRAMOSConfig()
+        if self.model == "demo":
+            return DeRAMOSConfig.demo()
         return DeRAMOSConfig.tiny("clap" if self.model == "tiny-clap" else "muq")
 
     # ---- JSON ------------------------------------------------------------------------------

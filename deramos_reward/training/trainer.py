@@ -227,7 +227,9 @@ def _build_model(config: TrainConfig, resume_dir: Path | None) -> DeRAMOS:
         torch.manual_seed(BACKBONE_SEED)
         model = DeRAMOS(cfg)
         torch.manual_seed(config.seed)
-        model.heads = DeRAMOSHeads(model.audio_encoder.dim, model.text_encoder.dim, cfg)
+        model.heads = DeRAMOSHeads(
+            model.audio_encoder.dim, model.text_encoder.dim, cfg, model.text_encoder.pooling
+        )
     return model.train()
 
 
