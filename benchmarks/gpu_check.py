@@ -773,7 +773,7 @@ def train_steps(ctx: Context) -> None:
             model, _ = musicgen(ctx)
         row = {"step": label, "model": name, "batch": plan.train_batch, "clip_s": plan.train_seconds}
         try:
-            first, warm = ctx.dev.call(lambda factory=factory: _trained(factory(ctx, model, 1)))
+            first, warm = ctx.dev.call(lambda factory=factory, model=model: _trained(factory(ctx, model, 1)))
             ctx.dev.reset_peak()
             policy = warm.policy
             spent, _ = ctx.dev.call(
