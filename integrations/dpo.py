@@ -243,28 +243,6 @@ class SequenceScorer(nn.Module):
         return out.logps, out.mask.sum(dim=(1, 2))
 
 
-def attach_adapter(backend: MusicGenBackend, peft_config: Any, seed: int) -> nn.Module:
-    """The backend's trainable module with a LoRA adapter: a new one from ``peft_config`` (initialised
-    with ``seed``, the caller's RNG untouched), or the adapter it already carries (``peft_config`` must
-    then be None). Only LoRA parameters require grad. The backend runs the adapted module afterwards."""
-    peft = _peft()
-    module = backend.trainable_module()
-    if isinstance(module, peft.PeftModel):
-        if peft_config is not None:
-            raise ValueError("model already has a peft adapter; do not pass peft_config")
-        for name, param in module.named_parameters():
-            param.requires_grad_("lora_" in name)
-        policy = module
-    else:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            policy = peft.get_peft_model(module, peft_config)
-    if not any(p.requires_grad for p in policy.parameters()):
-        raise ValueError("the adapter has no trainable parameters (check target_modules)")
-    backend.set_trainable_module(policy)
-    return policy
-
-
 _RUNTIME_FIELDS = ("output_dir", "logging_steps", "save_steps", "per_device_eval_batch_size")
 """Settings a resumed run may change (they decide what is logged, saved or evaluated, not what is learned)."""
 
@@ -354,7 +332,7 @@ class MusicDPOTrainer:
             peft_config = default_lora_config(
                 self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
             )
-        self.policy = attach_adapter(self.backend, peft_config, self.args.seed)
+        self.policy = tuning.attach_lora(self.backend, peft_config=peft_config, seed=self.args.seed)
         self._own_accelerator = accelerator is None
         self.accelerator = self._new_accelerator() if accelerator is None else accelerator
         self.policy.to(self.accelerator.device)
