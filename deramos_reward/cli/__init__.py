@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from .._optional import extra_hint
 from ..errors import InputError, MissingExtraError
-from .options import CommandError, HelpFormatter
+from .options import CommandError
 
 __all__ = ["CommandError", "build_parser", "main"]
 
@@ -47,7 +47,6 @@ def build_parser() -> argparse.ArgumentParser:
                 raise
             continue
         mod.add_parser(sub, name)
-        sub.choices[name].formatter_class = HelpFormatter  # every option shows its default
     return parser
 
 

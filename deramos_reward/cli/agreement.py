@@ -18,14 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from ..checkpoint import atomic_write_bytes
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
+    p = add_command(
+        sub,
         name,
-        help="judge vs listeners and inter-rater agreement of deramos rate answers (bootstrap CIs)",
-        description=__doc__,
+        "judge vs listeners and inter-rater agreement of deramos rate answers (bootstrap CIs)",
+        __doc__,
     )
     p.add_argument("ratings", help="ratings file written by deramos rate")
     p.add_argument("--model", help="judge checkpoint folder or hub id (default: raters' agreement only)")

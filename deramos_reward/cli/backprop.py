@@ -20,8 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from . import CommandError
-from .generate import read_prompts
-from .musicgen import load_backend, parse_sampling
+from .musicgen import load_backend, parse_sampling, read_prompts
 
 # deramos rl option (argparse dest) -> MusicBackpropConfig field
 SHARED = {

@@ -36,16 +36,11 @@ import numpy as np
 from .._optional import require
 from . import provenance
 from .musicgen import add_musicgen_arguments, load_backend
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="DPO-tune a LoRA adapter on MusicGen from preference pairs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    p = add_command(sub, name, "DPO-tune a LoRA adapter on MusicGen from preference pairs", __doc__)
     add_musicgen_arguments(p)
     p.add_argument("--pairs", required=True, metavar="DIR", help="pairs dataset folder (deramos pairs --out)")
     p.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="where the adapter is saved")

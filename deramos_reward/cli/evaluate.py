@@ -12,19 +12,12 @@ import json
 import sys
 from pathlib import Path
 
-from .options import (
-    CommandError,
-    add_device_argument,
-    add_rating_scale_argument,
-    check_output,
-    resolve_device,
-)
+from . import options
+from .options import CommandError, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name, help="evaluate a model on a split (MSE/LCC/SRCC/KTAU, answer.txt)", description=__doc__
-    )
+    p = options.add_command(sub, name, "evaluate a model on a split (MSE/LCC/SRCC/KTAU, answer.txt)", __doc__)
     p.add_argument("--model", required=True, help="checkpoint folder (e.g. RUN_DIR/best_combined) or hub id")
     p.add_argument("--data", required=True, help="MusicEval-layout folder or JSONL manifest")
     p.add_argument("--split", default="test", help="split to evaluate")
@@ -34,10 +27,10 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
         "--plot", action="store_true", help="write predicted-vs-true scatter PNGs (needs matplotlib)"
     )
     p.add_argument("--plot-dir", help="folder for the PNGs (default: beside --out, else the current folder)")
-    add_device_argument(p, "the model")
+    options.add_device_argument(p, "the model")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--max-seconds", type=float, help="crop clips to their first N seconds (as in training)")
-    add_rating_scale_argument(p)
+    options.add_rating_scale_argument(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the system-SRCC CI")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(run=run)

@@ -22,33 +22,25 @@ from pathlib import Path
 import numpy as np
 
 from ..checkpoint import atomic_write_bytes
-from ..validation import check_file
 from . import provenance
 from .musicgen import (
-    add_musicgen_arguments,
-    add_reward_arguments,
-    add_sampling_arguments,
+    add_generation_arguments,
     check_sampling_arguments,
+    generation_settings,
     load_backend,
-    prompt_progress,
+    load_reward,
+    make_reranker,
+    prompt_groups,
+    read_prompts,
 )
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 SCORES_NAME = "scores.json"
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="generate with MusicGen and keep the best of N by DeRA-MOS",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_musicgen_arguments(p)
-    add_reward_arguments(p)
-    p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
-    p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    add_sampling_arguments(p)
+    p = add_command(sub, name, "generate with MusicGen and keep the best of N by DeRA-MOS", __doc__)
+    add_generation_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for NNN.wav and scores.json")
     p.add_argument("--overwrite", action="store_true", help="start over in --out instead of resuming")
     p.add_argument("--progressive", action="store_true", help="prune weak candidates at checkpoints")
@@ -60,22 +52,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--keep", type=float, default=0.5, help="progressive: fraction kept per checkpoint")
     add_device_argument(p, "MusicGen and the judge")
     p.set_defaults(run=run)
-
-
-def read_prompts(args: argparse.Namespace) -> list[str]:
-    prompts = [p for p in args.prompt]
-    if args.prompts:
-        path = Path(check_file(args.prompts, "--prompts file"))
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError as err:
-            raise CommandError(f"--prompts file {args.prompts!r} is not UTF-8 text ({err.reason})") from err
-        prompts += [line.strip() for line in text.split("\n") if line.strip()]
-    if not prompts:
-        raise CommandError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
-    if any(not p.strip() for p in prompts):
-        raise CommandError("--prompt must not be empty")
-    return prompts
 
 
 def check_args(args: argparse.Namespace) -> tuple[float, ...]:
@@ -91,31 +67,6 @@ def check_args(args: argparse.Namespace) -> tuple[float, ...]:
     return checkpoints
 
 
-def make_reranker(args: argparse.Namespace, checkpoints: tuple[float, ...], device: str):
-    """-> rerank(prompts, reward, seed) -> BestOfNResult, for the chosen backend and mode."""
-    from ..integrations.musicgen_rerank import best_of_n, progressive_best_of_n
-
-    backend = load_backend(args, device)
-    fn = progressive_best_of_n if args.progressive else best_of_n
-    extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
-
-    def rerank(prompts: list[str], reward, seed: int | None):
-        return fn(
-            backend,
-            prompts,
-            args.n,
-            reward,
-            duration=args.duration,
-            max_batch=args.max_batch,
-            seed=seed,
-            progress=False,  # the command shows one bar over all prompts
-            **extra,
-            **args.sampling_options,
-        )
-
-    return rerank
-
-
 def wav_bytes(audio, sample_rate: int) -> bytes:
     """audio [T] or [C, T] float tensor -> 16-bit PCM WAV bytes."""
     import soundfile as sf
@@ -129,29 +80,10 @@ def wav_bytes(audio, sample_rate: int) -> bytes:
 
 def run_settings(args: argparse.Namespace, prompts: list[str], checkpoints: tuple[float, ...]) -> dict:
     """What must match for a rerun to resume the results in OUT."""
-    settings = {
-        "backend": args.backend,
-        "musicgen": args.musicgen,
-        "reward": provenance.checkpoint_identity(args.reward),
-        "n": args.n,
-        "duration": args.duration,
-        "seed": args.seed,
-        "progressive": args.progressive,
-        "sampling": args.sampling_options,
-        "mi_weight": args.mi_weight,
-        "ta_weight": args.ta_weight,
-        "prompts": prompts,
-    }
+    settings = {**generation_settings(args, prompts), "progressive": args.progressive}
     if args.progressive:
         settings.update(checkpoints=list(checkpoints), keep=args.keep)
     return settings
-
-
-def group_seed(seed: int | None, first_prompt: int) -> int | None:
-    """A seed per group of prompts, so a resumed run generates what the full run would have."""
-    if seed is None:
-        return None
-    return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
 
 
 def _previous(out: Path, settings: dict, overwrite: bool) -> dict | None:
@@ -183,7 +115,6 @@ def _previous(out: Path, settings: dict, overwrite: bool) -> dict | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import deramos_reward as dr
     from deramos_reward.reward import describe_reward
 
     prompts = read_prompts(args)
@@ -207,19 +138,14 @@ def run(args: argparse.Namespace) -> int:
     if not todo:
         print(f"deramos generate: all {len(prompts)} prompts already done in {out}", file=sys.stderr)
         return 0
-    model = dr.DeRAMOS.from_pretrained(args.reward, device=device)
-    reward = dr.MusicReward(model, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-    rerank = make_reranker(args, checkpoints, device)
+    reward = load_reward(args, device)
+    extra = {"checkpoints": checkpoints, "keep": args.keep} if args.progressive else {}
+    rerank = make_reranker(args, load_backend(args, device), args.progressive, **extra)
     out.mkdir(parents=True, exist_ok=True)  # only now: a failed start leaves no empty folder
-    per_group = max(1, args.max_batch // args.n)
-    bar = prompt_progress(len(prompts), len(done), "generate")
-    for start in range(0, len(todo), per_group):
-        group = todo[start : start + per_group]
-        res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
+    for group, seed in prompt_groups(args, todo, len(prompts), "generate"):
+        res = rerank([prompts[i] for i in group], reward, seed)
         _record_group(state, out, prompts, group, res)
         atomic_write_bytes(scores_path, (json.dumps(state, indent=2) + "\n").encode())
-        bar.update(len(group))
-    bar.close()
     print(
         f"deramos generate: wrote {len(prompts)} clips and {scores_path} (score = reward: {reward_info['text']})",
         file=sys.stderr,

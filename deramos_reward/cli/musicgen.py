@@ -1,4 +1,4 @@
-"""MusicGen options and loading shared by ``generate``, ``pairs`` and ``dpo`` (and ``rl``).
+"""MusicGen options, loading and the best-of-N loop shared by ``generate``, ``pairs``, ``dpo`` and ``rl``.
 
 Each option is defined once here; a command adds the groups it needs.
 """
@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import argparse
 import ast
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from ..validation import check_file
 from .options import CommandError
 
 
@@ -41,6 +45,36 @@ def add_reward_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ta-weight", type=float, default=0.5, help="weight of TA in the reward (default 0.5)")
 
 
+def add_prompt_arguments(p: argparse.ArgumentParser, what: str = "prompt") -> None:
+    """``--prompt`` (repeatable) and ``--prompts FILE``; read them with ``generate.read_prompts``."""
+    p.add_argument("--prompt", action="append", default=[], help=f"a {what} (repeat for several)")
+    p.add_argument("--prompts", metavar="FILE", help=f"a text file with one {what} per line")
+
+
+def read_prompts(args: argparse.Namespace) -> list[str]:
+    prompts = [p for p in args.prompt]
+    if args.prompts:
+        path = Path(check_file(args.prompts, "--prompts file"))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as err:
+            raise CommandError(f"--prompts file {args.prompts!r} is not UTF-8 text ({err.reason})") from err
+        prompts += [line.strip() for line in text.split("\n") if line.strip()]
+    if not prompts:
+        raise CommandError("no prompts: give --prompt TEXT (repeatable) or --prompts FILE")
+    if any(not p.strip() for p in prompts):
+        raise CommandError("--prompt must not be empty")
+    return prompts
+
+
+def add_generation_arguments(p: argparse.ArgumentParser, n_min: int = 1) -> None:
+    """Everything a best-of-N command needs: the MusicGen, the judge and weights, prompts, sampling."""
+    add_musicgen_arguments(p)
+    add_reward_arguments(p)
+    add_prompt_arguments(p)
+    add_sampling_arguments(p, n_min=n_min)
+
+
 def add_sampling_arguments(p: argparse.ArgumentParser, n_default: int = 8, n_min: int = 1) -> None:
     """Candidates per prompt, duration, seed, batch size and the library's own sampling options."""
     p.add_argument("--n", type=int, default=n_default, help=f"candidates per prompt (default {n_default})")
@@ -69,6 +103,24 @@ def check_sampling_arguments(args: argparse.Namespace) -> dict[str, Any]:
     if args.seed is not None and args.seed < 0:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
     return parse_sampling(args.sampling)
+
+
+def generation_settings(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
+    """The arguments of a best-of-N command that must match for a rerun to resume its output."""
+    from . import provenance
+
+    return {
+        "backend": args.backend,
+        "musicgen": args.musicgen,
+        "reward": provenance.checkpoint_identity(args.reward),
+        "n": args.n,
+        "duration": args.duration,
+        "seed": args.seed,
+        "sampling": args.sampling_options,
+        "mi_weight": args.mi_weight,
+        "ta_weight": args.ta_weight,
+        "prompts": prompts,
+    }
 
 
 def parse_sampling(items: list[str]) -> dict[str, Any]:
@@ -100,6 +152,57 @@ def load_backend(args: argparse.Namespace, device: Any = "cpu"):
         if args.musicgen not in text:
             text = f"could not load --musicgen {args.musicgen!r}: {text}"
         raise CommandError(f"{text} (--backend {args.backend})") from err
+
+
+def group_seed(seed: int | None, first_prompt: int) -> int | None:
+    """A seed per group of prompts, so a resumed run generates what the full run would have."""
+    if seed is None:
+        return None
+    return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
+
+
+def load_reward(args: argparse.Namespace, device: Any):
+    """The ``MusicReward`` of ``--reward`` with ``--mi-weight`` / ``--ta-weight``, on ``device``."""
+    import deramos_reward as dr
+
+    judge = dr.DeRAMOS.from_pretrained(args.reward, device=device)
+    return dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
+
+
+def make_reranker(args: argparse.Namespace, backend: Any, progressive: bool = False, **options: Any):
+    """-> ``rerank(prompts, reward, seed) -> BestOfNResult`` with the command's ``--n``, duration, batch and
+    sampling options; ``options`` go to ``best_of_n`` (or ``progressive_best_of_n``)."""
+    from ..integrations.musicgen_rerank import best_of_n, progressive_best_of_n
+
+    fn = progressive_best_of_n if progressive else best_of_n
+
+    def rerank(prompts: list[str], reward: Any, seed: int | None):
+        return fn(
+            backend,
+            prompts,
+            args.n,
+            reward,
+            duration=args.duration,
+            max_batch=args.max_batch,
+            seed=seed,
+            progress=False,  # the command shows one bar over all prompts
+            **options,
+            **args.sampling_options,
+        )
+
+    return rerank
+
+
+def prompt_groups(args: argparse.Namespace, todo: list[int], total: int, desc: str):
+    """Yield ``(group, seed)``: the prompt indices in ``todo`` a generate call at a time (``--max-batch``
+    candidates), each with its seed, under one progress bar over all ``total`` prompts."""
+    per_group = max(1, args.max_batch // args.n)
+    bar = prompt_progress(total, total - len(todo), desc)
+    for start in range(0, len(todo), per_group):
+        group = todo[start : start + per_group]
+        yield group, group_seed(args.seed, group[0])
+        bar.update(len(group))
+    bar.close()
 
 
 def prompt_progress(total: int, done: int, desc: str):

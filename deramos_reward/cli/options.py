@@ -30,6 +30,14 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter):
         return f"{text} (default: %(default)s)"
 
 
+def add_command(
+    sub: argparse._SubParsersAction, name: str, summary: str, doc: str | None
+) -> argparse.ArgumentParser:
+    """The parser of subcommand ``name``: ``summary`` is its line in ``deramos --help``, ``doc`` (the
+    module docstring) its description; every option's help shows its default."""
+    return sub.add_parser(name, help=summary, description=doc, formatter_class=HelpFormatter)
+
+
 def add_device_argument(
     p: argparse.ArgumentParser, what: str = "the models", default: str | None = "auto"
 ) -> None:

@@ -21,35 +21,18 @@ import argparse
 import shutil
 import sys
 from pathlib import Path
-from typing import Any
 
 from .._optional import require
 from ..jsonl import append_rows, read_rows
-from . import provenance
-from .generate import group_seed, read_prompts
-from .musicgen import (
-    add_musicgen_arguments,
-    add_reward_arguments,
-    add_sampling_arguments,
-    check_sampling_arguments,
-    load_backend,
-    prompt_progress,
-)
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from . import musicgen, provenance
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="build DPO preference pairs from MusicGen candidates scored by DeRA-MOS",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, name, "build DPO preference pairs from MusicGen candidates scored by DeRA-MOS", __doc__
     )
-    add_musicgen_arguments(p)
-    add_reward_arguments(p)
-    p.add_argument("--prompt", action="append", default=[], help="a text prompt (repeat for several)")
-    p.add_argument("--prompts", metavar="FILE", help="a text file with one prompt per line")
-    add_sampling_arguments(p, n_min=2)
+    musicgen.add_generation_arguments(p, n_min=2)
     p.add_argument("--out", required=True, metavar="DIR", help="output dataset folder (must not exist)")
     p.add_argument(
         "--overwrite",
@@ -72,7 +55,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def check_args(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
-    args.sampling_options = check_sampling_arguments(args)
+    args.sampling_options = musicgen.check_sampling_arguments(args)
     if not args.margin >= 0:
         raise CommandError(f"--margin must be >= 0, got {args.margin}")
     if args.max_pairs_per_prompt < 0:
@@ -84,40 +67,10 @@ def check_args(args: argparse.Namespace) -> None:
 def run_settings(args: argparse.Namespace, prompts: list[str]) -> dict:
     """What must match for a rerun to resume (stored with the dataset as pairs_settings.json)."""
     return {
-        "backend": args.backend,
-        "musicgen": args.musicgen,
-        "reward": provenance.checkpoint_identity(args.reward),
-        "n": args.n,
-        "duration": args.duration,
-        "seed": args.seed,
-        "sampling": args.sampling_options,
+        **musicgen.generation_settings(args, prompts),
         "margin": args.margin,
         "max_pairs_per_prompt": args.max_pairs_per_prompt,
-        "mi_weight": args.mi_weight,
-        "ta_weight": args.ta_weight,
-        "prompts": prompts,
     }
-
-
-def _candidates(args: argparse.Namespace, backend: Any):
-    """-> rerank(prompts, reward, seed) -> BestOfNResult with every candidate's codes."""
-    from ..integrations.musicgen_rerank import best_of_n
-
-    def rerank(prompts, reward, seed):
-        return best_of_n(
-            backend,
-            prompts,
-            args.n,
-            reward,
-            duration=args.duration,
-            max_batch=args.max_batch,
-            seed=seed,
-            return_candidates=True,
-            progress=False,  # the command shows one bar over all prompts
-            **args.sampling_options,
-        )
-
-    return rerank
 
 
 def _start(args: argparse.Namespace, out: Path, partial: Path, settings: dict, generation: dict) -> bool:
@@ -159,18 +112,12 @@ def _start(args: argparse.Namespace, out: Path, partial: Path, settings: dict, g
 
 def _generate(args, prompts, todo, done, partial, generation, device) -> None:
     """Generate and score the candidates of the prompts in ``todo``, appending them to ``partial``."""
-    import deramos_reward as dr
-
-    judge = dr.DeRAMOS.from_pretrained(args.reward, device=device)
-    reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
-    rerank = _candidates(args, load_backend(args, device))
+    reward = musicgen.load_reward(args, device)
+    rerank = musicgen.make_reranker(args, musicgen.load_backend(args, device), return_candidates=True)
     if not partial.exists():  # only now: a failed start leaves no file behind
         append_rows(partial, [{"settings": generation}])
-    per_group = max(1, args.max_batch // args.n)
-    bar = prompt_progress(len(prompts), len(done), "pairs")
-    for start in range(0, len(todo), per_group):
-        group = todo[start : start + per_group]
-        res = rerank([prompts[i] for i in group], reward, group_seed(args.seed, group[0]))
+    for group, seed in musicgen.prompt_groups(args, todo, len(prompts), "pairs"):
+        res = rerank([prompts[i] for i in group], reward, seed)
         new = []
         for j, i in enumerate(group):
             row = {
@@ -183,8 +130,6 @@ def _generate(args, prompts, todo, done, partial, generation, device) -> None:
             new.append(row)
         append_rows(partial, new)
         done.update((r["prompt_index"], r) for r in new)
-        bar.update(len(group))
-    bar.close()
 
 
 def run(args: argparse.Namespace) -> int:
@@ -194,7 +139,7 @@ def run(args: argparse.Namespace) -> int:
     from ..reward import describe_reward
 
     require("datasets")  # before the slow part: the dataset is written with it
-    prompts = read_prompts(args)
+    prompts = musicgen.read_prompts(args)
     check_args(args)
     device = resolve_device(args.device)
     check_output(args.out, "--out", folder=True)

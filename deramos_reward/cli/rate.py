@@ -22,15 +22,12 @@ import os
 import secrets
 import sys
 
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="listen and rate clips in the browser (MOS or A/B); export ratings and DPO pairs",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, name, "listen and rate clips in the browser (MOS or A/B); export ratings and DPO pairs", __doc__
     )
     p.add_argument(
         "--clips",

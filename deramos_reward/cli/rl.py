@@ -29,10 +29,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import CommandError
 from .backprop import add_method_arguments, check_method_arguments, run_backprop
-from .generate import read_prompts
-from .musicgen import add_musicgen_arguments, load_backend, parse_sampling
+from .musicgen import add_musicgen_arguments, add_prompt_arguments, load_backend, parse_sampling, read_prompts
+from .options import CommandError, add_command
 
 # option -> (MusicRLConfig field, type, help); every default comes from MusicRLConfig (or --config)
 _OPTIONS = {
@@ -67,18 +66,14 @@ _OPTIONS = {
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name,
-        help="online RL (GRPO/RLOO) of a LoRA adapter on MusicGen with a DeRA-MOS reward",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = add_command(
+        sub, name, "online RL (GRPO/RLOO) of a LoRA adapter on MusicGen with a DeRA-MOS reward", __doc__
     )
     add_musicgen_arguments(p)
     p.add_argument(
         "--judge", "--reward", dest="judge", required=True, metavar="CKPT", help="DeRA-MOS checkpoint"
     )
-    p.add_argument("--prompt", action="append", default=[], help="a training prompt (repeat for several)")
-    p.add_argument("--prompts", metavar="FILE", help="a text file with one training prompt per line")
+    add_prompt_arguments(p, "training prompt")
     p.add_argument(
         "--eval-prompts", metavar="FILE", help="prompts whose fresh samples are scored (one per line)"
     )

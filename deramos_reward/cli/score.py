@@ -49,7 +49,7 @@ from ..sharding import (
     take,
 )
 from . import provenance
-from .options import CommandError, add_device_argument, check_output, resolve_device
+from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
 CSV_FIELDS = ["path", "prompt", "mi", "ta", "error", "warning"]
 META_SUFFIX = ".meta.json"
@@ -59,7 +59,7 @@ READ_ERRORS = (ValueError, TypeError, OSError, MemoryError, RuntimeError)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(name, help="score audio files (MI and TA, 1-5)", description=__doc__)
+    p = add_command(sub, name, "score audio files (MI and TA, 1-5)", __doc__)
     p.add_argument("--model", required=True, help="checkpoint folder or hub id")
     p.add_argument("--prompt", help="the prompt for every FILE")
     p.add_argument(

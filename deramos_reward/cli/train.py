@@ -21,6 +21,7 @@ import sys
 
 from .options import (
     CommandError,
+    add_command,
     add_device_argument,
     add_rating_scale_argument,
     check_output,
@@ -47,9 +48,7 @@ TRAIN_DEVICES = ("auto", "cpu", "cuda")
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
-    p = sub.add_parser(
-        name, help="train DeRA-MOS heads (resumable; works under accelerate launch)", description=__doc__
-    )
+    p = add_command(sub, name, "train DeRA-MOS heads (resumable; works under accelerate launch)", __doc__)
     p.add_argument("--data", required=True, help="MusicEval-layout folder or JSONL manifest")
     p.add_argument("--val-data", help="where the validation split is read from (default: --data)")
     p.add_argument("--out", required=True, help="run folder: checkpoints, log.jsonl, resumable state")
