@@ -49,8 +49,9 @@ from .backend import musicgen_backend
 from .backend_audiocraft import AUDIOCRAFT_LORA_TARGETS
 from .backend_base import MusicGenBackend
 from .backend_transformers import TRANSFORMERS_LORA_TARGETS
+from .dpo_config import TRL_SHARED_FIELDS, MusicDPOConfig
 from .logprobs import SequenceLogProbs
-from .preference import DPO_LOSS_TYPES, check_pairs, collate_pairs, dpo_loss
+from .preference import check_pairs, collate_pairs, dpo_loss
 
 __all__ = [
     "AUDIOCRAFT_LORA_TARGETS",
@@ -61,137 +62,6 @@ __all__ = [
     "default_lora_config",
     "load_adapter",
 ]
-
-TRL_SHARED_FIELDS = (
-    "output_dir",
-    "beta",
-    "loss_type",
-    "label_smoothing",
-    "learning_rate",
-    "per_device_train_batch_size",
-    "per_device_eval_batch_size",
-    "num_train_epochs",
-    "max_steps",
-    "gradient_accumulation_steps",
-    "max_grad_norm",
-    "weight_decay",
-    "warmup_steps",
-    "lr_scheduler_type",
-    "seed",
-    "logging_steps",
-    "save_steps",
-    "disable_dropout",
-    "precompute_ref_log_probs",
-    "bf16",
-)
-"""Fields of :class:`MusicDPOConfig` that mean what trl's ``DPOConfig`` fields of the same name mean."""
-
-_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
-
-
-@dataclass
-class MusicDPOConfig:
-    """DPO settings; the first block mirrors trl's ``DPOConfig`` (same names, meanings and defaults,
-    except ``learning_rate``: trl's 1e-6 is for full fine-tuning, a LoRA adapter takes 1e-4-sized steps).
-
-    Round-trips through JSON (:meth:`to_dict` / ``MusicDPOConfig(**d)``).
-    """
-
-    output_dir: str | None = None
-    beta: float = 0.1
-    loss_type: str = "sigmoid"
-    label_smoothing: float = 0.0
-    learning_rate: float = 1e-4
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 8
-    num_train_epochs: float = 3.0
-    max_steps: int = -1
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    seed: int = 42
-    logging_steps: int = 10
-    save_steps: int = 500
-    """With ``output_dir`` set: write a resumable checkpoint there every this many steps (and at the end)."""
-    disable_dropout: bool = True
-    precompute_ref_log_probs: bool = False
-    bf16: bool = False
-    # MusicGen-specific
-    keep_only_valid_steps: bool = False
-    """Score only the codes predicted before codebook 0 ends (AudioCraft's training convention)."""
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: str | list[str] | None = None
-    """None: the backend's own (:data:`TRANSFORMERS_LORA_TARGETS` or :data:`AUDIOCRAFT_LORA_TARGETS`)."""
-
-    def __post_init__(self) -> None:
-        def number(name: str, low: float | None = None, strict: bool = False) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-                raise TypeError(f"{name} must be a finite number, got {v!r}")
-            if low is not None and (v <= low if strict else v < low):
-                raise ValueError(f"{name} must be {'>' if strict else '>='} {low}, got {v}")
-
-        def integer(name: str, low: int) -> None:
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < low:
-                raise ValueError(f"{name} must be an int >= {low}, got {v!r}")
-
-        if isinstance(self.loss_type, (list, tuple)):  # trl 1.16 takes a list of losses
-            if len(self.loss_type) != 1:
-                raise ValueError(f"loss_type must be one loss, got {self.loss_type!r}")
-            self.loss_type = self.loss_type[0]
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise ValueError(f"loss_type must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
-        number("beta", 0.0, strict=True)
-        number("label_smoothing", 0.0)
-        if not self.label_smoothing < 0.5:
-            raise ValueError(f"label_smoothing must lie in [0, 0.5), got {self.label_smoothing}")
-        number("learning_rate", 0.0, strict=True)
-        number("num_train_epochs", 0.0, strict=True)
-        number("max_grad_norm", 0.0)
-        number("weight_decay", 0.0)
-        number("lora_dropout", 0.0)
-        for name in (
-            "per_device_train_batch_size",
-            "per_device_eval_batch_size",
-            "gradient_accumulation_steps",
-        ):
-            integer(name, 1)
-        for name in ("logging_steps", "save_steps", "lora_r", "lora_alpha"):
-            integer(name, 1)
-        integer("warmup_steps", 0)
-        integer("seed", 0)
-        if isinstance(self.max_steps, bool) or not isinstance(self.max_steps, int) or self.max_steps == 0:
-            raise ValueError(
-                f"max_steps must be a positive int, or -1 to use num_train_epochs; got {self.max_steps!r}"
-            )
-        if self.lr_scheduler_type not in _SCHEDULERS:
-            raise ValueError(
-                f"lr_scheduler_type must be one of {_SCHEDULERS}, got {self.lr_scheduler_type!r}"
-            )
-        if self.loss_type == "ipo" and self.label_smoothing:
-            raise ValueError("label_smoothing is only used by loss_type='sigmoid'")
-        for name in ("disable_dropout", "precompute_ref_log_probs", "bf16", "keep_only_valid_steps"):
-            if not isinstance(getattr(self, name), bool):
-                raise TypeError(f"{name} must be a bool, got {getattr(self, name)!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_trl(cls, trl_config: Any, **overrides: Any) -> MusicDPOConfig:
-        """Take the :data:`TRL_SHARED_FIELDS` from a ``trl.DPOConfig`` (``None`` ``bf16`` reads as False);
-        ``overrides`` set any field, the MusicGen-specific ones included."""
-        values = {name: getattr(trl_config, name) for name in TRL_SHARED_FIELDS if hasattr(trl_config, name)}
-        values["bf16"] = bool(values.get("bf16") or False)
-        values.update(overrides)
-        return cls(**values)
-
 
 # ------------------------------------------------------------------------------------------ backends
 

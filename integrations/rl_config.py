@@ -17,18 +17,26 @@ Our own fields: ``advantage``, ``prompts_per_step``, ``duration``, the reward sh
 
 from __future__ import annotations
 
-import dataclasses
-import json
-import math
 from dataclasses import dataclass
 from typing import Any
+
+from deramos_reward.errors import InputError
+from deramos_reward.validation import (
+    check_bool,
+    check_choice,
+    check_non_negative_float,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+)
+
+from .adapter_config import OnlineTrainingConfig
 
 __all__ = ["ADVANTAGES", "LOSS_TYPES", "SCALE_REWARDS", "TRL_SHARED_FIELDS", "MusicRLConfig"]
 
 ADVANTAGES = ("grpo", "rloo")
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
-_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 
 TRL_SHARED_FIELDS = (
     "output_dir",
@@ -60,7 +68,7 @@ TRL_SHARED_FIELDS = (
 
 
 @dataclass
-class MusicRLConfig:
+class MusicRLConfig(OnlineTrainingConfig):
     """Online RL settings. Round-trips through JSON (``MusicRLConfig(**json.loads(json.dumps(c.to_dict())))``).
 
     One RL step: ``prompts_per_step`` prompts (all processes together) x ``num_generations`` samples of
@@ -71,13 +79,7 @@ class MusicRLConfig:
     ``save_steps`` is reached.
     """
 
-    # ---- trl GRPOConfig names
-    output_dir: str | None = None
-    learning_rate: float = 1e-4
-    num_generations: int = 8
-    """Samples per prompt (the group whose rewards give each other's baseline); at least 2."""
-    beta: float = 0.04
-    """Weight of the per-token k3 KL to the reference policy (the model with the adapter disabled)."""
+    # ---- trl GRPOConfig names beyond the shared ones (see OnlineTrainingConfig)
     epsilon: float = 0.2
     """Clip range of the importance ratio (lower side, and upper side unless ``epsilon_high`` is set)."""
     epsilon_high: float | None = None
@@ -90,36 +92,11 @@ class MusicRLConfig:
     ``grpo``, ``bnpo`` and ``dapo`` give the same loss."""
     scale_rewards: str = "group"
     """GRPO advantages: divide by the group's reward std (``group``), the batch's (``batch``) or not (``none``)."""
-    temperature: float = 1.0
-    top_k: int = 0
-    """0 = no top-k filtering: samples come from the policy's own distribution, which the importance
-    ratios and KL assume (MusicGen usually samples with top-k 250; set it for cleaner audio)."""
-    max_steps: int = 100
-    gradient_accumulation_steps: int = 1
-    max_grad_norm: float = 1.0
-    weight_decay: float = 0.0
-    warmup_steps: int = 0
-    lr_scheduler_type: str = "linear"
-    logging_steps: int = 10
-    save_steps: int = 500
-    seed: int = 42
-    bf16: bool | None = None
-    """bf16 autocast: None = on CUDA devices that support it, off elsewhere."""
-    report_to: str | list[str] = "all"
-    """accelerate trackers: ``"all"`` installed ones, ``"none"``, or a list of names."""
-    disable_dropout: bool = True
-    generation_kwargs: dict[str, Any] | None = None
-    """Extra sampling options for the backend's ``generate``, in the MusicGen library's own names
-    (transformers: ``guidance_scale``...; AudioCraft: ``cfg_coef``...)."""
 
     # ---- our own
     advantage: str = "grpo"
     """``grpo``: reward minus the group mean (scaled by ``scale_rewards``); ``rloo``: reward minus the
     mean of the other samples of its group (leave-one-out)."""
-    prompts_per_step: int = 4
-    """Prompts per RL step on all processes together (a multiple of the number of processes)."""
-    duration: float = 2.0
-    """Seconds per sample."""
     mi_weight: float = 0.5
     ta_weight: float = 0.5
     normalize_per_axis: bool = True
@@ -134,37 +111,12 @@ class MusicRLConfig:
     (0 disables the warning)."""
     keep_only_valid_steps: bool = True
     """Optimise only the codes predicted before codebook 0 ends (the delay pattern's valid steps)."""
-    eval_steps: int | None = None
-    """Score fresh samples for ``eval_prompts`` every this many steps (None: at the start and the end)."""
-    lora_r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.0
-    lora_target_modules: str | list[str] | None = None
-    """None: the backend's ``lora_target_modules()`` (decoder attention and feed-forward layers)."""
 
-    def __post_init__(self) -> None:
+    def check_own_fields(self) -> None:
+        super().check_own_fields()
         _check_choices(self)
         _check_numbers(self)
-        _check_integers(self)
         _check_flags(self)
-
-    # ---- conversions ------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready fields."""
-        return dataclasses.asdict(self)
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> MusicRLConfig:
-        data = json.loads(text)
-        if not isinstance(data, dict):
-            raise TypeError(f"a MusicRLConfig JSON must be an object, got {type(data).__name__}")
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"unknown MusicRLConfig fields {unknown}")
-        return cls(**data)
 
     @classmethod
     def from_trl(cls, grpo_config: Any, **overrides: Any) -> MusicRLConfig:
@@ -190,108 +142,36 @@ class MusicRLConfig:
         return cls(**values)
 
 
-def _fail(name: str, value: Any, expected: str, error: type[Exception] = ValueError) -> None:
-    raise error(f"MusicRLConfig.{name} must be {expected}, got {value!r}")
-
-
 def _check_choices(c: MusicRLConfig) -> None:
     for name, choices in (
         ("advantage", ADVANTAGES),
         ("loss_type", LOSS_TYPES),
         ("scale_rewards", SCALE_REWARDS),
-        ("lr_scheduler_type", _SCHEDULERS),
     ):
-        if getattr(c, name) not in choices:
-            _fail(name, getattr(c, name), f"one of {choices}")
-    if isinstance(c.report_to, list):
-        if not all(isinstance(x, str) for x in c.report_to):
-            _fail("report_to", c.report_to, '"all", "none" or a list of tracker names', TypeError)
-    elif not isinstance(c.report_to, str):
-        _fail("report_to", c.report_to, '"all", "none" or a list of tracker names', TypeError)
-    t = c.lora_target_modules
-    if (
-        t is not None
-        and not isinstance(t, str)
-        and not (isinstance(t, list) and all(isinstance(x, str) for x in t))
-    ):
-        _fail("lora_target_modules", t, "None, a regex string or a list of module names", TypeError)
-    if c.generation_kwargs is not None:
-        if not isinstance(c.generation_kwargs, dict) or not all(
-            isinstance(k, str) for k in c.generation_kwargs
-        ):
-            _fail("generation_kwargs", c.generation_kwargs, "None or a dict with string keys", TypeError)
-        try:
-            json.dumps(c.generation_kwargs)
-        except TypeError:
-            _fail(
-                "generation_kwargs",
-                c.generation_kwargs,
-                "JSON-serialisable (numbers, strings, lists)",
-                TypeError,
-            )
-        for key in ("temperature", "top_k", "temp"):
-            if key in c.generation_kwargs:
-                _fail("generation_kwargs", c.generation_kwargs, f"free of {key!r} (use the config field)")
-    if c.output_dir is not None and not isinstance(c.output_dir, str):
-        _fail("output_dir", c.output_dir, "None or a string path", TypeError)
-
-
-def _number(c: MusicRLConfig, name: str) -> float:
-    v = getattr(c, name)
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        _fail(name, v, "a finite number", TypeError)
-    return float(v)
+        check_choice(getattr(c, name), c.field_name(name), choices)
 
 
 def _check_numbers(c: MusicRLConfig) -> None:
-    for name in ("learning_rate", "temperature", "duration"):
-        if _number(c, name) <= 0:
-            _fail(name, getattr(c, name), "> 0")
-    for name in ("beta", "max_grad_norm", "weight_decay", "uncertainty_penalty", "diversity_weight"):
-        if _number(c, name) < 0:
-            _fail(name, getattr(c, name), ">= 0")
-    for name in ("mi_weight", "ta_weight"):
-        _number(c, name)
-    if not 0 < _number(c, "epsilon") < 1:
-        _fail("epsilon", c.epsilon, "in (0, 1)")
-    if c.epsilon_high is not None and _number(c, "epsilon_high") <= 0:
-        _fail("epsilon_high", c.epsilon_high, "None or > 0")
-    if not 0 <= _number(c, "diversity_warning") < 1:
-        _fail("diversity_warning", c.diversity_warning, "in [0, 1)")
-    if not 0 <= _number(c, "lora_dropout") < 1:
-        _fail("lora_dropout", c.lora_dropout, "in [0, 1)")
-    if c.mi_weight == 0 and c.ta_weight == 0:
-        _fail("mi_weight", c.mi_weight, "non-zero when ta_weight is 0 (the reward would be constant)")
-
-
-def _check_integers(c: MusicRLConfig) -> None:
-    minimum = {
-        "num_generations": 2,
-        "num_iterations": 1,
-        "max_steps": 1,
-        "gradient_accumulation_steps": 1,
-        "logging_steps": 1,
-        "save_steps": 1,
-        "prompts_per_step": 1,
-        "lora_r": 1,
-        "lora_alpha": 1,
-        "warmup_steps": 0,
-        "seed": 0,
-        "top_k": 0,
-    }
-    for name, low in minimum.items():
-        v = getattr(c, name)
-        if isinstance(v, bool) or not isinstance(v, int) or v < low:
-            _fail(name, v, f"an int >= {low}")
-    if c.eval_steps is not None and (
-        isinstance(c.eval_steps, bool) or not isinstance(c.eval_steps, int) or c.eval_steps < 1
-    ):
-        _fail("eval_steps", c.eval_steps, "None or an int >= 1")
+    name = c.field_name
+    if c.num_generations < 2:
+        raise InputError(
+            f"{name('num_generations')} must be an int >= 2 (a group), got {c.num_generations!r}"
+        )
+    check_positive_int(c.num_iterations, name("num_iterations"))
+    for field in ("uncertainty_penalty", "diversity_weight"):
+        check_non_negative_float(getattr(c, field), name(field))
+    mi, ta = check_number(c.mi_weight, name("mi_weight")), check_number(c.ta_weight, name("ta_weight"))
+    if mi == 0 and ta == 0:
+        raise InputError(
+            f"{name('mi_weight')} must be non-zero when ta_weight is 0 (the reward would be constant)"
+        )
+    if not 0 < check_number(c.epsilon, name("epsilon")) < 1:
+        raise InputError(f"{name('epsilon')} must be in (0, 1), got {c.epsilon!r}")
+    check_positive_float(c.epsilon_high, name("epsilon_high"), optional=True)
+    if not 0 <= check_number(c.diversity_warning, name("diversity_warning")) < 1:
+        raise InputError(f"{name('diversity_warning')} must be in [0, 1), got {c.diversity_warning!r}")
 
 
 def _check_flags(c: MusicRLConfig) -> None:
-    for name in ("normalize_per_axis", "disable_dropout", "keep_only_valid_steps"):
-        if not isinstance(getattr(c, name), bool):
-            _fail(name, getattr(c, name), "a bool", TypeError)
-    if c.bf16 is not None and not isinstance(c.bf16, bool):
-        _fail("bf16", c.bf16, "True, False or None (automatic)", TypeError)
+    for name in ("normalize_per_axis", "keep_only_valid_steps"):
+        check_bool(getattr(c, name), c.field_name(name))
