@@ -26,9 +26,7 @@ of ``deramos_reward.data.synthetic`` (system ids are assigned in random order of
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
 from collections.abc import Sequence
 
 import numpy as np
@@ -36,7 +34,16 @@ import soundfile as sf
 
 from .musiceval import MUSICEVAL_PREFIX
 from .soundfont import Note, SoundFontRenderer
-from .synthetic import SPLIT_NAMES, ClipInfo, SyntheticCorpus, SystemSpec
+from .synthetic import (
+    ClipInfo,
+    SyntheticCorpus,
+    SystemSpec,
+    check_corpus_args,
+    empty_corpus_dirs,
+    listener_rating,
+    split_names,
+    write_corpus_tables,
+)
 
 INSTRUMENTS = {"piano": 0, "guitar": 25, "organ": 19, "strings": 48, "flute": 73}
 TEMPOS = {"slow": 64.0, "medium": 100.0, "fast": 150.0}
@@ -246,26 +253,6 @@ def render_clip(
 
 
 # ---- the corpus -------------------------------------------------------------------------------
-def _check_args(**kw) -> None:
-    for name in ("n_systems", "n_prompts", "clips_per_pair", "raters"):
-        value = kw[name]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if kw["n_systems"] < 2:
-        raise ValueError(f"n_systems must be >= 2 so systems can differ, got {kw['n_systems']}")
-    seconds, rate, seed, splits = kw["seconds"], kw["sample_rate"], kw["seed"], tuple(kw["splits"])
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 1.0 <= seconds <= 60:
-        raise ValueError(f"seconds must be between 1 and 60, got {seconds!r}")
-    if isinstance(rate, bool) or not isinstance(rate, int) or not 8_000 <= rate <= 48_000:
-        raise ValueError(f"sample_rate must be an int between 8000 and 48000 Hz, got {rate!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if len(splits) != 3 or min(splits) < 0 or abs(sum(splits) - 1.0) > 1e-6 or splits[0] <= 0:
-        raise ValueError(
-            f"splits must be 3 fractions (train, dev, test) >= 0 summing to 1, train > 0; got {splits!r}"
-        )
-
-
 def _design_systems(n: int, rng: np.random.Generator) -> dict[str, SystemSpec]:
     """Qualities in [0.1, 0.95] and per-attribute mismatch rates in [0.02, 0.7], in random orders.
 
@@ -298,22 +285,6 @@ def _design_prompts(n: int, rng: np.random.Generator) -> tuple[dict[str, dict[st
     return attrs, texts
 
 
-def _splits(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
-    """A split name for each of n clips: rounded fractions, dev/test >= 1 when asked and n >= 3."""
-    dev, test = (int(round(f * n)) for f in fractions[1:])
-    if n >= 3:
-        dev, test = (max(c, 1) if f > 0 else 0 for c, f in zip((dev, test), fractions[1:]))
-    dev = min(dev, n - 1)
-    test = min(test, n - 1 - dev)
-    names = np.repeat(np.array(SPLIT_NAMES), [n - dev - test, dev, test])
-    return [str(s) for s in names[rng.permutation(n)]]
-
-
-def _ratings(true: float, rng: np.random.Generator, raters: int, noise: float) -> float:
-    votes = np.clip(np.rint(true + rng.normal(0.0, noise, raters)), 1, 5)
-    return round(float(votes.mean()), 1)
-
-
 def _clip(spec: SystemSpec, asked: dict[str, str], rng: np.random.Generator) -> tuple[dict, list, float]:
     """What a system plays for a prompt: (rendered attributes, wrong attributes, severity)."""
     severity = float(np.clip(1.0 - spec.quality + rng.normal(0.0, 0.05), 0.0, 1.0))
@@ -324,33 +295,6 @@ def _clip(spec: SystemSpec, asked: dict[str, str], rng: np.random.Generator) -> 
             rendered[attr] = others[int(rng.integers(len(others)))]
             wrong.append(attr)
     return rendered, wrong, severity
-
-
-def _prepare(root: str, overwrite: bool) -> tuple[str, str]:
-    wav_dir, sets_dir = os.path.join(root, "wav"), os.path.join(root, "sets")
-    if os.path.exists(wav_dir) or os.path.exists(sets_dir):
-        if not overwrite:
-            raise ValueError(
-                f"{root!r} already holds a corpus (wav/ or sets/); pass overwrite=True to replace it"
-            )
-        shutil.rmtree(wav_dir, ignore_errors=True)
-        shutil.rmtree(sets_dir, ignore_errors=True)
-    os.makedirs(wav_dir)
-    os.makedirs(sets_dir)
-    return wav_dir, sets_dir
-
-
-def write_tables(corpus: SyntheticCorpus, generator: str) -> None:
-    """``prompt_info.txt``, ``sets/{split}_mos_list.txt`` (non-empty splits) and ``synthetic_meta.json``."""
-    with open(os.path.join(corpus.root, "prompt_info.txt"), "w", encoding="utf-8") as f:
-        f.write("id\ttext\n")
-        f.writelines(f"{pid}\t{text}\n" for pid, text in corpus.prompts.items())
-    for name in SPLIT_NAMES:
-        if corpus.split(name):
-            with open(os.path.join(corpus.root, "sets", f"{name}_mos_list.txt"), "w", encoding="utf-8") as f:
-                f.writelines(f"{c.wav_id}.wav,{c.mi:.1f},{c.ta:.1f}\n" for c in corpus.split(name))
-    with open(os.path.join(corpus.root, "synthetic_meta.json"), "w", encoding="utf-8") as f:
-        json.dump({"generator": generator, **corpus.to_dict()}, f, indent=1)
 
 
 def make_rendered_corpus(
@@ -378,17 +322,19 @@ def make_rendered_corpus(
         raters, rater_noise: simulated listeners per clip and the std of their noise.
         overwrite: replace an existing corpus at ``root`` (otherwise an error).
     """
-    _check_args(**{k: v for k, v in locals().items() if k not in ("root", "overwrite")})
+    check_corpus_args(
+        n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed, raters, min_seconds=1.0
+    )
     root = os.path.abspath(os.fspath(root))
     renderer = SoundFontRenderer(sample_rate)  # fails early when the [demo] extra is missing
-    wav_dir, _ = _prepare(root, overwrite)
+    wav_dir, _ = empty_corpus_dirs(root, overwrite)
     design = np.random.default_rng([seed, 0])
     systems = _design_systems(n_systems, design)
     attrs, prompts = _design_prompts(n_prompts, design)
     corpus = SyntheticCorpus(root, sample_rate, systems, prompts)
     for si, (sid, spec) in enumerate(systems.items()):
         pairs = [(pid, k) for pid in prompts for k in range(clips_per_pair)]
-        split_of = _splits(len(pairs), tuple(splits), np.random.default_rng([seed, 1, si]))
+        split_of = split_names(len(pairs), tuple(splits), np.random.default_rng([seed, 1, si]))
         for (pid, k), split in zip(pairs, split_of):
             rng = np.random.default_rng([seed, 2, si, int(pid[1:]), k])
             rendered, wrong, severity = _clip(spec, attrs[pid], rng)
@@ -405,9 +351,9 @@ def make_rendered_corpus(
             corpus.clips.append(
                 ClipInfo(
                     wav_id, sid, pid, prompts[pid], split, dict(attrs[pid]), rendered, wrong, severity,
-                    true_mi, true_ta, _ratings(true_mi, rng, raters, rater_noise),
-                    _ratings(true_ta, rng, raters, rater_noise),
+                    true_mi, true_ta, listener_rating(true_mi, rng, raters, rater_noise),
+                    listener_rating(true_ta, rng, raters, rater_noise),
                 )
             )  # fmt: skip
-    write_tables(corpus, "rendered")
+    write_corpus_tables(corpus, "rendered")
     return corpus

@@ -222,28 +222,35 @@ def render_clip(
     return _degrade(audio, sample_rate, strength, damage_rng)
 
 
-def _ratings(true: float, rng: np.random.Generator, raters: int, noise: float) -> float:
+def listener_rating(true: float, rng: np.random.Generator, raters: int, noise: float) -> float:
+    """The MOS ``raters`` simulated listeners give a clip whose true score is ``true``: each vote is
+    ``true`` plus Gaussian noise of std ``noise``, rounded to 1-5; the mean is rounded to 0.1."""
     votes = np.clip(np.rint(true + rng.normal(0.0, noise, raters)), 1, 5)
     return round(float(votes.mean()), 1)
 
 
-def _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed) -> None:
+def check_corpus_args(
+    n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed, raters, min_seconds=0.5
+) -> None:
+    """The arguments of a corpus maker (``make_corpus``, ``make_rendered_corpus``), or ValueError/TypeError."""
     for name, value in (
         ("n_systems", n_systems),
         ("n_prompts", n_prompts),
         ("clips_per_pair", clips_per_pair),
+        ("raters", raters),
     ):
         check_positive_int(value, name)
     if n_systems < 2:
         raise ValueError(f"n_systems must be >= 2 so systems can differ in quality, got {n_systems}")
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0.5 <= seconds <= 60:
-        raise ValueError(f"seconds must be between 0.5 and 60, got {seconds!r}")
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not min_seconds <= seconds <= 60:
+        raise ValueError(f"seconds must be between {min_seconds:g} and 60, got {seconds!r}")
     if (
         isinstance(sample_rate, bool)
         or not isinstance(sample_rate, int)
         or not 8_000 <= sample_rate <= 48_000
     ):
         raise ValueError(f"sample_rate must be an int between 8000 and 48000 Hz, got {sample_rate!r}")
+    splits = tuple(splits)
     if len(splits) != 3 or any(f < 0 for f in splits) or abs(sum(splits) - 1.0) > 1e-6 or splits[0] <= 0:
         raise ValueError(
             f"splits must be 3 fractions (train, dev, test) >= 0 summing to 1, train > 0; got {splits!r}"
@@ -251,15 +258,17 @@ def _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, spli
     check_non_negative_int(seed, "seed")
 
 
-def _split_counts(n: int, fractions: tuple[float, float, float]) -> list[int]:
-    """Clips per split for one system: rounded fractions, dev/test at least 1 when asked and n >= 3."""
+def split_names(n: int, fractions: tuple[float, float, float], rng: np.random.Generator) -> list[str]:
+    """A split name for each of one system's ``n`` clips, in the random order ``rng`` draws: rounded
+    ``fractions`` (train, dev, test), with dev and test at least 1 when asked for and ``n >= 3``."""
     dev = int(round(fractions[1] * n))
     test = int(round(fractions[2] * n))
     if n >= 3:
         dev = max(dev, 1) if fractions[1] > 0 else 0
         test = max(test, 1) if fractions[2] > 0 else 0
     dev, test = min(dev, n - 1), min(test, max(0, n - 1 - dev))
-    return [n - dev - test, dev, test]
+    names = np.repeat(np.array(SPLIT_NAMES), [n - dev - test, dev, test])
+    return [str(name) for name in names[rng.permutation(n)]]
 
 
 def make_corpus(
@@ -290,17 +299,16 @@ def make_corpus(
         overwrite: replace an existing corpus at ``root``; otherwise an existing ``wav/`` or
             ``sets/`` there is an error.
     """
-    _check_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, tuple(splits), seed)
+    check_corpus_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed, raters)
     root = os.path.abspath(os.fspath(root))
-    wav_dir, sets_dir = _empty_corpus_dirs(root, overwrite)
+    wav_dir, sets_dir = empty_corpus_dirs(root, overwrite)
     systems, prompts, attrs = _design(seed, n_systems, n_prompts)
     corpus = SyntheticCorpus(root, sample_rate, systems, prompts)
     listeners = _Listeners(raters, rater_noise)
     for si, spec in enumerate(systems.values()):
         pairs = [(pid, k) for pid in prompts for k in range(clips_per_pair)]
-        split_of = np.repeat(np.arange(3), _split_counts(len(pairs), tuple(splits)))
-        split_of = split_of[np.random.default_rng([seed, 1, si]).permutation(len(pairs))]
-        for (pid, k), split_index in zip(pairs, split_of):
+        split_of = split_names(len(pairs), tuple(splits), np.random.default_rng([seed, 1, si]))
+        for (pid, k), split in zip(pairs, split_of):
             wav_id = f"{MUSICEVAL_PREFIX}{spec.system}_{pid}" + (f"_c{k + 1}" if clips_per_pair > 1 else "")
             clip, audio = _simulate_clip(
                 spec,
@@ -314,7 +322,7 @@ def make_corpus(
                 system=spec.system,
                 prompt_id=pid,
                 prompt=prompts[pid],
-                split=SPLIT_NAMES[int(split_index)],
+                split=split,
             )
             sf.write(
                 os.path.join(wav_dir, wav_id + ".wav"),
@@ -323,11 +331,11 @@ def make_corpus(
                 subtype="PCM_16",
             )
             corpus.clips.append(clip)
-    _write_lists(corpus, sets_dir)
+    write_corpus_tables(corpus)
     return corpus
 
 
-def _empty_corpus_dirs(root: str, overwrite: bool) -> tuple[str, str]:
+def empty_corpus_dirs(root: str, overwrite: bool) -> tuple[str, str]:
     """Create ``root/wav`` and ``root/sets``, replacing existing ones only when ``overwrite``."""
     wav_dir, sets_dir = os.path.join(root, "wav"), os.path.join(root, "sets")
     if os.path.exists(wav_dir) or os.path.exists(sets_dir):
@@ -411,21 +419,23 @@ def _simulate_clip(
         severity=severity,
         true_mi=true_mi,
         true_ta=true_ta,
-        mi=_ratings(true_mi, rng, listeners.count, listeners.noise),
-        ta=_ratings(true_ta, rng, listeners.count, listeners.noise),
+        mi=listener_rating(true_mi, rng, listeners.count, listeners.noise),
+        ta=listener_rating(true_ta, rng, listeners.count, listeners.noise),
     )
     return clip, audio
 
 
-def _write_lists(corpus: SyntheticCorpus, sets_dir: str) -> None:
-    """``prompt_info.txt``, ``sets/{split}_mos_list.txt`` (non-empty splits) and ``synthetic_meta.json``."""
+def write_corpus_tables(corpus: SyntheticCorpus, generator: str | None = None) -> None:
+    """``prompt_info.txt``, ``sets/{split}_mos_list.txt`` (non-empty splits) and ``synthetic_meta.json``
+    (the design, with ``generator`` named when given) under ``corpus.root``."""
     with open(os.path.join(corpus.root, "prompt_info.txt"), "w", encoding="utf-8") as f:
         f.write("id\ttext\n")
         f.writelines(f"{pid}\t{text}\n" for pid, text in corpus.prompts.items())
     for name in SPLIT_NAMES:
         if not corpus.split(name):
             continue
-        with open(os.path.join(sets_dir, f"{name}_mos_list.txt"), "w", encoding="utf-8") as f:
+        with open(os.path.join(corpus.root, "sets", f"{name}_mos_list.txt"), "w", encoding="utf-8") as f:
             f.writelines(f"{c.wav_id}.wav,{c.mi:.1f},{c.ta:.1f}\n" for c in corpus.split(name))
+    meta = corpus.to_dict() if generator is None else {"generator": generator, **corpus.to_dict()}
     with open(os.path.join(corpus.root, "synthetic_meta.json"), "w", encoding="utf-8") as f:
-        json.dump(corpus.to_dict(), f, indent=1)
+        json.dump(meta, f, indent=1)
