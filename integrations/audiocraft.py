@@ -35,32 +35,16 @@ __all__ = ["tiny_musicgen", "musicgen_small_architecture", "TINY_LUT_BINS"]
 TINY_LUT_BINS = 1024
 """Rows of the description lookup table in :func:`tiny_musicgen` (hash buckets for prompts)."""
 
-# facebook/musicgen-small (audiocraft config/model/lm/musicgen_lm.yaml + model_scale/small.yaml).
-_SMALL_LM = dict(
-    n_q=4,
-    card=2048,
-    dim=1024,
-    num_heads=16,
-    num_layers=24,
-    hidden_scale=4,
-    norm="layer_norm",
-    norm_first=True,
-    bias_proj=False,
-    bias_ff=False,
-    bias_attn=False,
-    activation="gelu",
-    dropout=0.0,
-    positional_embedding="sin",
-    causal=True,
-    cross_attention=True,
-    custom=True,
-    memory_efficient=True,
-    weight_init="gaussian",
-    depthwise_init="current",
-    zero_bias_init=True,
-    cfg_dropout=0.2,
-    cfg_coef=3.0,
-)
+# What both LMs share: 4 codebooks, AudioCraft's own causal transformer with cross-attention on the
+# text, no dropout (as musicgen-small), so train and eval mode compute the same thing.
+_LM_KIND = dict(n_q=4, custom=True, causal=True, cross_attention=True, dropout=0.0)
+# facebook/musicgen-small (audiocraft config/model/lm/musicgen_lm.yaml + model_scale/small.yaml), by topic.
+_SMALL_SHAPE = dict(card=2048, dim=1024, num_heads=16, num_layers=24, hidden_scale=4)
+_SMALL_BLOCK = dict(norm="layer_norm", norm_first=True, activation="gelu", positional_embedding="sin")
+_SMALL_NO_BIAS = dict(bias_proj=False, bias_ff=False, bias_attn=False)
+_SMALL_INIT = dict(weight_init="gaussian", depthwise_init="current", zero_bias_init=True)
+_SMALL_RUNTIME = dict(memory_efficient=True, cfg_dropout=0.2, cfg_coef=3.0)
+_SMALL_LM = {**_LM_KIND, **_SMALL_SHAPE, **_SMALL_BLOCK, **_SMALL_NO_BIAS, **_SMALL_INIT, **_SMALL_RUNTIME}
 _T5_BASE_DIM = 768
 
 
@@ -82,7 +66,7 @@ def _lut_lm(
     card: int,
     dim: int,
     lut_dim: int,
-    n_bins: int,
+    n_bins: int = TINY_LUT_BINS,
     **lm_kwargs,
 ):
     """An AudioCraft ``LMModel`` with a delay pattern and a hashed-description LUT conditioner."""
@@ -130,19 +114,7 @@ def tiny_musicgen(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         compression = builders.get_debug_compression_model("cpu")
-        lm = _lut_lm(
-            n_q=4,
-            card=compression.cardinality,
-            dim=16,
-            lut_dim=16,
-            n_bins=TINY_LUT_BINS,
-            num_heads=4,
-            num_layers=2,
-            dropout=0.0,
-            custom=True,
-            cross_attention=True,
-            causal=True,
-        )
+        lm = _lut_lm(card=compression.cardinality, dim=16, lut_dim=16, num_heads=4, num_layers=2, **_LM_KIND)
         if head_std is not None:
             _redraw_heads(lm.linears, head_std)
     compression = compression.to(device).eval()
@@ -213,8 +185,7 @@ def musicgen_small_architecture(
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         compression = _full_size_encodec_32khz()
-        lm_kwargs = dict(_SMALL_LM)
-        lm = _lut_lm(lut_dim=_T5_BASE_DIM, n_bins=TINY_LUT_BINS, **lm_kwargs)
+        lm = _lut_lm(lut_dim=_T5_BASE_DIM, **_SMALL_LM)
     compression = compression.to(device).eval()
     lm = lm.to(device).eval()
     return musicgen_mod.MusicGen("musicgen-small-architecture", compression, lm, max_duration=max_duration)

@@ -75,6 +75,20 @@ def _musicgen_config(t5: dict, encodec: dict, decoder: dict) -> MusicgenConfig:
     )
 
 
+def _t5(vocab_size: int, width: int, head_dim: int, ffn: int, layers: int, heads: int, **extra) -> dict:
+    """T5 encoder settings; pad id 0, EOS id 1 and decoder start 0, as in the T5 tokenizers."""
+    ids = dict(pad_token_id=0, eos_token_id=1, decoder_start_token_id=0)
+    shape = dict(d_model=width, d_kv=head_dim, d_ff=ffn, num_layers=layers, num_heads=heads)
+    return dict(vocab_size=vocab_size, **shape, **ids, **extra)
+
+
+def _decoder(card: int, width: int, layers: int, heads: int, ffn: int, dropout: float, **extra) -> dict:
+    """MusicGen decoder settings over 4 codebooks of ``card`` codes; pad and BOS id ``card``."""
+    shape = dict(hidden_size=width, num_hidden_layers=layers, num_attention_heads=heads, ffn_dim=ffn)
+    ids = dict(vocab_size=card, pad_token_id=card, bos_token_id=card)
+    return dict(**shape, **ids, num_codebooks=4, max_position_embeddings=2048, dropout=dropout, **extra)
+
+
 def _encodec_32khz(**overrides) -> dict:
     """EnCodec 32 kHz as in ``facebook/encodec_32khz`` / MusicGen: 50 frames/s, 4 codebooks at 2.2 kbps."""
     config = dict(
@@ -116,18 +130,7 @@ def tiny_musicgen_config(vocab_size: int = 259) -> MusicgenConfig:
     - decoder: hidden size 16, 2 layers, 4 heads, feed-forward 32, 4 codebooks of 128
       (pad/BOS id 128), dropout 0.
     """
-    t5 = dict(
-        vocab_size=vocab_size,
-        d_model=16,
-        d_kv=4,
-        d_ff=32,
-        num_layers=2,
-        num_heads=4,
-        dropout_rate=0.0,
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
+    t5 = _t5(vocab_size, width=16, head_dim=4, ffn=32, layers=2, heads=4, dropout_rate=0.0)
     encodec = _encodec_32khz(
         codebook_size=128,
         codebook_dim=16,
@@ -136,18 +139,7 @@ def tiny_musicgen_config(vocab_size: int = 259) -> MusicgenConfig:
         num_lstm_layers=1,
         target_bandwidths=[1.5],
     )
-    decoder = dict(
-        vocab_size=128,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        ffn_dim=32,
-        num_codebooks=4,
-        max_position_embeddings=2048,
-        dropout=0.0,
-        pad_token_id=128,
-        bos_token_id=128,
-    )
+    decoder = _decoder(128, width=16, layers=2, heads=4, ffn=32, dropout=0.0)
     return _musicgen_config(t5, encodec, decoder)
 
 
@@ -158,34 +150,13 @@ def musicgen_small_config(vocab_size: int = 32128) -> MusicgenConfig:
     32 kHz (4 codebooks of 2048 at 50 frames/s), decoder with 24 layers, hidden size 1024, 16 heads,
     feed-forward 4096, GELU, dropout 0.1, pad/BOS id 2048.
     """
-    t5 = dict(
-        vocab_size=vocab_size,
-        d_model=768,
-        d_kv=64,
-        d_ff=3072,
-        num_layers=12,
-        num_heads=12,
-        relative_attention_num_buckets=32,
-        dropout_rate=0.1,
-        feed_forward_proj="relu",
-        pad_token_id=0,
-        eos_token_id=1,
-        decoder_start_token_id=0,
-    )
-    decoder = dict(
-        vocab_size=2048,
-        hidden_size=1024,
-        num_hidden_layers=24,
-        num_attention_heads=16,
-        ffn_dim=4096,
-        num_codebooks=4,
-        max_position_embeddings=2048,
-        activation_function="gelu",
-        dropout=0.1,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-        pad_token_id=2048,
-        bos_token_id=2048,
+    t5 = _t5(
+        vocab_size, width=768, head_dim=64, ffn=3072, layers=12, heads=12, dropout_rate=0.1,
+        relative_attention_num_buckets=32, feed_forward_proj="relu",
+    )  # fmt: skip
+    no_dropout = dict(attention_dropout=0.0, activation_dropout=0.0)
+    decoder = _decoder(
+        2048, width=1024, layers=24, heads=16, ffn=4096, dropout=0.1, activation_function="gelu", **no_dropout
     )
     return _musicgen_config(t5, _encodec_32khz(), decoder)
 
