@@ -36,23 +36,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from deramos_reward.validation import check_prompts
-
 from . import tuning
-from .backend import musicgen_backend
 from .backprop_config import MusicBackpropConfig
 from .backprop_objective import backprop_loss, reward_values, token_kl
 from .rl_rollout import prompt_schedule
 
 __all__ = ["MusicBackpropConfig", "MusicRewardBackpropTrainer", "evaluate_policy"]
-
-
-def _prompt_list(prompts: Sequence[str], name: str) -> list[str]:
-    """A non-empty list of non-empty prompts (one string counts as one prompt)."""
-    out = check_prompts(prompts, name=name)
-    if not out:
-        raise ValueError(f"{name} must not be empty")
-    return out
 
 
 def evaluate_policy(
@@ -76,7 +65,7 @@ def evaluate_policy(
         ``{"reward": mean, "reward_sem": standard error of the mean, "kl": mean KL (nan if not computed),
         "samples": count}``.
     """
-    prompts = _prompt_list(prompts, "prompts")
+    prompts = tuning.training_prompts(prompts)
     sampling = dict(backend.policy_sampling() if sampling is None else sampling)
     rewards, kls = [], []
     with torch.no_grad():
@@ -125,33 +114,12 @@ class MusicRewardBackpropTrainer:
         processor: Any = None,
         eval_prompts: Sequence[str] | None = None,
     ):
-        self.config = MusicBackpropConfig() if config is None else config
-        if not isinstance(self.config, MusicBackpropConfig):
-            raise TypeError(f"config must be a MusicBackpropConfig, got {type(self.config).__name__}")
-        if not callable(reward):
-            raise TypeError(
-                f"reward must be callable (audio, sample_rate, prompts) -> [B], got {type(reward).__name__}"
-            )
-        self.reward = reward
-        self.prompts = _prompt_list(prompts, "prompts")
-        self.eval_prompts = None if eval_prompts is None else _prompt_list(eval_prompts, "eval_prompts")
-        self.backend = musicgen_backend(model, processor)
-        self.backend.check_ready()
-        cfg = self.config
-        self.frames = self.backend.frames_for(cfg.duration)
-        if self.frames < self.backend.min_frames:
-            raise ValueError(
-                f"duration {cfg.duration} s gives {self.frames} frames; this model needs at least "
-                f"{self.backend.min_frames}"
-            )
-        self.policy = tuning.attach_lora(
-            self.backend,
-            r=cfg.lora_r,
-            alpha=cfg.lora_alpha,
-            dropout=cfg.lora_dropout,
-            target_modules=cfg.lora_target_modules,
-            seed=cfg.seed,
+        self.config = cfg = MusicBackpropConfig() if config is None else config
+        setup = tuning.set_up_policy(
+            model, processor, reward, prompts, eval_prompts, cfg, MusicBackpropConfig
         )
+        self.backend, self.policy, self.prompts, self.eval_prompts, self.frames = setup
+        self.reward = reward
         self.sampling = {
             **self.backend.policy_sampling(cfg.temperature, cfg.top_k),
             **(cfg.generation_kwargs or {}),

@@ -33,8 +33,6 @@ from typing import Any
 import torch
 
 from . import tuning
-from .backend import musicgen_backend
-from .logprobs import check_prompt_list
 from .rl_config import MusicRLConfig
 from .rl_diversity import DiversityGuard, code_entropy, group_embedding_distance
 from .rl_objective import clipped_policy_loss, group_advantages, shaped_rewards
@@ -131,32 +129,14 @@ class MusicRLTrainer:
         processor: Any = None,
         eval_prompts: Sequence[str] | None = None,
     ):
-        if not isinstance(config, MusicRLConfig):
-            raise TypeError(f"config must be a MusicRLConfig, got {type(config).__name__}")
-        if not callable(reward):
-            raise TypeError(
-                f"reward must be a MusicReward or a callable (audio, sr, prompts), got {type(reward).__name__}"
-            )
         self.args = config
-        self.prompts = _check_prompts(prompts, "prompts")
-        self.eval_prompts = None if eval_prompts is None else _check_prompts(eval_prompts, "eval_prompts")
-        self.backend = musicgen_backend(model, processor)
-        self.backend.check_ready()
+        setup = tuning.set_up_policy(model, processor, reward, prompts, eval_prompts, config, MusicRLConfig)
+        self.backend, self.policy, self.prompts, self.eval_prompts, self.frames = setup
         self.model, self.processor, self.reward = model, processor, reward
-        self.frames = self.backend.frames_for(config.duration)
-        if self.frames < self.backend.min_frames:
-            raise ValueError(
-                f"duration {config.duration} s gives {self.frames} frames; at least {self.backend.min_frames} needed"
-            )
-        a = config
-        self.policy = tuning.attach_lora(
-            self.backend, r=a.lora_r, alpha=a.lora_alpha, dropout=a.lora_dropout,
-            target_modules=a.lora_target_modules, seed=a.seed,
-        )  # fmt: skip
         self.accelerator = self._new_accelerator()
         self.policy.to(self.accelerator.device)
         self._forward = tuning.ForwardModule(self.policy, self._code_logits)
-        self.guard = DiversityGuard(a.diversity_warning)
+        self.guard = DiversityGuard(config.diversity_warning)
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
 
@@ -462,7 +442,7 @@ class MusicRLTrainer:
 
         Returns ``eval/reward``, ``eval/reward_std``, ``eval/reward_sem`` (standard error), the per-axis
         ``eval/rewards/...`` means and ``eval/diversity/...``."""
-        prompts = self.eval_prompts if prompts is None else _check_prompts(prompts, "prompts")
+        prompts = self.eval_prompts if prompts is None else tuning.training_prompts(prompts)
         if prompts is None:
             raise ValueError("no prompts: pass some or give eval_prompts to the trainer")
         a, g = self.args, self.args.num_generations
@@ -497,11 +477,3 @@ class MusicRLTrainer:
             path = Path(self.args.output_dir) / "adapter"
         files = {"rl_config.json": self.args.to_dict(), "log_history.json": self.log_history}
         return tuning.save_adapter(self.policy, path, files=files, accelerator=self.accelerator)
-
-
-def _check_prompts(prompts: Sequence[str], name: str) -> list[str]:
-    prompts = check_prompt_list(prompts, name)
-    empty = [i for i, p in enumerate(prompts) if not p.strip()]
-    if empty:
-        raise ValueError(f"{name}[{empty[0]}] is empty; every prompt needs text")
-    return prompts

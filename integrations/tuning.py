@@ -79,6 +79,7 @@ from deramos_reward.checkpoint import atomic_write_bytes
 from deramos_reward.errors import InputError
 from deramos_reward.jsonl import append_rows, write_rows
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
+from deramos_reward.validation import check_prompts
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -182,6 +183,68 @@ def attach_lora(
         raise ValueError("the adapter has no trainable parameters (check target_modules)")
     backend.set_trainable_module(policy)
     return policy
+
+
+def training_prompts(prompts: Sequence[str], name: str = "prompts") -> list[str]:
+    """A non-empty list of non-empty prompts (one string counts as one prompt), or an error naming ``name``."""
+    out = check_prompts(prompts, name=name)
+    if not out:
+        raise InputError(f"{name} must not be empty")
+    return out
+
+
+class PolicySetup(NamedTuple):
+    """What an online trainer (RL, reward backprop) starts from; see :func:`set_up_policy`."""
+
+    backend: Any  # MusicGenBackend running the adapted module
+    policy: Any  # the peft.PeftModel
+    prompts: list[str]
+    eval_prompts: list[str] | None
+    frames: int  # code frames per sample (config.duration)
+
+
+def set_up_policy(
+    model: Any,
+    processor: Any,
+    reward: Any,
+    prompts: Sequence[str],
+    eval_prompts: Sequence[str] | None,
+    config: Any,
+    config_type: type,
+) -> PolicySetup:
+    """Check an online trainer's inputs and put the LoRA adapter of ``config.lora_*`` on the model.
+
+    ``model`` (with ``processor`` for transformers) becomes a backend; ``reward`` must be callable
+    ``(audio [B, C, T], sample_rate, prompts) -> [B]``; ``config`` an instance of ``config_type`` whose
+    ``duration`` gives at least the model's minimum number of frames.
+    """
+    from .backend import musicgen_backend  # the backend modules import logprobs, which imports nothing here
+
+    if not isinstance(config, config_type):
+        raise TypeError(f"config must be a {config_type.__name__}, got {type(config).__name__}")
+    if not callable(reward):
+        raise TypeError(
+            "reward must be a MusicReward or a callable (audio [B, C, T], sample_rate, prompts) -> [B], "
+            f"got {type(reward).__name__}"
+        )
+    train = training_prompts(prompts, "prompts")
+    held_out = None if eval_prompts is None else training_prompts(eval_prompts, "eval_prompts")
+    backend = musicgen_backend(model, processor)
+    backend.check_ready()
+    frames = backend.frames_for(config.duration)
+    if frames < backend.min_frames:
+        raise InputError(
+            f"duration {config.duration} s gives {frames} frames; this model needs at least {backend.min_frames}"
+        )
+    policy = attach_lora(
+        backend,
+        r=config.lora_r,
+        alpha=config.lora_alpha,
+        dropout=config.lora_dropout,
+        target_modules=config.lora_target_modules,
+        seed=config.seed,
+    )
+    return PolicySetup(backend, policy, train, held_out, frames)
 
 
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
