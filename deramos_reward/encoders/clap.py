@@ -29,8 +29,7 @@ from transformers import (
 
 from ..config import BYTE_VOCAB_SIZE, TINY_CLAP_BACKBONE, AudioEncoderConfig, TextEncoderConfig
 from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
-from .loading import CLAP_HUB_ID, load_backbone, load_text_backbone
-from .tokenizer import byte_level_tokenizer
+from .loading import CLAP_HUB_ID, load_backbone, text_tower
 
 # The feature extractor settings of laion/clap-htsat-unfused (its preprocessor_config.json); used
 # when the towers are built from a config dict instead of loaded from a folder that has its own.
@@ -280,19 +279,18 @@ class ClapTextEncoder(TextEncoder):
 
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        if config.name_or_path is not None:
-            backbone, tokenizer = load_text_backbone(
-                config.name_or_path, ClapTextModelWithProjection.from_pretrained, "CLAP", hub_id=CLAP_HUB_ID
-            )
-        else:
+
+        def offline() -> ClapTextModelWithProjection:
             text_cfg = clap_config(config.backbone).text_config
             if text_cfg.vocab_size < BYTE_VOCAB_SIZE:
                 raise ValueError(
                     f"text_encoder.backbone text_config.vocab_size must be >= {BYTE_VOCAB_SIZE} for the "
                     f"offline byte-level tokenizer, got {text_cfg.vocab_size}"
                 )
-            backbone = ClapTextModelWithProjection(text_cfg)
-            tokenizer = byte_level_tokenizer(config.max_tokens)
+            return ClapTextModelWithProjection(text_cfg)
+
+        loader = ClapTextModelWithProjection.from_pretrained
+        backbone, tokenizer = text_tower(config, loader, "CLAP", offline, CLAP_HUB_ID)
         self.adopt(backbone, tokenizer, config.max_tokens)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:

@@ -17,8 +17,7 @@ from transformers import AutoConfig, AutoModel
 
 from ..config import BYTE_TOKEN_IDS, BYTE_VOCAB_SIZE, TextEncoderConfig
 from .base import TextEncoder, TextTokens
-from .loading import load_text_backbone, resolve_name_or_path
-from .tokenizer import byte_level_tokenizer
+from .loading import resolve_name_or_path, text_tower
 
 # sentence-transformers' Pooling config keys -> our pooling names, in order of preference
 _POOLING_KEYS = (
@@ -82,16 +81,15 @@ class HFTextEncoder(TextEncoder):
 
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        if config.name_or_path is not None:
-            backbone, tokenizer = load_text_backbone(
-                config.name_or_path, AutoModel.from_pretrained, "Hugging Face"
-            )
-            self.pooling = pooling_of(config.name_or_path)
-        else:
+
+        def offline() -> torch.nn.Module:
             cfg = {"vocab_size": BYTE_VOCAB_SIZE, **BYTE_TOKEN_IDS, **config.backbone}
             model_type = cfg.pop("model_type", "bert")
-            backbone = AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
-            tokenizer = byte_level_tokenizer(config.max_tokens)
+            return AutoModel.from_config(AutoConfig.for_model(model_type, **cfg))
+
+        backbone, tokenizer = text_tower(config, AutoModel.from_pretrained, "Hugging Face", offline)
+        if config.name_or_path is not None:
+            self.pooling = pooling_of(config.name_or_path)
         bcfg = backbone.config
         # RoBERTa's positions start after the padding index
         unused = bcfg.pad_token_id + 1 if bcfg.model_type in ("roberta", "xlm-roberta", "camembert") else 0

@@ -10,9 +10,12 @@ from __future__ import annotations
 import importlib.util
 import os
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from ..errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from ..config import TextEncoderConfig
 
 T = TypeVar("T")
 
@@ -65,6 +68,22 @@ def _offline() -> bool:
 def _is_hub_id(name: str) -> bool:
     """``owner/name``: the form the hub uses (a bare name may be a hub id or a folder)."""
     return name.count("/") == 1 and not name.startswith((".", "/", "~")) and "\\" not in name
+
+
+def text_tower(
+    config: TextEncoderConfig,
+    loader: Callable[[str], T],
+    what: str,
+    build_offline: Callable[[], T],
+    hub_id: str | None = None,
+) -> tuple[T, object]:
+    """A text encoder's tower and tokenizer: from ``config.name_or_path`` with ``loader`` when set,
+    else ``build_offline()`` (random weights from ``config.backbone``) with the offline byte-level tokenizer."""
+    if config.name_or_path is not None:
+        return load_text_backbone(config.name_or_path, loader, what, hub_id=hub_id)
+    from .tokenizer import byte_level_tokenizer
+
+    return build_offline(), byte_level_tokenizer(config.max_tokens)
 
 
 def load_text_backbone(

@@ -7,21 +7,20 @@ from transformers import AutoModel, RobertaConfig, RobertaModel
 
 from ..config import BYTE_TOKEN_IDS, BYTE_VOCAB_SIZE, TextEncoderConfig
 from .base import TextEncoder, TextTokens
-from .loading import ROBERTA_HUB_ID, load_text_backbone
-from .tokenizer import byte_level_tokenizer
+from .loading import ROBERTA_HUB_ID, text_tower
 
 
 class RobertaEncoder(TextEncoder):
     def __init__(self, config: TextEncoderConfig):
         super().__init__()
-        if config.name_or_path is not None:
-            backbone, tokenizer = load_text_backbone(
-                config.name_or_path, AutoModel.from_pretrained, "RoBERTa", hub_id=ROBERTA_HUB_ID
-            )
-        else:
+
+        def offline() -> RobertaModel:
             cfg = {"vocab_size": BYTE_VOCAB_SIZE, **BYTE_TOKEN_IDS, **config.backbone}
-            backbone = RobertaModel(RobertaConfig(**cfg), add_pooling_layer=False)
-            tokenizer = byte_level_tokenizer(config.max_tokens)
+            return RobertaModel(RobertaConfig(**cfg), add_pooling_layer=False)
+
+        backbone, tokenizer = text_tower(
+            config, AutoModel.from_pretrained, "RoBERTa", offline, ROBERTA_HUB_ID
+        )
         self.adopt(backbone, tokenizer, config.max_tokens)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> TextTokens:
