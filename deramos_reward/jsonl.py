@@ -17,6 +17,18 @@ from .checkpoint import atomic_write_bytes
 from .errors import InputError
 
 
+def json_object(line: str, where: str, error: type[InputError] = InputError, hint: str = "") -> dict[str, Any]:
+    """One JSON line -> its object, or ``error`` naming ``where`` (``file:line``) for text that is not
+    JSON or JSON that is not an object; ``hint`` ends the message (what to do about it)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise error(f"{where}: not valid JSON ({err.msg} at column {err.colno}){hint}") from None
+    if not isinstance(record, dict):
+        raise error(f"{where}: expected a JSON object, got {type(record).__name__}{hint}")
+    return record
+
+
 def read_rows(path: str | os.PathLike, repair: bool = True) -> list[dict[str, Any]]:
     """Rows of a JSONL file written by ``append_rows`` ([] when the file does not exist).
 
@@ -48,12 +60,7 @@ def read_rows(path: str | os.PathLike, repair: bool = True) -> list[dict[str, An
     for n, line in enumerate(text.split("\n"), 1):
         if not line.strip():
             continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as err:
-            raise InputError(f"{path}:{n}: not a JSON line ({err}); remove the file to start over") from err
-        if not isinstance(row, dict):
-            raise InputError(f"{path}:{n}: expected a JSON object, got {type(row).__name__}")
+        row = json_object(line, f"{path}:{n}", hint="; remove the file to start over")
         rows.append(row)
     return rows
 

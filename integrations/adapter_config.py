@@ -23,10 +23,28 @@ from deramos_reward.validation import (
     check_positive_int,
 )
 
-__all__ = ["SCHEDULERS", "AdapterTrainingConfig", "OnlineTrainingConfig"]
+__all__ = ["SCHEDULERS", "TRL_TRAINING_FIELDS", "AdapterTrainingConfig", "OnlineTrainingConfig"]
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 """The ``lr_scheduler_type`` values the trainers support (transformers' scheduler names)."""
+
+TRL_TRAINING_FIELDS = (
+    "output_dir",
+    "learning_rate",
+    "max_steps",
+    "gradient_accumulation_steps",
+    "max_grad_norm",
+    "weight_decay",
+    "warmup_steps",
+    "lr_scheduler_type",
+    "logging_steps",
+    "save_steps",
+    "seed",
+    "bf16",
+    "disable_dropout",
+)
+"""Fields of :class:`AdapterTrainingConfig` that mean what trl's ``DPOConfig`` and ``GRPOConfig`` fields
+of the same name mean (the LoRA fields are ours)."""
 
 ConfigT = TypeVar("ConfigT", bound="AdapterTrainingConfig")
 

@@ -37,23 +37,9 @@ class AudioCraftMusicGen(MusicGenBackend):
 
     def __init__(self, musicgen: Any):
         super().__init__(musicgen, None)
+        self.sample_rate, self.frame_rate = int(musicgen.sample_rate), float(musicgen.frame_rate)
+        self.num_codebooks, self.card = int(musicgen.lm.num_codebooks), int(musicgen.lm.card)
         self.peft_lm: nn.Module | None = None
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.model.sample_rate)
-
-    @property
-    def frame_rate(self) -> float:
-        return float(self.model.frame_rate)
-
-    @property
-    def num_codebooks(self) -> int:
-        return int(self.model.lm.num_codebooks)
-
-    @property
-    def card(self) -> int:
-        return int(self.model.lm.card)
 
     @property
     def device(self) -> torch.device:

@@ -35,9 +35,15 @@ class MusicGenBackend(ABC):
         model: the model given (transformers ``MusicgenForConditionalGeneration``, AudioCraft ``MusicGen``),
             with any peft adapter active.
         processor: the transformers ``MusicgenProcessor`` (None for AudioCraft).
+        sample_rate: rate of the generated audio in Hz. frame_rate: code frames per second.
+        num_codebooks: ``K``, codebooks per frame. card: entries per codebook (ids lie in ``[0, card)``).
     """
 
     name: str
+    sample_rate: int  # the four facts are set by the subclass's constructor
+    frame_rate: float
+    num_codebooks: int
+    card: int
 
     def __init__(self, model: Any, processor: Any = None):
         self.model = model
@@ -50,26 +56,6 @@ class MusicGenBackend(ABC):
         )
 
     # ---- facts about the model -------------------------------------------------------------
-    @property
-    @abstractmethod
-    def sample_rate(self) -> int:
-        """Rate of the generated audio in Hz."""
-
-    @property
-    @abstractmethod
-    def frame_rate(self) -> float:
-        """Code frames per second."""
-
-    @property
-    @abstractmethod
-    def num_codebooks(self) -> int:
-        """``K``: codebooks per frame."""
-
-    @property
-    @abstractmethod
-    def card(self) -> int:
-        """Entries per codebook (code ids lie in ``[0, card)``)."""
-
     @property
     @abstractmethod
     def device(self) -> torch.device:

@@ -41,6 +41,9 @@ class TransformersMusicGen(MusicGenBackend):
         self.peft_model = model if hasattr(model, "get_base_model") else None
         base = model.get_base_model() if self.peft_model is not None else model
         super().__init__(base, processor)
+        codec, decoder = base.config.audio_encoder, base.decoder
+        self.sample_rate, self.frame_rate = int(codec.sampling_rate), float(codec.frame_rate)
+        self.num_codebooks, self.card = int(decoder.num_codebooks), int(decoder.config.vocab_size)
 
     def _processor(self) -> Any:
         if self.processor is None:
@@ -52,22 +55,6 @@ class TransformersMusicGen(MusicGenBackend):
 
     def check_ready(self) -> None:
         self._processor()
-
-    @property
-    def sample_rate(self) -> int:
-        return int(self.model.config.audio_encoder.sampling_rate)
-
-    @property
-    def frame_rate(self) -> float:
-        return float(self.model.config.audio_encoder.frame_rate)
-
-    @property
-    def num_codebooks(self) -> int:
-        return int(self.model.decoder.num_codebooks)
-
-    @property
-    def card(self) -> int:
-        return int(self.model.decoder.config.vocab_size)
 
     @property
     def device(self) -> torch.device:

@@ -8,40 +8,30 @@ from typing import Any
 from deramos_reward.errors import InputError
 from deramos_reward.validation import check_bool, check_number, check_positive_float, check_positive_int
 
-from .adapter_config import AdapterTrainingConfig
+from .adapter_config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
 from .preference import DPO_LOSS_TYPES
 
 __all__ = ["TRL_SHARED_FIELDS", "MusicDPOConfig"]
 
 TRL_SHARED_FIELDS = (
-    "output_dir",
+    *TRL_TRAINING_FIELDS,
     "beta",
     "loss_type",
     "label_smoothing",
-    "learning_rate",
     "per_device_train_batch_size",
     "per_device_eval_batch_size",
     "num_train_epochs",
-    "max_steps",
-    "gradient_accumulation_steps",
-    "max_grad_norm",
-    "weight_decay",
-    "warmup_steps",
-    "lr_scheduler_type",
-    "seed",
-    "logging_steps",
-    "save_steps",
-    "disable_dropout",
     "precompute_ref_log_probs",
-    "bf16",
 )
 """Fields of :class:`MusicDPOConfig` that mean what trl's ``DPOConfig`` fields of the same name mean."""
 
 
 @dataclass
 class MusicDPOConfig(AdapterTrainingConfig):
-    """DPO settings; the first block mirrors trl's ``DPOConfig`` (same names, meanings and defaults,
-    except ``learning_rate``: trl's 1e-6 is for full fine-tuning, a LoRA adapter takes 1e-4-sized steps).
+    """DPO settings; the :data:`TRL_SHARED_FIELDS` (the shared ones inherited from
+    :class:`~.adapter_config.AdapterTrainingConfig`) mirror trl's ``DPOConfig``: same names, meanings and
+    defaults, except ``learning_rate`` (trl's 1e-6 is for full fine-tuning; a LoRA adapter takes
+    1e-4-sized steps).
 
     Round-trips through JSON (:meth:`to_dict` / ``MusicDPOConfig(**d)``).
     """

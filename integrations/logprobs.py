@@ -40,6 +40,7 @@ from deramos_reward._optional import require
 
 __all__ = [
     "SequenceLogProbs",
+    "check_codes",
     "check_prompt_list",
     "gather_logprobs",
     "seeded",
@@ -83,20 +84,24 @@ def check_prompt_list(prompts: Sequence[str], name: str = "prompts") -> list[str
     return list(prompts)
 
 
-def _check_codes(codes: torch.Tensor, num_codebooks: int, card: int, name: str = "codes") -> torch.Tensor:
+def check_codes(
+    codes: Any, num_codebooks: int | None = None, card: int | None = None, name: str = "codes"
+) -> torch.Tensor:
+    """``codes`` as an int64 ``[B, K, S]`` tensor, or TypeError/ValueError naming ``name``: not empty,
+    with ``num_codebooks`` codebooks and ids in ``[0, card)`` when those are given."""
     if not isinstance(codes, torch.Tensor):
         raise TypeError(f"{name} must be a torch.Tensor of shape [B, K, S], got {type(codes).__name__}")
     if codes.dim() != 3:
         raise ValueError(f"{name} must have shape [B, K, S], got {tuple(codes.shape)}")
     if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
         raise TypeError(f"{name} must be an integer tensor, got {codes.dtype}")
-    if codes.shape[1] != num_codebooks:
+    if num_codebooks is not None and codes.shape[1] != num_codebooks:
         raise ValueError(
             f"{name} must have K={num_codebooks} codebooks (dim 1), got shape {tuple(codes.shape)}"
         )
-    if codes.shape[0] == 0 or codes.shape[2] == 0:
-        raise ValueError(f"{name} must have a non-empty batch and time axis, got {tuple(codes.shape)}")
-    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= card):
+    if codes.numel() == 0:
+        raise ValueError(f"{name} must not be empty, got shape {tuple(codes.shape)}")
+    if card is not None and (int(codes.min()) < 0 or int(codes.max()) >= card):
         raise ValueError(
             f"{name} must hold code ids in [0, {card}), got values in [{int(codes.min())}, {int(codes.max())}]"
         )
@@ -268,7 +273,7 @@ def transformers_code_logits(
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     decoder = base.decoder
     num_codebooks = decoder.num_codebooks
-    codes = _check_codes(codes, num_codebooks, decoder.config.vocab_size)
+    codes = check_codes(codes, num_codebooks, decoder.config.vocab_size)
     batch, _, steps = codes.shape
     if not isinstance(input_ids, torch.Tensor) or input_ids.dim() != 2 or input_ids.shape[0] != batch:
         raise ValueError(
@@ -430,7 +435,7 @@ def audiocraft_code_logits(
     Returns:
         ``(logits [B, K, S, card], mask [B, K, S] bool)``, differentiable.
     """
-    codes = _check_codes(codes, lm.num_codebooks, lm.card)
+    codes = check_codes(codes, lm.num_codebooks, lm.card)
     if isinstance(conditions, str) or not isinstance(conditions, Sequence):
         raise TypeError(
             f"conditions must be a list of prompts or ConditioningAttributes, got {type(conditions).__name__}"

@@ -30,7 +30,7 @@ from deramos_reward.validation import (
     check_positive_int,
 )
 
-from .adapter_config import OnlineTrainingConfig
+from .adapter_config import TRL_TRAINING_FIELDS, OnlineTrainingConfig
 
 __all__ = ["ADVANTAGES", "LOSS_TYPES", "SCALE_REWARDS", "TRL_SHARED_FIELDS", "MusicRLConfig"]
 
@@ -39,8 +39,7 @@ LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")
 SCALE_REWARDS = ("group", "batch", "none")
 
 TRL_SHARED_FIELDS = (
-    "output_dir",
-    "learning_rate",
+    *TRL_TRAINING_FIELDS,
     "num_generations",
     "beta",
     "epsilon",
@@ -50,18 +49,7 @@ TRL_SHARED_FIELDS = (
     "scale_rewards",
     "temperature",
     "top_k",
-    "max_steps",
-    "gradient_accumulation_steps",
-    "max_grad_norm",
-    "weight_decay",
-    "warmup_steps",
-    "lr_scheduler_type",
-    "logging_steps",
-    "save_steps",
-    "seed",
-    "bf16",
     "report_to",
-    "disable_dropout",
     "generation_kwargs",
 )
 """Fields of :class:`MusicRLConfig` that mean what trl's ``GRPOConfig`` fields of the same name mean."""

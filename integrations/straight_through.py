@@ -42,6 +42,8 @@ import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
+from .logprobs import check_codes
+
 __all__ = [
     "straight_through_one_hot",
     "soft_codebook_lookup",
@@ -53,18 +55,6 @@ __all__ = [
 
 
 # ------------------------------------------------------------------------------------------ checks
-
-
-def _check_codes(codes: Any, name: str = "codes") -> torch.Tensor:
-    if not isinstance(codes, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor of shape [B, K, S], got {type(codes).__name__}")
-    if codes.dim() != 3:
-        raise ValueError(f"{name} must have shape [B, K, S], got {tuple(codes.shape)}")
-    if codes.dtype.is_floating_point or codes.dtype.is_complex or codes.dtype == torch.bool:
-        raise TypeError(f"{name} must be an integer tensor, got {codes.dtype}")
-    if codes.numel() == 0:
-        raise ValueError(f"{name} must not be empty, got shape {tuple(codes.shape)}")
-    return codes.long()
 
 
 def _check_weights(weights: Any, name: str = "weights") -> torch.Tensor:
@@ -114,7 +104,7 @@ def straight_through_one_hot(codes: torch.Tensor, logits: torch.Tensor) -> torch
         ``[B, K, S, card]`` float32 (float64 for float64 logits) whose value is exactly
         ``one_hot(codes)`` and whose gradient is that of ``softmax(logits, -1)``.
     """
-    codes = _check_codes(codes)
+    codes = check_codes(codes)
     logits = _check_weights(logits, "logits")
     if tuple(codes.shape) != tuple(logits.shape[:3]):
         raise ValueError(
@@ -158,7 +148,7 @@ def _decode(
     logits: Any,
     gradient_checkpointing: bool,
 ) -> torch.Tensor:
-    codes = _check_codes(codes)
+    codes = check_codes(codes)
     one_hot = straight_through_one_hot(codes, logits)
     if not gradient_checkpointing:
         return soft_decode(model, one_hot, codes)
@@ -226,7 +216,7 @@ def transformers_soft_decode(
     encodec, channels, num_codebooks = _transformers_parts(model)
     weights = _check_weights(weights)
     if codes is not None:
-        codes = _check_codes(codes).to(weights.device)
+        codes = check_codes(codes).to(weights.device)
     if weights.shape[1] != num_codebooks:
         raise ValueError(
             f"logits/weights must have K={num_codebooks} codebooks (dim 1), got {tuple(weights.shape)}"
@@ -306,7 +296,7 @@ def audiocraft_soft_decode(
         raise TypeError(f"musicgen must be an AudioCraft MusicGen, got {type(musicgen).__name__}")
     weights = _check_weights(weights)
     if codes is not None:
-        codes = _check_codes(codes).to(weights.device)
+        codes = check_codes(codes).to(weights.device)
     if weights.shape[1] != compression.num_codebooks:
         raise ValueError(
             f"logits/weights must have K={compression.num_codebooks} codebooks (dim 1), got {tuple(weights.shape)}"

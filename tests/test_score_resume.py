@@ -254,7 +254,7 @@ def test_jsonl_rows_round_trip_and_torn_lines(tmp_path):
     assert read_rows(path, repair=False) == rows and path.read_bytes() != whole  # skipped, not cut
     assert read_rows(path) == rows and path.read_bytes() == whole  # cut
     path.write_bytes(whole + b"not json\n")
-    with pytest.raises(ValueError, match=r"rows.jsonl:6: not a JSON line"):
+    with pytest.raises(ValueError, match=r"rows.jsonl:6: not valid JSON"):
         read_rows(path)
     path.write_bytes(b"[1, 2]\n")
     with pytest.raises(ValueError, match="expected a JSON object"):

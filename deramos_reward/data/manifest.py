@@ -25,12 +25,12 @@ the lines whose ``split`` equals it.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from ..jsonl import json_object
 from ..validation import check_file
 from .musiceval import DataFormatError, Example, MissingDataError, load_musiceval
 from .ratings import check_rating_scale, to_mos
@@ -85,12 +85,7 @@ def _string(record: dict, key: str, where: str, required: bool, empty_ok: bool =
 def json_record(line: str, where: str, keys: Sequence[str]) -> dict:
     """One JSONL line -> its object; DataFormatError naming ``where`` (file:line) for text that is not
     JSON, a value that is not an object, or a key not in ``keys`` (catches ``"MI"`` for ``"mi"``)."""
-    try:
-        record = json.loads(line)
-    except json.JSONDecodeError as err:
-        raise DataFormatError(f"{where}: not valid JSON ({err.msg} at column {err.colno})") from None
-    if not isinstance(record, dict):
-        raise DataFormatError(f"{where}: expected a JSON object, got {type(record).__name__}")
+    record = json_object(line, where, DataFormatError)
     unknown = sorted(set(record) - set(keys))
     if unknown:
         raise DataFormatError(f"{where}: unknown key(s) {unknown}; known keys: {list(keys)}")
