@@ -135,26 +135,11 @@ def _full_size_encodec_32khz():
     modules = require("audiocraft.modules")
     encodec = require("audiocraft.models.encodec")
     qt = require("audiocraft.quantization")
-    seanet = dict(
-        channels=1,
-        dimension=128,
-        n_filters=64,
-        n_residual_layers=1,
-        ratios=[8, 5, 4, 4],
-        activation="ELU",
-        activation_params={"alpha": 1.0},
-        norm="weight_norm",
-        norm_params={},
-        kernel_size=7,
-        last_kernel_size=7,
-        residual_kernel_size=3,
-        dilation_base=2,
-        causal=False,
-        pad_mode="constant",
-        true_skip=True,
-        compress=2,
-        lstm=2,
-    )
+    # SEANet of audiocraft's encodec_32khz config, by topic
+    shape = dict(channels=1, dimension=128, n_filters=64, n_residual_layers=1, ratios=[8, 5, 4, 4], lstm=2)
+    layers = dict(activation="ELU", activation_params={"alpha": 1.0}, norm="weight_norm", norm_params={})
+    kernels = dict(kernel_size=7, last_kernel_size=7, residual_kernel_size=3, dilation_base=2, compress=2)
+    seanet = dict(**shape, **layers, **kernels, causal=False, pad_mode="constant", true_skip=True)
     encoder = modules.SEANetEncoder(**seanet)
     decoder = modules.SEANetDecoder(**seanet)
     quantizer = qt.ResidualVectorQuantizer(dimension=128, n_q=4, bins=2048)

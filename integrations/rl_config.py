@@ -20,15 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from deramos_reward import validation
 from deramos_reward.errors import InputError
-from deramos_reward.validation import (
-    check_bool,
-    check_choice,
-    check_non_negative_float,
-    check_number,
-    check_positive_float,
-    check_positive_int,
-)
 
 from .adapter_config import TRL_TRAINING_FIELDS, OnlineTrainingConfig
 
@@ -136,7 +129,7 @@ def _check_choices(c: MusicRLConfig) -> None:
         ("loss_type", LOSS_TYPES),
         ("scale_rewards", SCALE_REWARDS),
     ):
-        check_choice(getattr(c, name), c.field_name(name), choices)
+        validation.check_choice(getattr(c, name), c.field_name(name), choices)
 
 
 def _check_numbers(c: MusicRLConfig) -> None:
@@ -145,21 +138,24 @@ def _check_numbers(c: MusicRLConfig) -> None:
         raise InputError(
             f"{name('num_generations')} must be an int >= 2 (a group), got {c.num_generations!r}"
         )
-    check_positive_int(c.num_iterations, name("num_iterations"))
+    validation.check_positive_int(c.num_iterations, name("num_iterations"))
     for field in ("uncertainty_penalty", "diversity_weight"):
-        check_non_negative_float(getattr(c, field), name(field))
-    mi, ta = check_number(c.mi_weight, name("mi_weight")), check_number(c.ta_weight, name("ta_weight"))
+        validation.check_non_negative_float(getattr(c, field), name(field))
+    mi, ta = (
+        validation.check_number(c.mi_weight, name("mi_weight")),
+        validation.check_number(c.ta_weight, name("ta_weight")),
+    )
     if mi == 0 and ta == 0:
         raise InputError(
             f"{name('mi_weight')} must be non-zero when ta_weight is 0 (the reward would be constant)"
         )
-    if not 0 < check_number(c.epsilon, name("epsilon")) < 1:
+    if not 0 < validation.check_number(c.epsilon, name("epsilon")) < 1:
         raise InputError(f"{name('epsilon')} must be in (0, 1), got {c.epsilon!r}")
-    check_positive_float(c.epsilon_high, name("epsilon_high"), optional=True)
-    if not 0 <= check_number(c.diversity_warning, name("diversity_warning")) < 1:
+    validation.check_positive_float(c.epsilon_high, name("epsilon_high"), optional=True)
+    if not 0 <= validation.check_number(c.diversity_warning, name("diversity_warning")) < 1:
         raise InputError(f"{name('diversity_warning')} must be in [0, 1), got {c.diversity_warning!r}")
 
 
 def _check_flags(c: MusicRLConfig) -> None:
     for name in ("normalize_per_axis", "keep_only_valid_steps"):
-        check_bool(getattr(c, name), c.field_name(name))
+        validation.check_bool(getattr(c, name), c.field_name(name))

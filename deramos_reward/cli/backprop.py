@@ -19,28 +19,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from . import CommandError
 from .musicgen import load_backend, parse_sampling, read_prompts
+from .options import CommandError, make_config
 
-# deramos rl option (argparse dest) -> MusicBackpropConfig field
-SHARED = {
-    "num_generations": "num_generations",
-    "prompts_per_step": "prompts_per_step",
-    "max_steps": "max_steps",
-    "lr": "learning_rate",
-    "beta": "beta",
-    "duration": "duration",
-    "temperature": "temperature",
-    "top_k": "top_k",
-    "lora_r": "lora_r",
-    "lora_alpha": "lora_alpha",
-    "grad_accum": "gradient_accumulation_steps",
-    "logging_steps": "logging_steps",
-    "save_steps": "save_steps",
-    "eval_steps": "eval_steps",
-    "seed": "seed",
-    "bf16": "bf16",
-}
 RL_ONLY = ("epsilon", "num_iterations", "advantage", "loss_type", "uncertainty_penalty", "diversity_weight")
 
 
@@ -87,20 +68,13 @@ def backprop_config(args: argparse.Namespace) -> Any:
     """The :class:`MusicBackpropConfig` of a ``deramos rl --method backprop`` command line."""
     from ..integrations.backprop_config import MusicBackpropConfig
 
-    values: dict[str, Any] = {
-        k: getattr(args, a) for a, k in SHARED.items() if getattr(args, a, None) is not None
-    }
+    fixed: dict[str, Any] = {"output_dir": args.out, "truncate_frames": args.truncate_frames}
+    fixed["gradient_checkpointing"] = args.gradient_checkpointing
+    if args.bf16 is not None:
+        fixed["bf16"] = args.bf16
     if args.sampling:
-        values["generation_kwargs"] = parse_sampling(args.sampling)
-    try:
-        return MusicBackpropConfig(
-            **values,
-            output_dir=args.out,
-            truncate_frames=args.truncate_frames,
-            gradient_checkpointing=args.gradient_checkpointing,
-        )
-    except (TypeError, ValueError) as err:
-        raise CommandError(f"invalid option: {err}") from err
+        fixed["generation_kwargs"] = parse_sampling(args.sampling)
+    return make_config(MusicBackpropConfig, args, **fixed)
 
 
 def run_backprop(args: argparse.Namespace, eval_prompts: list[str] | None) -> int:

@@ -34,9 +34,18 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
+from ..integrations.dpo_config import MusicDPOConfig
 from . import provenance
 from .musicgen import add_musicgen_arguments, load_backend
-from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
+from .options import (
+    CommandError,
+    add_command,
+    add_config_options,
+    add_device_argument,
+    check_output,
+    make_config,
+    resolve_device,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -46,24 +55,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", required=True, metavar="ADAPTER_DIR", help="where the adapter is saved")
     p.add_argument("--eval-pairs", metavar="DIR", help="held-out pairs to evaluate after training")
     p.add_argument("--overwrite", action="store_true", help="train again and replace the adapter in --out")
-    p.add_argument("--beta", type=float, default=0.1, help="DPO temperature: how far the policy may move")
-    p.add_argument(
-        "--loss-type", default="sigmoid", choices=("sigmoid", "ipo"), help="DPO loss (trl's names)"
-    )
-    p.add_argument("--lr", type=float, default=1e-4, help="learning rate (default 1e-4)")
-    p.add_argument("--epochs", type=float, default=3.0, help="passes over the pairs")
-    p.add_argument("--max-steps", type=int, default=-1, help="optimizer steps; overrides --epochs when > 0")
-    p.add_argument("--batch-size", type=int, default=8, help="pairs per device per step")
-    p.add_argument("--grad-accum", type=int, default=1, help="gradient accumulation steps")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank")
-    p.add_argument(
-        "--lora-alpha", type=int, default=16, help="LoRA scaling (alpha / r multiplies the update)"
-    )
-    p.add_argument("--seed", type=int, default=42, help="adapter init and pair order")
-    p.add_argument("--logging-steps", type=int, default=10, help="log metrics every N optimizer steps")
-    p.add_argument(
-        "--save-steps", type=int, default=500, help="optimizer steps per resumable checkpoint (default 500)"
-    )
+    add_config_options(p, MusicDPOConfig)
     p.add_argument("--precompute-ref", action="store_true", help="compute reference log-probs once up front")
     p.add_argument("--bf16", action="store_true", help="bf16 mixed precision")
     add_device_argument(p, "training (under accelerate launch: cpu or each process's GPU)")
@@ -73,30 +65,11 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 RUN_RECORD = "dpo_run.json"
 
 
-def _config(args: argparse.Namespace):
-    from ..integrations.dpo import MusicDPOConfig
-
-    try:
-        return MusicDPOConfig(
-            output_dir=args.out,
-            beta=args.beta,
-            loss_type=args.loss_type,
-            learning_rate=args.lr,
-            num_train_epochs=args.epochs,
-            max_steps=args.max_steps,
-            per_device_train_batch_size=args.batch_size,
-            per_device_eval_batch_size=args.batch_size,
-            gradient_accumulation_steps=args.grad_accum,
-            lora_r=args.lora_r,
-            lora_alpha=args.lora_alpha,
-            seed=args.seed,
-            logging_steps=args.logging_steps,
-            save_steps=args.save_steps,
-            precompute_ref_log_probs=args.precompute_ref,
-            bf16=args.bf16,
-        )
-    except (TypeError, ValueError) as err:
-        raise CommandError(f"invalid option: {err}") from err
+def _config(args: argparse.Namespace) -> MusicDPOConfig:
+    fixed = {"output_dir": args.out, "precompute_ref_log_probs": args.precompute_ref, "bf16": args.bf16}
+    if args.batch_size is not None:  # pairs are evaluated in batches of the training size
+        fixed["per_device_eval_batch_size"] = args.batch_size
+    return make_config(MusicDPOConfig, args, **fixed)
 
 
 def _pairs_identity(path: str) -> dict:
@@ -132,7 +105,7 @@ def _read_pairs(path: str, backend, what: str):
     return pairs
 
 
-def _accelerator(args: argparse.Namespace):
+def _accelerator(args: argparse.Namespace, config: MusicDPOConfig):
     """None (the trainer's own: GPU when there is one) or a CPU accelerator for --device cpu."""
     device = resolve_device(args.device)  # unknown or missing device: one line, exit 2
     if args.device == "auto" or device.startswith("cuda"):
@@ -143,7 +116,9 @@ def _accelerator(args: argparse.Namespace):
         )
     accelerate = require("accelerate")
     return accelerate.Accelerator(
-        cpu=True, gradient_accumulation_steps=args.grad_accum, mixed_precision="bf16" if args.bf16 else "no"
+        cpu=True,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision="bf16" if config.bf16 else "no",
     )
 
 
@@ -190,7 +165,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_output(args.out, "--out", folder=True)
     config = _config(args)
-    accelerator = _accelerator(args)
+    accelerator = _accelerator(args, config)
     record = {
         "backend": args.backend,
         "musicgen": args.musicgen,

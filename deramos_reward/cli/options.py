@@ -3,9 +3,42 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import typing
+from typing import Any
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
+
+# flag -> (config field, help) of the adapter trainers' settings (MusicDPOConfig, MusicRLConfig,
+# MusicBackpropConfig); a command offers the options whose field its config class has.
+CONFIG_OPTIONS = {
+    "--lr": ("learning_rate", "learning rate"),
+    "--max-steps": ("max_steps", "optimizer steps (dpo: -1 = train for --epochs)"),
+    "--grad-accum": ("gradient_accumulation_steps", "micro-batches per optimizer update"),
+    "--lora-r": ("lora_r", "LoRA rank"),
+    "--lora-alpha": ("lora_alpha", "LoRA scaling (alpha / r multiplies the update)"),
+    "--logging-steps": ("logging_steps", "optimizer steps per log row"),
+    "--save-steps": ("save_steps", "optimizer steps per resumable checkpoint"),
+    "--seed": ("seed", "seed of the adapter's initialisation, the data order and sampling"),
+    "--beta": ("beta", "how far the policy may move from the reference (dpo: temperature; rl: KL weight)"),
+    "--loss-type": ("loss_type", "dpo: sigmoid or ipo; rl: grpo, bnpo, dr_grpo or dapo"),
+    "--epochs": ("num_train_epochs", "passes over the pairs"),
+    "--batch-size": ("per_device_train_batch_size", "pairs per device per step"),
+    "--num-generations": ("num_generations", "samples per prompt and step (backprop: default 2)"),
+    "--prompts-per-step": ("prompts_per_step", "prompts per step, all processes together"),
+    "--duration": ("duration", "seconds per sample"),
+    "--temperature": ("temperature", "sampling temperature"),
+    "--top-k": ("top_k", "top-k sampling, 0 = off"),
+    "--eval-steps": ("eval_steps", "steps per evaluation on --eval-prompts (default: start and end)"),
+    "--epsilon": ("epsilon", "clip range of the importance ratio"),
+    "--num-iterations": ("num_iterations", "updates per batch of samples"),
+    "--advantage": ("advantage", "grpo (group mean/std) or rloo (leave-one-out)"),
+    "--mi-weight": ("mi_weight", "weight of MI in the reward"),
+    "--ta-weight": ("ta_weight", "weight of TA in the reward"),
+    "--uncertainty-penalty": ("uncertainty_penalty", "reward mean - this x the judge's std"),
+    "--diversity-weight": ("diversity_weight", "bonus for distinct samples in a group"),
+}
 
 
 class CommandError(Exception):
@@ -36,6 +69,45 @@ def add_command(
     """The parser of subcommand ``name``: ``summary`` is its line in ``deramos --help``, ``doc`` (the
     module docstring) its description; every option's help shows its default."""
     return sub.add_parser(name, help=summary, description=doc, formatter_class=HelpFormatter)
+
+
+def config_options(config_type: type) -> dict[str, tuple[str, str]]:
+    """The entries of :data:`CONFIG_OPTIONS` whose field the dataclass ``config_type`` has."""
+    fields = {f.name for f in dataclasses.fields(config_type)}
+    return {flag: entry for flag, entry in CONFIG_OPTIONS.items() if entry[0] in fields}
+
+
+def add_config_options(p: argparse.ArgumentParser, config_type: type) -> None:
+    """The options of ``config_type``'s fields (:func:`config_options`), typed as the fields.
+
+    Options default to None, so only those given override the config (or a ``--config`` file); the
+    help names the field's own default.
+    """
+    hints = typing.get_type_hints(config_type)
+    defaults = {f.name: f.default for f in dataclasses.fields(config_type)}
+    for flag, (field, text) in config_options(config_type).items():
+        kind = next(t for t in typing.get_args(hints[field]) or (hints[field],) if t is not type(None))
+        if "default" not in text and defaults[field] is not None:
+            text = f"{text} (default {defaults[field]})"
+        p.add_argument(flag, type=kind, default=None, help=text)
+
+
+def config_values(args: argparse.Namespace, config_type: type) -> dict[str, Any]:
+    """``{field: value}`` of the options of ``config_type`` given on the command line."""
+    options = config_options(config_type)
+    values = {field: getattr(args, flag[2:].replace("-", "_"), None) for flag, (field, _) in options.items()}
+    return {field: value for field, value in values.items() if value is not None}
+
+
+def make_config(
+    config_type: type, args: argparse.Namespace, base: dict[str, Any] | None = None, **fixed: Any
+):
+    """``config_type`` from ``base`` values, then the options given (:func:`config_values`), then
+    ``fixed``; an invalid value is a CommandError."""
+    try:
+        return config_type(**{**(base or {}), **config_values(args, config_type), **fixed})
+    except (TypeError, ValueError) as err:
+        raise CommandError(f"invalid option: {err}") from err
 
 
 def add_device_argument(

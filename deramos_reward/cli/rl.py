@@ -29,40 +29,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..integrations.rl_config import MusicRLConfig
 from .backprop import add_method_arguments, check_method_arguments, run_backprop
 from .musicgen import add_musicgen_arguments, add_prompt_arguments, load_backend, parse_sampling, read_prompts
-from .options import CommandError, add_command
-
-# option -> (MusicRLConfig field, type, help); every default comes from MusicRLConfig (or --config)
-_OPTIONS = {
-    "--num-generations": ("num_generations", int, "samples per prompt (the group; default 8)"),
-    "--prompts-per-step": ("prompts_per_step", int, "prompts per step, all processes together (default 4)"),
-    "--max-steps": ("max_steps", int, "optimizer steps (default 100)"),
-    "--lr": ("learning_rate", float, "learning rate (default 1e-4)"),
-    "--beta": ("beta", float, "weight of the KL to the reference (default 0.04)"),
-    "--epsilon": ("epsilon", float, "clip range of the importance ratio (default 0.2)"),
-    "--num-iterations": ("num_iterations", int, "updates per batch of samples (default 1)"),
-    "--advantage": ("advantage", str, "grpo (group mean/std) or rloo (leave-one-out) (default grpo)"),
-    "--loss-type": ("loss_type", str, "grpo, bnpo, dr_grpo or dapo (default dapo)"),
-    "--duration": ("duration", float, "seconds per sample (default 2)"),
-    "--temperature": ("temperature", float, "sampling temperature (default 1)"),
-    "--top-k": ("top_k", int, "top-k sampling, 0 = off (default 0)"),
-    "--mi-weight": ("mi_weight", float, "weight of MI (default 0.5)"),
-    "--ta-weight": ("ta_weight", float, "weight of TA (default 0.5)"),
-    "--uncertainty-penalty": (
-        "uncertainty_penalty",
-        float,
-        "reward mean - this x the judge's std (default 0)",
-    ),
-    "--diversity-weight": ("diversity_weight", float, "bonus for distinct samples in a group (default 0)"),
-    "--lora-r": ("lora_r", int, "LoRA rank (default 8)"),
-    "--lora-alpha": ("lora_alpha", int, "LoRA alpha (default 16)"),
-    "--grad-accum": ("gradient_accumulation_steps", int, "micro-batches per update (default 1)"),
-    "--logging-steps": ("logging_steps", int, "steps per log row (default 10)"),
-    "--save-steps": ("save_steps", int, "steps per checkpoint (default 500)"),
-    "--eval-steps": ("eval_steps", int, "steps per evaluation on --eval-prompts (default: start and end)"),
-    "--seed": ("seed", int, "seed of sampling and the adapter's initialisation (default 42)"),
-}
+from .options import (
+    CommandError,
+    add_command,
+    add_config_options,
+    make_config,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
@@ -79,8 +54,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (resumed when it exists)")
     p.add_argument("--config", metavar="JSON", help="a MusicRLConfig JSON file (options override it)")
-    for flag, (_, kind, text) in _OPTIONS.items():
-        p.add_argument(flag, type=kind, default=None, help=text)
+    add_config_options(p, MusicRLConfig)
     p.add_argument("--no-normalize-per-axis", action="store_true", help="sum MI and TA without standardising")
     p.add_argument(
         "--sampling",
@@ -99,8 +73,6 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 
 def build_config(args: argparse.Namespace) -> Any:
     """The ``MusicRLConfig`` of a command line: ``--config`` (if any), then the options given."""
-    from ..integrations.rl import MusicRLConfig
-
     values: dict[str, Any] = {}
     if args.config:
         path = Path(args.config)
@@ -110,10 +82,6 @@ def build_config(args: argparse.Namespace) -> Any:
             values = MusicRLConfig.from_json(path.read_text()).to_dict()
         except (json.JSONDecodeError, TypeError, ValueError) as err:
             raise CommandError(f"--config {args.config}: {err}") from err
-    for flag, (field, _, _) in _OPTIONS.items():
-        value = getattr(args, flag[2:].replace("-", "_"))
-        if value is not None:
-            values[field] = value
     if args.no_normalize_per_axis:
         values["normalize_per_axis"] = False
     if args.bf16 is not None:
@@ -123,11 +91,7 @@ def build_config(args: argparse.Namespace) -> Any:
             **(values.get("generation_kwargs") or {}),
             **parse_sampling(args.sampling),
         }
-    values["output_dir"] = args.out
-    try:
-        return MusicRLConfig(**values)
-    except (TypeError, ValueError) as err:
-        raise CommandError(f"invalid option: {err}") from err
+    return make_config(MusicRLConfig, args, values, output_dir=args.out)
 
 
 def _eval_prompts(path: str | None) -> list[str] | None:
