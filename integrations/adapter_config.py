@@ -61,12 +61,18 @@ class AdapterTrainingConfig:
     learning_rate: float = 1e-4
     """AdamW step size (trl's default 1e-6 is for full fine-tuning; a LoRA adapter takes larger steps)."""
     max_steps: int = 100
+    """Optimizer updates to train for."""
     gradient_accumulation_steps: int = 1
+    """Micro-batches whose gradients add up to one optimizer update."""
     max_grad_norm: float = 1.0
+    """Clip the adapter's gradient to this global L2 norm before each update."""
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    """Updates over which the learning rate ramps up linearly from 0."""
     lr_scheduler_type: str = "linear"
+    """The learning rate after warm-up: one of :data:`SCHEDULERS` (transformers' schedules)."""
     logging_steps: int = 10
+    """Updates per row of the log."""
     save_steps: int = 500
     """With ``output_dir`` set: write a resumable checkpoint there every this many optimizer steps."""
     seed: int = 42

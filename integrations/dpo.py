@@ -45,6 +45,7 @@ from torch import nn
 from deramos_reward._optional import require
 
 from . import tuning
+from .adapter_config import AdapterTrainingConfig
 from .backend import musicgen_backend
 from .backend_audiocraft import AUDIOCRAFT_LORA_TARGETS
 from .backend_base import MusicGenBackend
@@ -70,24 +71,21 @@ def _peft():
     return require("peft")
 
 
-def default_lora_config(
-    backend: MusicGenBackend,
-    r: int = 8,
-    lora_alpha: int = 16,
-    lora_dropout: float = 0.0,
-    target_modules: str | list[str] | None = None,
-) -> Any:
-    """A ``peft.LoraConfig`` on MusicGen's decoder attention and feed-forward projections.
+def default_lora_config(backend: MusicGenBackend, config: AdapterTrainingConfig | None = None) -> Any:
+    """A ``peft.LoraConfig`` from ``config``'s ``lora_*`` fields (the defaults when None): rank 8, alpha
+    16, no dropout, on MusicGen's decoder attention and feed-forward projections.
 
     ``backend``: a :class:`~.backend_base.MusicGenBackend` (or a MusicGen; see ``musicgen_backend``);
-    ``target_modules`` None takes the backend's :meth:`~.backend_base.MusicGenBackend.lora_target_modules`.
+    ``config.lora_target_modules`` None takes the backend's
+    :meth:`~.backend_base.MusicGenBackend.lora_target_modules`.
     """
-    backend = musicgen_backend(backend)  # a backend is returned as is
-    if target_modules is None:
-        target_modules = backend.lora_target_modules()
-    return _peft().LoraConfig(
-        r=r, lora_alpha=lora_alpha, lora_dropout=lora_dropout, target_modules=target_modules, bias="none"
+    c = MusicDPOConfig() if config is None else config
+    targets = (
+        musicgen_backend(backend).lora_target_modules()
+        if c.lora_target_modules is None
+        else c.lora_target_modules
     )
+    return tuning.lora_config(targets, r=c.lora_r, alpha=c.lora_alpha, dropout=c.lora_dropout)
 
 
 class SequenceScorer(nn.Module):
@@ -198,10 +196,7 @@ class MusicDPOTrainer:
         self.eval_dataset = None if eval_dataset is None else check_pairs(eval_dataset, name="eval_dataset")
         already_adapted = isinstance(self.backend.trainable_module(), _peft().PeftModel)
         if peft_config is None and not already_adapted:
-            a = self.args
-            peft_config = default_lora_config(
-                self.backend, a.lora_r, a.lora_alpha, a.lora_dropout, a.lora_target_modules
-            )
+            peft_config = default_lora_config(self.backend, self.args)
         self.policy = tuning.attach_lora(self.backend, peft_config=peft_config, seed=self.args.seed)
         self._own_accelerator = accelerator is None
         self.accelerator = self._new_accelerator() if accelerator is None else accelerator
