@@ -17,7 +17,9 @@ from .checkpoint import atomic_write_bytes
 from .errors import InputError
 
 
-def json_object(line: str, where: str, error: type[InputError] = InputError, hint: str = "") -> dict[str, Any]:
+def json_object(
+    line: str, where: str, error: type[InputError] = InputError, hint: str = ""
+) -> dict[str, Any]:
     """One JSON line -> its object, or ``error`` naming ``where`` (``file:line``) for text that is not
     JSON or JSON that is not an object; ``hint`` ends the message (what to do about it)."""
     try:
