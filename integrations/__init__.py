@@ -9,7 +9,7 @@ audiocraft, peft or trl. Every MusicGen consumer talks to one backend interface:
 
 from __future__ import annotations
 
-from typing import Any
+from deramos_reward._lazy import lazy_getattr
 
 _LAZY = {
     "musicgen_backend": "backend",
@@ -22,11 +22,4 @@ _LAZY = {
 __all__ = sorted(_LAZY)
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        value = getattr(importlib.import_module(f"{__name__}.{_LAZY[name]}"), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

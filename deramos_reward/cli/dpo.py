@@ -67,8 +67,8 @@ RUN_RECORD = "dpo_run.json"
 
 def _config(args: argparse.Namespace) -> MusicDPOConfig:
     fixed = {"output_dir": args.out, "precompute_ref_log_probs": args.precompute_ref, "bf16": args.bf16}
-    if args.batch_size is not None:  # pairs are evaluated in batches of the training size
-        fixed["per_device_eval_batch_size"] = args.batch_size
+    if args.per_device_train_batch_size is not None:  # pairs are evaluated in batches of the training size
+        fixed["per_device_eval_batch_size"] = args.per_device_train_batch_size
     return make_config(MusicDPOConfig, args, **fixed)
 
 

@@ -10,34 +10,47 @@ from typing import Any
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 
-# flag -> (config field, help) of the adapter trainers' settings (MusicDPOConfig, MusicRLConfig,
-# MusicBackpropConfig); a command offers the options whose field its config class has.
+# config field -> (flag, help) of the settings the training commands take from the command line:
+# the judge's TrainConfig (train) and the adapter trainers' MusicDPOConfig, MusicRLConfig and
+# MusicBackpropConfig (dpo, rl); a command offers the options whose field its config class has.
 CONFIG_OPTIONS = {
-    "--lr": ("learning_rate", "learning rate"),
-    "--max-steps": ("max_steps", "optimizer steps (dpo: -1 = train for --epochs)"),
-    "--grad-accum": ("gradient_accumulation_steps", "micro-batches per optimizer update"),
-    "--lora-r": ("lora_r", "LoRA rank"),
-    "--lora-alpha": ("lora_alpha", "LoRA scaling (alpha / r multiplies the update)"),
-    "--logging-steps": ("logging_steps", "optimizer steps per log row"),
-    "--save-steps": ("save_steps", "optimizer steps per resumable checkpoint"),
-    "--seed": ("seed", "seed of the adapter's initialisation, the data order and sampling"),
-    "--beta": ("beta", "how far the policy may move from the reference (dpo: temperature; rl: KL weight)"),
-    "--loss-type": ("loss_type", "dpo: sigmoid or ipo; rl: grpo, bnpo, dr_grpo or dapo"),
-    "--epochs": ("num_train_epochs", "passes over the pairs"),
-    "--batch-size": ("per_device_train_batch_size", "pairs per device per step"),
-    "--num-generations": ("num_generations", "samples per prompt and step (backprop: default 2)"),
-    "--prompts-per-step": ("prompts_per_step", "prompts per step, all processes together"),
-    "--duration": ("duration", "seconds per sample"),
-    "--temperature": ("temperature", "sampling temperature"),
-    "--top-k": ("top_k", "top-k sampling, 0 = off"),
-    "--eval-steps": ("eval_steps", "steps per evaluation on --eval-prompts (default: start and end)"),
-    "--epsilon": ("epsilon", "clip range of the importance ratio"),
-    "--num-iterations": ("num_iterations", "updates per batch of samples"),
-    "--advantage": ("advantage", "grpo (group mean/std) or rloo (leave-one-out)"),
-    "--mi-weight": ("mi_weight", "weight of MI in the reward"),
-    "--ta-weight": ("ta_weight", "weight of TA in the reward"),
-    "--uncertainty-penalty": ("uncertainty_penalty", "reward mean - this x the judge's std"),
-    "--diversity-weight": ("diversity_weight", "bonus for distinct samples in a group"),
+    "learning_rate": ("--lr", "learning rate"),
+    "max_steps": ("--max-steps", "optimizer steps (dpo: -1 = train for --epochs)"),
+    "gradient_accumulation_steps": ("--grad-accum", "micro-batches per optimizer update"),
+    "lora_r": ("--lora-r", "LoRA rank"),
+    "lora_alpha": ("--lora-alpha", "LoRA scaling (alpha / r multiplies the update)"),
+    "logging_steps": ("--logging-steps", "optimizer steps per log row"),
+    "save_steps": ("--save-steps", "optimizer steps per resumable checkpoint"),
+    "seed": ("--seed", "seed of the initialisation, the data order, dropout and sampling"),
+    "beta": ("--beta", "how far the policy may move from the reference (dpo: temperature; rl: KL weight)"),
+    "loss_type": ("--loss-type", "dpo: sigmoid or ipo; rl: grpo, bnpo, dr_grpo or dapo"),
+    "num_train_epochs": ("--epochs", "passes over the pairs"),
+    "per_device_train_batch_size": ("--batch-size", "pairs per device per step"),
+    "num_generations": ("--num-generations", "samples per prompt and step (backprop: default 2)"),
+    "prompts_per_step": ("--prompts-per-step", "prompts per step, all processes together"),
+    "duration": ("--duration", "seconds per sample"),
+    "temperature": ("--temperature", "sampling temperature"),
+    "top_k": ("--top-k", "top-k sampling, 0 = off"),
+    "eval_steps": ("--eval-steps", "steps per evaluation on --eval-prompts (default: start and end)"),
+    "epsilon": ("--epsilon", "clip range of the importance ratio"),
+    "num_iterations": ("--num-iterations", "updates per batch of samples"),
+    "advantage": ("--advantage", "grpo (group mean/std) or rloo (leave-one-out)"),
+    "mi_weight": ("--mi-weight", "weight of MI in the reward"),
+    "ta_weight": ("--ta-weight", "weight of TA in the reward"),
+    "uncertainty_penalty": ("--uncertainty-penalty", "reward mean - this x the judge's std"),
+    "diversity_weight": ("--diversity-weight", "bonus for distinct samples in a group"),
+    "lr": ("--lr", "AdamW learning rate"),
+    "batch_size": ("--batch-size", "global batch = the list BALR ranks"),
+    "max_epochs": ("--max-epochs", "epochs; raise it to extend a finished run"),
+    "patience": ("--patience", "epochs without improvement before stopping; 0 = never"),
+    "early_stopping": ("--early-stopping", "what patience watches: loss, mi_sys_srcc or combined"),
+    "mixed_precision": ("--mixed-precision", "no, bf16 or fp16"),
+    "num_workers": ("--num-workers", "audio loader processes for feature extraction"),
+    "feature_cache": ("--feature-cache", "folder for cached encoder features (default OUT/features)"),
+    "max_seconds": ("--max-seconds", "crop clips to their first N seconds (default: window long clips)"),
+    "train_split": ("--train-split", "the training split"),
+    "val_split": ("--val-split", "the validation split"),
+    "init_from": ("--init-from", "start from this checkpoint folder's weights and config"),
 }
 
 
@@ -74,7 +87,7 @@ def add_command(
 def config_options(config_type: type) -> dict[str, tuple[str, str]]:
     """The entries of :data:`CONFIG_OPTIONS` whose field the dataclass ``config_type`` has."""
     fields = {f.name for f in dataclasses.fields(config_type)}
-    return {flag: entry for flag, entry in CONFIG_OPTIONS.items() if entry[0] in fields}
+    return {field: entry for field, entry in CONFIG_OPTIONS.items() if field in fields}
 
 
 def add_config_options(p: argparse.ArgumentParser, config_type: type) -> None:
@@ -85,17 +98,16 @@ def add_config_options(p: argparse.ArgumentParser, config_type: type) -> None:
     """
     hints = typing.get_type_hints(config_type)
     defaults = {f.name: f.default for f in dataclasses.fields(config_type)}
-    for flag, (field, text) in config_options(config_type).items():
+    for field, (flag, text) in config_options(config_type).items():
         kind = next(t for t in typing.get_args(hints[field]) or (hints[field],) if t is not type(None))
         if "default" not in text and defaults[field] is not None:
             text = f"{text} (default {defaults[field]})"
-        p.add_argument(flag, type=kind, default=None, help=text)
+        p.add_argument(flag, type=kind, dest=field, default=None, help=text)
 
 
 def config_values(args: argparse.Namespace, config_type: type) -> dict[str, Any]:
     """``{field: value}`` of the options of ``config_type`` given on the command line."""
-    options = config_options(config_type)
-    values = {field: getattr(args, flag[2:].replace("-", "_"), None) for flag, (field, _) in options.items()}
+    values = {field: getattr(args, field, None) for field in config_options(config_type)}
     return {field: value for field, value in values.items() if value is not None}
 
 

@@ -19,31 +19,18 @@ import math
 import os
 import sys
 
+from ..training.config import TrainConfig
 from .options import (
     CommandError,
     add_command,
+    add_config_options,
     add_device_argument,
     add_rating_scale_argument,
     check_output,
+    config_values,
     resolve_device,
 )
 
-# flag -> TrainConfig field, for the overrides that take a value
-_OVERRIDES = {
-    "lr": (float, "AdamW learning rate (default 5e-5)"),
-    "batch_size": (int, "global batch = the list BALR ranks (default 32)"),
-    "max_epochs": (int, "default 100; raise it to extend a finished run"),
-    "patience": (int, "epochs without improvement before stopping; 0 = never (default 15)"),
-    "early_stopping": (str, "what patience watches: loss, mi_sys_srcc or combined (default loss)"),
-    "seed": (int, "heads init, shuffling, dropout (default 1984)"),
-    "mixed_precision": (str, "no, bf16 or fp16 (default no)"),
-    "num_workers": (int, "audio loader processes for feature extraction (default 0)"),
-    "feature_cache": (str, "folder for cached encoder features (default OUT/features)"),
-    "max_seconds": (float, "crop clips to their first N seconds (default: window long clips)"),
-    "train_split": (str, "default train"),
-    "val_split": (str, "default dev"),
-    "init_from": (str, "start from this checkpoint folder's weights and config"),
-}
 TRAIN_DEVICES = ("auto", "cpu", "cuda")
 
 
@@ -65,8 +52,7 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--beta", type=float, help="SAMA weight (default 0.3)")
     p.add_argument("--gather-balr", action="store_true", help="BALR over the global batch of all processes")
     add_rating_scale_argument(p)
-    for field, (kind, text) in _OVERRIDES.items():
-        p.add_argument("--" + field.replace("_", "-"), type=kind, dest=field, help=text)
+    add_config_options(p, TrainConfig)
     p.add_argument(
         "--init",
         dest="init_from",
@@ -115,16 +101,12 @@ def _device(spec: str | None) -> str | None:
 def build_config(args: argparse.Namespace):
     """TrainConfig from ``--config`` (if any) with the command-line overrides applied."""
     from ..losses import LossWeights
-    from ..training import TrainConfig
 
     data = TrainConfig.load(args.config).to_dict() if args.config else {}
     model = _model_setting(args)
     if model is not None:
         data["model"] = model
-    for field in _OVERRIDES:
-        value = getattr(args, field)
-        if value is not None:
-            data[field] = value
+    data.update(config_values(args, TrainConfig))
     device = _device(args.device)
     if device is not None:
         data["device"] = device

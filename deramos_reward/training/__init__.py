@@ -8,9 +8,22 @@ result = train(TrainConfig(model="tiny", max_epochs=30, lr=1e-3), "corpus/", "ru
 
 from __future__ import annotations
 
-from .config import TrainConfig
-from .features import ClipFeatures, FeatureSet, cached_feature_set, extract_features, heads_forward
-from .trainer import CHECKPOINTS, TrainResult, predict_features, train
+from deramos_reward._lazy import lazy_getattr
+
+# Imported on first use, so reading a TrainConfig (the ``deramos`` command line) does not load the
+# trainer and the metrics.
+_LAZY = {
+    "TrainConfig": "config",
+    "ClipFeatures": "features",
+    "FeatureSet": "features",
+    "cached_feature_set": "features",
+    "extract_features": "features",
+    "heads_forward": "features",
+    "CHECKPOINTS": "trainer",
+    "TrainResult": "trainer",
+    "predict_features": "trainer",
+    "train": "trainer",
+}
 
 __all__ = [
     "CHECKPOINTS",
@@ -24,3 +37,6 @@ __all__ = [
     "predict_features",
     "train",
 ]
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY)
