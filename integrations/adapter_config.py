@@ -158,12 +158,14 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
     them): ``prompts_per_step`` prompts x ``num_generations`` samples of ``duration`` seconds per step."""
 
     num_generations: int = 8
-    """Samples per prompt and step."""
+    """Samples per prompt and step (RL: the group whose rewards give each other's baseline, at least 2)."""
     beta: float = 0.04
-    """Weight of the KL to the reference policy (the model with the adapter disabled)."""
+    """Weight of the KL to the reference policy (the model with the adapter disabled); RL uses the
+    per-token k3 estimate."""
     temperature: float = 1.0
     top_k: int = 0
-    """0 = sample from the full next-code distribution (the one the KL and the log-probs describe)."""
+    """0 = sample from the full next-code distribution (the one the KL and the log-probs describe;
+    MusicGen usually samples with top-k 250: set it for cleaner audio at the cost of that match)."""
     report_to: str | list[str] = "all"
     """accelerate trackers: ``"all"`` installed ones, ``"none"``, or a list of names."""
     generation_kwargs: dict[str, Any] | None = None

@@ -6,7 +6,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from deramos_reward.errors import InputError
-from deramos_reward.validation import check_bool, check_number, check_positive_float, check_positive_int
+from deramos_reward.validation import (
+    check_bool,
+    check_choice,
+    check_number,
+    check_positive_float,
+    check_positive_int,
+)
 
 from .adapter_config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
 from .preference import DPO_LOSS_TYPES
@@ -55,8 +61,7 @@ class MusicDPOConfig(AdapterTrainingConfig):
             if len(self.loss_type) != 1:
                 raise InputError(f"{name('loss_type')} must be one loss, got {self.loss_type!r}")
             self.loss_type = self.loss_type[0]
-        if self.loss_type not in DPO_LOSS_TYPES:
-            raise InputError(f"{name('loss_type')} must be one of {DPO_LOSS_TYPES}, got {self.loss_type!r}")
+        check_choice(self.loss_type, name("loss_type"), DPO_LOSS_TYPES)
         check_positive_float(self.beta, name("beta"))
         if not 0 <= check_number(self.label_smoothing, name("label_smoothing")) < 0.5:
             raise InputError(f"{name('label_smoothing')} must lie in [0, 0.5), got {self.label_smoothing}")

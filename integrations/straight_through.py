@@ -148,8 +148,7 @@ def _decode(
     logits: Any,
     gradient_checkpointing: bool,
 ) -> torch.Tensor:
-    codes = check_codes(codes)
-    one_hot = straight_through_one_hot(codes, logits)
+    one_hot = straight_through_one_hot(codes, logits)  # checks codes; soft_decode converts them
     if not gradient_checkpointing:
         return soft_decode(model, one_hot, codes)
     # Keep only the one-hot; the codec's activations are recomputed during backward.

@@ -81,6 +81,9 @@ from deramos_reward.jsonl import append_rows, write_rows
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
 from deramos_reward.validation import check_prompts
 
+from .adapter_config import SCHEDULERS
+from .backend import musicgen_backend
+
 __all__ = [
     "CHECKPOINT_DIR",
     "RUN_STATE",
@@ -108,7 +111,6 @@ CHECKPOINT_DIR = "checkpoint"
 """Name of the checkpoint folder inside a run folder."""
 _STATE_FILE = "trainer_state.json"
 _SETTINGS_FILE = "settings.json"
-_SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 
 
 # ----------------------------------------------------------------------------------------------- LoRA
@@ -218,8 +220,6 @@ def set_up_policy(
     ``(audio [B, C, T], sample_rate, prompts) -> [B]``; ``config`` an instance of ``config_type`` whose
     ``duration`` gives at least the model's minimum number of frames.
     """
-    from .backend import musicgen_backend  # the backend modules import logprobs, which imports nothing here
-
     if not isinstance(config, config_type):
         raise TypeError(f"config must be a {config_type.__name__}, got {type(config).__name__}")
     if not callable(reward):
@@ -354,8 +354,8 @@ def make_accelerator(
 
 def make_scheduler(optimizer: torch.optim.Optimizer, name: str, warmup_steps: int, total_steps: int) -> Any:
     """transformers' ``get_scheduler`` (``linear``, ``constant``, ``constant_with_warmup``, ``cosine``)."""
-    if name not in _SCHEDULERS:
-        raise ValueError(f"lr_scheduler_type must be one of {_SCHEDULERS}, got {name!r}")
+    if name not in SCHEDULERS:
+        raise ValueError(f"lr_scheduler_type must be one of {SCHEDULERS}, got {name!r}")
     transformers = require("transformers")
     return transformers.get_scheduler(
         name, optimizer, num_warmup_steps=warmup_steps, num_training_steps=max(1, total_steps)

@@ -73,7 +73,9 @@ def test_command_options_are_typed_and_defaulted_by_the_config_class(capsys):
     with pytest.raises(SystemExit):
         parser.parse_args(["rl", "--help"])
     rl_help = " ".join(capsys.readouterr().out.split())
-    assert "learning rate (default 0.0001)" in rl_help and "(default 0.04)" in rl_help
+    assert "learning rate (default: 0.0001)" in rl_help and "(default: 0.04)" in rl_help
+    assert "--lr LR " in rl_help and "--grad-accum GRAD_ACCUM " in rl_help  # metavars name the flags
+    assert "(backprop: default 2) (default: 8)" in rl_help
     args = parser.parse_args([*RL, "--lr", "0.01", "--num-generations", "4", "--grad-accum", "2"])
     config = rl_config_of(args)
     assert (config.learning_rate, config.num_generations, config.gradient_accumulation_steps) == (0.01, 4, 2)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from ..validation import check_file
+from . import provenance
 from .options import CommandError
 
 
@@ -46,12 +47,13 @@ def add_reward_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_prompt_arguments(p: argparse.ArgumentParser, what: str = "prompt") -> None:
-    """``--prompt`` (repeatable) and ``--prompts FILE``; read them with ``generate.read_prompts``."""
+    """``--prompt`` (repeatable) and ``--prompts FILE``; read them with :func:`read_prompts`."""
     p.add_argument("--prompt", action="append", default=[], help=f"a {what} (repeat for several)")
     p.add_argument("--prompts", metavar="FILE", help=f"a text file with one {what} per line")
 
 
 def read_prompts(args: argparse.Namespace) -> list[str]:
+    """The prompts of ``--prompt`` and ``--prompts FILE`` (one per non-empty line), or CommandError."""
     prompts = [p for p in args.prompt]
     if args.prompts:
         path = Path(check_file(args.prompts, "--prompts file"))
@@ -107,8 +109,6 @@ def check_sampling_arguments(args: argparse.Namespace) -> dict[str, Any]:
 
 def generation_settings(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
     """The arguments of a best-of-N command that must match for a rerun to resume its output."""
-    from . import provenance
-
     return {
         "backend": args.backend,
         "musicgen": args.musicgen,

@@ -100,9 +100,10 @@ def add_config_options(p: argparse.ArgumentParser, config_type: type) -> None:
     defaults = {f.name: f.default for f in dataclasses.fields(config_type)}
     for field, (flag, text) in config_options(config_type).items():
         kind = next(t for t in typing.get_args(hints[field]) or (hints[field],) if t is not type(None))
-        if "default" not in text and defaults[field] is not None:
-            text = f"{text} (default {defaults[field]})"
-        p.add_argument(flag, type=kind, dest=field, default=None, help=text)
+        if "(default" not in text and defaults[field] is not None:
+            text = f"{text} (default: {defaults[field]})"
+        metavar = flag[2:].upper().replace("-", "_")  # the flag's name, not the field's
+        p.add_argument(flag, type=kind, dest=field, default=None, metavar=metavar, help=text)
 
 
 def config_values(args: argparse.Namespace, config_type: type) -> dict[str, Any]:

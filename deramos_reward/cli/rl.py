@@ -32,12 +32,7 @@ from typing import Any
 from ..integrations.rl_config import MusicRLConfig
 from .backprop import add_method_arguments, check_method_arguments, run_backprop
 from .musicgen import add_musicgen_arguments, add_prompt_arguments, load_backend, parse_sampling, read_prompts
-from .options import (
-    CommandError,
-    add_command,
-    add_config_options,
-    make_config,
-)
+from .options import CommandError, add_command, add_config_options, make_config
 
 
 def add_parser(sub: argparse._SubParsersAction, name: str) -> None:

@@ -327,7 +327,7 @@ def make_rendered_corpus(
     )
     root = os.path.abspath(os.fspath(root))
     renderer = SoundFontRenderer(sample_rate)  # fails early when the [demo] extra is missing
-    wav_dir, _ = empty_corpus_dirs(root, overwrite)
+    wav_dir = empty_corpus_dirs(root, overwrite)
     design = np.random.default_rng([seed, 0])
     systems = _design_systems(n_systems, design)
     attrs, prompts = _design_prompts(n_prompts, design)

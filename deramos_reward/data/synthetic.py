@@ -301,7 +301,7 @@ def make_corpus(
     """
     check_corpus_args(n_systems, n_prompts, clips_per_pair, seconds, sample_rate, splits, seed, raters)
     root = os.path.abspath(os.fspath(root))
-    wav_dir, sets_dir = empty_corpus_dirs(root, overwrite)
+    wav_dir = empty_corpus_dirs(root, overwrite)
     systems, prompts, attrs = _design(seed, n_systems, n_prompts)
     corpus = SyntheticCorpus(root, sample_rate, systems, prompts)
     listeners = _Listeners(raters, rater_noise)
@@ -335,8 +335,8 @@ def make_corpus(
     return corpus
 
 
-def empty_corpus_dirs(root: str, overwrite: bool) -> tuple[str, str]:
-    """Create ``root/wav`` and ``root/sets``, replacing existing ones only when ``overwrite``."""
+def empty_corpus_dirs(root: str, overwrite: bool) -> str:
+    """Create ``root/wav`` and ``root/sets``, replacing existing ones only when ``overwrite``; -> ``root/wav``."""
     wav_dir, sets_dir = os.path.join(root, "wav"), os.path.join(root, "sets")
     if os.path.exists(wav_dir) or os.path.exists(sets_dir):
         if not overwrite:
@@ -347,7 +347,7 @@ def empty_corpus_dirs(root: str, overwrite: bool) -> tuple[str, str]:
         shutil.rmtree(sets_dir, ignore_errors=True)
     os.makedirs(wav_dir)
     os.makedirs(sets_dir)
-    return wav_dir, sets_dir
+    return wav_dir
 
 
 def _design(
