@@ -145,7 +145,7 @@ def read_checkpoint(directory: Path) -> tuple[DeRAMOSConfig, dict[str, torch.Ten
         raise InputError(f"{config_path} is not valid JSON: {err}") from err
     if not isinstance(data, dict):
         raise InputTypeError(f"{config_path} must hold a JSON object, got {type(data).__name__}")
-    config = DeRAMOSConfig.from_dict(data)
+    config = DeRAMOSConfig.from_saved(data)
     check_backbone_configs(config)
     _refuse_disguised_pickle(weights_path)
     try:

@@ -15,6 +15,9 @@ from typing import Any, Self
 from .errors import InputError, InputTypeError
 
 AUDIO_KINDS = ("muq", "clap")
+POOLING_FORMULAS = ("linear", "tanh")  # attentive pooling scores: w·x + b (reference) or w·tanh(Wx + c) + b
+TA_KEYS = ("frames", "mi")  # what the TA cross-attention attends to: encoder frames or the MI transformer output
+TA_POOLINGS = ("attentive", "mean")  # how the TA branch pools the fused prompt tokens
 TEXT_KINDS = ("roberta", "clap", "hf")
 # all-MiniLM-L6-v2: a pretrained sentence encoder that the [demo] extra installs as a package (offline)
 DEMO_TEXT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
@@ -103,9 +106,15 @@ class TextEncoderConfig:
     name_or_path: str | None = "roberta-base"
     backbone: dict | None = None
     max_tokens: int = 128
+    # hub id or folder of the tokenizer, for a backbone built from ``backbone`` whose weights come from
+    # elsewhere (a converted reference checkpoint holds roberta-base's weights, not its tokenizer).
+    # None: the tokenizer of ``name_or_path``, or the offline byte-level tokenizer.
+    tokenizer: str | None = None
 
     def validate(self, where: str = "text_encoder") -> None:
         _check_source(self, where, TEXT_KINDS)
+        if self.tokenizer is not None:
+            _check_type(where, "tokenizer", self.tokenizer, (str,))
         _check_type(where, "max_tokens", self.max_tokens, (int,))
         if self.max_tokens < 2:
             raise InputError(f"{where}.max_tokens must be >= 2, got {self.max_tokens}")
@@ -193,6 +202,17 @@ TINY_CLAP_BACKBONE: dict = {
 }
 
 
+# The architecture fields added with reference fidelity, and the value a config saved without them
+# (by an earlier version of this package) was built with, so that its checkpoint scores as before.
+LEGACY_ARCHITECTURE: dict[str, Any] = {
+    "attentive_pooling": "tanh",
+    "positional_encoding": True,
+    "ta_keys": "frames",
+    "ta_pooling": "attentive",
+    "alignment_pool": True,
+}
+
+
 @dataclass
 class DeRAMOSConfig(JsonConfig):
     """DeRA-MOS: encoders + MI branch + TA branch. Defaults are the paper's."""
@@ -210,6 +230,13 @@ class DeRAMOSConfig(JsonConfig):
     # TA branch
     ta_heads: int = 4
     ta_mlp: list[int] = field(default_factory=lambda: [384, 192])
+    # Where this package may differ from the authors' code (docs/model.md, "Differences from the
+    # reference code"); the defaults are the reference's trained behaviour.
+    attentive_pooling: str = "linear"  # POOLING_FORMULAS; "tanh" is how checkpoints before 0.2 were built
+    positional_encoding: bool = False  # the reference's trained model never saw it (batch > 1)
+    ta_keys: str = "frames"  # TA_KEYS: "frames" = DeRA-MOS (decoupled), "mi" = ASTAR-NTU
+    ta_pooling: str = "attentive"  # TA_POOLINGS; converted reference checkpoints use "mean"
+    alignment_pool: bool = True  # SAMA's audio embedding: an attentive pool (DeRA-MOS) or a plain mean
     # Add the text queries back onto the cross-attention output (a transformer residual). The
     # reference has none: the fused features are then mixtures of audio frames only, and the prompt
     # acts only through where the attention looks.
@@ -293,7 +320,15 @@ class DeRAMOSConfig(JsonConfig):
             value = getattr(self, key)
             if not isinstance(value, list) or not all(isinstance(v, int) and v > 0 for v in value):
                 raise InputTypeError(f"config.{key} must be a list of positive ints, got {value!r}")
-        _check_type("config", "ta_residual", self.ta_residual, (bool,))
+        for key in ("ta_residual", "positional_encoding", "alignment_pool"):
+            _check_type("config", key, getattr(self, key), (bool,))
+        for key, allowed in (
+            ("attentive_pooling", POOLING_FORMULAS),
+            ("ta_keys", TA_KEYS),
+            ("ta_pooling", TA_POOLINGS),
+        ):
+            if getattr(self, key) not in allowed:
+                raise InputError(f"config.{key} must be one of {allowed}, got {getattr(self, key)!r}")
         if self.ta_dim is not None:
             _check_type("config", "ta_dim", self.ta_dim, (int,))
             if self.ta_dim < 1 or self.ta_dim % self.ta_heads:
@@ -307,6 +342,14 @@ class DeRAMOSConfig(JsonConfig):
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_saved(cls, data: dict[str, Any]) -> DeRAMOSConfig:
+        """A config read from a checkpoint folder: a field it lacks because an earlier version wrote
+        it takes the value that version built with (``LEGACY_ARCHITECTURE``), not today's default."""
+        if not isinstance(data, dict):
+            return cls.from_dict(data)  # raises naming the type
+        return cls.from_dict({**LEGACY_ARCHITECTURE, **data})
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> DeRAMOSConfig:

@@ -14,6 +14,7 @@ from .layers import (
     BinHead,
     SinusoidalPositionalEncoding,
     expected_score,
+    masked_mean,
     pool_tokens,
     score_std,
 )
@@ -34,28 +35,38 @@ class DeRAMOSOutput:
 
 
 class MIBranch(nn.Module):
-    """Audio frames -> MI bin logits: PE -> transformer layer(s) -> attentive pooling -> MLP."""
+    """Audio frames -> MI bin logits: [PE] -> transformer layer(s) -> attentive pooling -> MLP.
+
+    The sinusoidal positional encoding is added only with ``cfg.positional_encoding`` (docs/model.md
+    says why it is off by default).
+    """
 
     def __init__(self, audio_dim: int, cfg: DeRAMOSConfig):
         super().__init__()
-        self.position = SinusoidalPositionalEncoding(audio_dim, cfg.max_frames)
+        self.position = (
+            SinusoidalPositionalEncoding(audio_dim, cfg.max_frames) if cfg.positional_encoding else None
+        )
         layer = nn.TransformerEncoderLayer(
             audio_dim, cfg.mi_heads, cfg.mi_ff_dim, dropout=cfg.dropout, batch_first=True
         )
         self.encoder = nn.TransformerEncoder(layer, cfg.mi_layers, enable_nested_tensor=False)
-        self.pool = AttentivePooling(audio_dim)
+        self.pool = AttentivePooling(audio_dim, cfg.attentive_pooling)
         self.head = BinHead(audio_dim, cfg.mi_mlp, cfg.n_bins, cfg.dropout)
 
-    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """frames [B, N, Da], mask [B, N] -> logits [B, n_bins]."""
-        h = self.encoder(self.position(frames), src_key_padding_mask=~mask)
-        return self.head(self.pool(h, mask))
+    def forward(self, frames: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """frames [B, N, Da], mask [B, N] -> (logits [B, n_bins], transformer output [B, N, Da])."""
+        x = frames if self.position is None else self.position(frames)
+        states = self.encoder(x, src_key_padding_mask=~mask)
+        return self.head(self.pool(states, mask)), states
 
 
 class TABranch(nn.Module):
     """Text tokens attend to audio frames -> TA bin logits; also the alignment embeddings.
 
     Both modalities are projected to ``D = cfg.ta_dim`` (the text width when None, as in the paper).
+    The fused tokens are pooled attentively or by their mean (``cfg.ta_pooling``); the audio
+    alignment embedding is an attentive pool of the projected frames, or their mean without
+    ``cfg.alignment_pool`` (ASTAR-NTU's model has no such pool).
     """
 
     def __init__(self, audio_dim: int, text_dim: int, cfg: DeRAMOSConfig, text_pooling: str = "mean"):
@@ -63,25 +74,42 @@ class TABranch(nn.Module):
         dim = cfg.ta_dim or text_dim
         self.residual = cfg.ta_residual
         self.text_pooling = text_pooling
+        self.token_pooling = cfg.ta_pooling
         self.audio_proj = nn.Linear(audio_dim, dim)
         self.text_proj = nn.Linear(text_dim, dim)
         self.cross_attention = nn.MultiheadAttention(dim, cfg.ta_heads, dropout=cfg.dropout, batch_first=True)
         self.norm = nn.LayerNorm(dim)
-        self.pool = AttentivePooling(dim)
+        self.pool = AttentivePooling(dim, cfg.attentive_pooling)
         self.head = BinHead(dim, cfg.ta_mlp, cfg.n_bins, cfg.dropout)
-        self.audio_pool = AttentivePooling(dim)  # alignment space, before fusion
+        self.audio_pool = AttentivePooling(dim, cfg.attentive_pooling) if cfg.alignment_pool else None
 
-    def forward(
-        self, frames: torch.Tensor, frame_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor
+    def fuse(
+        self, keys: torch.Tensor, key_mask: torch.Tensor | None, tokens: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """frames [B, N, Da], tokens [B, L, Dt] -> (logits [B, n_bins], audio_emb [B, D], text_emb [B, D])."""
-        audio = self.audio_proj(frames)
+        """keys [B, N, Da] (None mask: all real), tokens [B, L, Dt] ->
+        (projected audio [B, N, D], projected text [B, L, D], normalised fused tokens [B, L, D])."""
+        audio = self.audio_proj(keys)
         text = self.text_proj(tokens)
-        fused, _ = self.cross_attention(text, audio, audio, key_padding_mask=~frame_mask, need_weights=False)
+        padding = None if key_mask is None else ~key_mask
+        fused, _ = self.cross_attention(text, audio, audio, key_padding_mask=padding, need_weights=False)
         if self.residual:
             fused = fused + text
-        logits = self.head(self.pool(self.norm(fused), token_mask))
-        return logits, self.audio_pool(audio, frame_mask), pool_tokens(text, token_mask, self.text_pooling)
+        return audio, text, self.norm(fused)
+
+    def forward(
+        self, keys: torch.Tensor, key_mask: torch.Tensor, tokens: torch.Tensor, token_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """keys [B, N, Da], tokens [B, L, Dt] -> (logits [B, n_bins], audio_emb [B, D], text_emb [B, D])."""
+        audio, text, fused = self.fuse(keys, key_mask, tokens)
+        if self.token_pooling == "mean":
+            pooled = masked_mean(fused, token_mask)
+        else:
+            pooled = self.pool(fused, token_mask)
+        if self.audio_pool is None:
+            audio_embedding = masked_mean(audio, key_mask)
+        else:
+            audio_embedding = self.audio_pool(audio, key_mask)
+        return self.head(pooled), audio_embedding, pool_tokens(text, token_mask, self.text_pooling)
 
 
 class DeRAMOSHeads(nn.Module):
@@ -91,6 +119,7 @@ class DeRAMOSHeads(nn.Module):
         super().__init__()
         self.mi = MIBranch(audio_dim, cfg)
         self.ta = TABranch(audio_dim, text_dim, cfg, text_pooling)
+        self.ta_keys = cfg.ta_keys
         centres = torch.linspace(cfg.score_low, cfg.score_high, cfg.n_bins)
         self.register_buffer("bin_centres", centres, persistent=False)
 
@@ -98,8 +127,9 @@ class DeRAMOSHeads(nn.Module):
         """Padded frames [B, N, Da] + tokens [B, L, Dt] (masks mark real positions) -> scores [B]."""
         dtype = self.ta.audio_proj.weight.dtype
         frames, tokens = audio.frames.to(dtype), text.tokens.to(dtype)
-        mi_logits = self.mi(frames, audio.mask)
-        ta_logits, audio_emb, text_emb = self.ta(frames, audio.mask, tokens, text.mask)
+        mi_logits, mi_states = self.mi(frames, audio.mask)
+        keys = mi_states if self.ta_keys == "mi" else frames
+        ta_logits, audio_emb, text_emb = self.ta(keys, audio.mask, tokens, text.mask)
         return DeRAMOSOutput(
             mi=expected_score(mi_logits, self.bin_centres),
             ta=expected_score(ta_logits, self.bin_centres),

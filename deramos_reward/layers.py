@@ -30,18 +30,24 @@ class SinusoidalPositionalEncoding(nn.Module):
 
 
 class AttentivePooling(nn.Module):
-    """softmax(w^T tanh(W x)) weighted sum over positions, padding excluded.
+    """Softmax-weighted sum over positions, padding excluded: x [B, N, D], mask [B, N] (True = keep) -> [B, D].
 
-    x [B, N, D], mask [B, N] bool (True = keep) -> [B, D].
+    ``formula="linear"`` scores each position as the authors' code does, ``w·x_t + b`` (one
+    ``Linear(D, 1)``); ``"tanh"`` scores it ``w·tanh(W x_t + c) + b``, as this package did before it
+    followed the reference. A row with no kept position gets uniform weights (a plain mean), which
+    is what the reference's ``-1e9`` fill gives.
     """
 
-    def __init__(self, dim: int):
+    def __init__(self, dim: int, formula: str = "linear"):
         super().__init__()
-        self.proj = nn.Linear(dim, dim)
+        if formula not in ("linear", "tanh"):
+            raise ValueError(f"formula must be 'linear' or 'tanh', got {formula!r}")
+        self.proj = nn.Linear(dim, dim) if formula == "tanh" else None
         self.score = nn.Linear(dim, 1)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        logits = self.score(torch.tanh(self.proj(x))).squeeze(-1)
+        hidden = x if self.proj is None else torch.tanh(self.proj(x))
+        logits = self.score(hidden).squeeze(-1)
         logits = logits.masked_fill(~mask, torch.finfo(logits.dtype).min)
         weights = torch.softmax(logits, dim=-1)
         return torch.einsum("bn,bnd->bd", weights, x)

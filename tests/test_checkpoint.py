@@ -132,3 +132,31 @@ def test_backbones_load_from_local_folders(tiny_model, tmp_path):
     assert all(k.startswith("heads.") for k in load_file(tmp_path / "ckpt" / "model.safetensors"))
     again = dr.DeRAMOS.from_pretrained(tmp_path / "ckpt")
     assert torch.equal(again(audio, ["warm pads"]).ta, b.ta)
+
+
+def test_checkpoint_from_before_the_reference_fields_loads_and_scores_as_before(tmp_path):
+    """A config.json written before the architecture fields existed was built with the tanh pooling
+    and positional encoding: it must load with them, the same weights and the same scores."""
+    from deramos_reward.config import LEGACY_ARCHITECTURE
+
+    cfg = dr.DeRAMOSConfig.from_dict({**dr.DeRAMOSConfig.tiny().to_dict(), **LEGACY_ARCHITECTURE})
+    torch.manual_seed(3)
+    old = dr.DeRAMOS(cfg).eval()
+    folder = old.save_pretrained(tmp_path / "old")
+    data = json.loads((folder / "config.json").read_text())
+    for key in LEGACY_ARCHITECTURE:
+        del data[key]  # what an earlier version wrote
+    (folder / "config.json").write_text(json.dumps(data))
+    assert "heads.mi.pool.proj.weight" in load_file(folder / "model.safetensors")
+
+    loaded = dr.DeRAMOS.from_pretrained(folder)
+    assert loaded.config.attentive_pooling == "tanh" and loaded.config.positional_encoding is True
+    audio = torch.stack([torch.tensor(tone(1.5, 24_000, f)) for f in (200, 600)])
+    a, b = old(audio, ["bright synth", "dark cello"]), loaded(audio, ["bright synth", "dark cello"])
+    assert torch.equal(a.mi, b.mi) and torch.equal(a.ta, b.ta)
+    # the same file read as a new config (today's defaults) is refused: its pools have weights the
+    # reference's architecture does not
+    with pytest.raises(ValueError, match="unexpected weights.*pool.proj"):
+        _edit_config(folder, tmp_path / "new", lambda d: d.update(attentive_pooling="linear"))
+        dr.DeRAMOS.from_pretrained(tmp_path / "new")
+

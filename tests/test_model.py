@@ -107,30 +107,46 @@ def _linear(i, o):
     return i * o + o
 
 
-def _pool(d):
-    return _linear(d, d) + _linear(d, 1)
+def _pool(d, formula="linear"):
+    """Attentive pooling: the reference's single Linear(d, 1), plus Linear(d, d) for the tanh formula."""
+    return _linear(d, 1) + (_linear(d, d) if formula == "tanh" else 0)
 
 
-def test_head_parameter_count_at_paper_size():
-    """Independent count of the heads in docs/model.md at MuQ-large (1024) / roberta-base (768) dims."""
-    cfg = dr.DeRAMOSConfig()
-    heads = DeRAMOSHeads(1024, 768, cfg)
+def _paper_head_count(formula="linear", alignment_pool=True):
     da, dt, ff = 1024, 768, 2048
     transformer = 4 * da * da + 4 * da + _linear(da, ff) + _linear(ff, da) + 4 * da
-    mi = transformer + _pool(da) + _linear(1024, 512) + _linear(512, 256) + _linear(256, 20)
+    mi = transformer + _pool(da, formula) + _linear(1024, 512) + _linear(512, 256) + _linear(256, 20)
     ta = (
         _linear(da, dt)
         + _linear(dt, dt)
         + 4 * dt * dt
         + 4 * dt  # cross-attention
         + 2 * dt  # LayerNorm
-        + _pool(dt)
+        + _pool(dt, formula)
         + _linear(768, 384)
         + _linear(384, 192)
         + _linear(192, 20)
-        + _pool(dt)  # alignment-space audio pooling
+        + (_pool(dt, formula) if alignment_pool else 0)  # alignment-space audio pooling (DeRA-MOS)
     )
-    assert sum(p.numel() for p in heads.parameters()) == mi + ta == 15_409_259
+    return mi + ta
+
+
+@pytest.mark.parametrize(
+    "changes, expected",
+    [
+        ({}, 13_178_475),  # the authors' DeRA-MOS heads
+        ({"ta_keys": "mi", "alignment_pool": False}, 13_177_706),  # ASTAR-NTU's muq_roberta_transformer_dist
+        ({"attentive_pooling": "tanh"}, 15_409_259),  # this package before it followed the reference
+    ],
+)
+def test_head_parameter_count_at_paper_size(changes, expected):
+    """Independent count of the heads in docs/model.md at MuQ-large (1024) / roberta-base (768) dims,
+    against the reference's own counts."""
+    cfg = dr.DeRAMOSConfig(**changes)
+    heads = DeRAMOSHeads(1024, 768, cfg)
+    formula = changes.get("attentive_pooling", "linear")
+    count = _paper_head_count(formula, changes.get("alignment_pool", True))
+    assert sum(p.numel() for p in heads.parameters()) == count == expected
 
 
 def test_model_rejects_bad_direct_input(tiny_model):

@@ -1,6 +1,9 @@
 """Values pinned before the architecture refactor (backend interface, one windowing path, checks at
 the edges): a fixed tiny judge's scores, fixed-seed best-of-N on both MusicGen libraries and a short
-fixed-seed DPO run must keep these numbers. If one changes, the refactor changed behaviour."""
+fixed-seed DPO run must keep these numbers. If one changes, the refactor changed behaviour.
+
+The judge's default architecture moved to the authors' (attentive pooling, no positional encoding):
+a judge built with the earlier architecture keeps the earlier numbers, the default has its own."""
 
 from __future__ import annotations
 
@@ -16,49 +19,64 @@ from deramos_reward.integrations.musicgen_rerank import best_of_n
 import deramos_reward as dr
 
 PROMPTS = ["soft piano ballad", "fast techno"]
+# The architecture this package had before it followed the authors' code: its pinned values must not move.
+LEGACY = {"attentive_pooling": "tanh", "positional_encoding": True}
+
+# architecture -> (judge scores, transformers best-of-N (scores, picks, code sum), AudioCraft best-of-N)
+PINNED = {
+    "legacy": (
+        [[3.0166091918945312, 2.999011278152466], [3.002734661102295, 2.9852747917175293]],
+        ([[6.010157108306885, 6.010396957397461, 6.010013580322266],
+          [6.010066032409668, 6.009960651397705, 6.009952545166016]], [1, 0], 7428),
+        ([[6.005817413330078, 6.006648063659668, 6.005781173706055],
+          [6.006463527679443, 6.006119251251221, 6.005714416503906]], [1, 0], 16123),
+    ),
+    # the reference's architecture (the default since): pinned when it became the default
+    "reference": (
+        [[2.9432566165924072, 3.0423715114593506], [2.93460750579834, 3.0342376232147217]],
+        ([[5.96735143661499, 5.967507362365723, 5.966731071472168],
+          [5.966509819030762, 5.9669270515441895, 5.967335224151611]], [1, 2], 7320),
+        ([[5.958911895751953, 5.959857940673828, 5.959237098693848],
+          [5.959700584411621, 5.959111213684082, 5.959293365478516]], [1, 0], 16123),
+    ),
+}  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def judge():
+@pytest.fixture(scope="module", params=sorted(PINNED))
+def judge(request):
+    cfg = dr.DeRAMOSConfig.tiny()
+    if request.param == "legacy":
+        cfg = dr.DeRAMOSConfig.from_dict({**cfg.to_dict(), **LEGACY})
     torch.manual_seed(0)
-    return dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).eval()
+    return request.param, dr.DeRAMOS(cfg).eval()
 
 
 def test_tiny_judge_scores_are_pinned(judge):
+    name, model = judge
     rng = np.random.default_rng(0)
     clips = [
         0.1 * rng.standard_normal(16000 * 2).astype(np.float32),
         0.2 * rng.standard_normal(24000 * 3).astype(np.float32),
     ]
-    rows = dr.score(judge, clips, ["calm piano", "loud rock drums"], sample_rate=16000)
+    rows = dr.score(model, clips, ["calm piano", "loud rock drums"], sample_rate=16000)
     got = [[r["mi"], r["ta"]] for r in rows]
-    want = [[3.0166091918945312, 2.999011278152466], [3.002734661102295, 2.9852747917175293]]
-    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(got, PINNED[name][0], rtol=0, atol=1e-5)
 
 
 def test_fixed_seed_best_of_n_is_pinned_on_both_libraries(judge):
-    reward = dr.MusicReward(judge, mi_weight=1.0, ta_weight=1.0)
-    model, processor = tm.tiny_musicgen(seed=0)
-    res = best_of_n(model, PROMPTS, 3, reward, processor=processor, seed=123, duration=0.3)
-    np.testing.assert_allclose(
-        res.scores.tolist(),
-        [[6.010157108306885, 6.010396957397461, 6.010013580322266],
-         [6.010066032409668, 6.009960651397705, 6.009952545166016]],
-        rtol=0,
-        atol=1e-5,
-    )  # fmt: skip
-    assert res.index.tolist() == [1, 0] and int(res.codes.sum()) == 7428
+    name, model = judge
+    reward = dr.MusicReward(model, mi_weight=1.0, ta_weight=1.0)
+    musicgen, processor = tm.tiny_musicgen(seed=0)
+    res = best_of_n(musicgen, PROMPTS, 3, reward, processor=processor, seed=123, duration=0.3)
+    scores, picks, code_sum = PINNED[name][1]
+    np.testing.assert_allclose(res.scores.tolist(), scores, rtol=0, atol=1e-5)
+    assert res.index.tolist() == picks and int(res.codes.sum()) == code_sum
 
     musicgen = ac.tiny_musicgen(seed=0)
     res = best_of_n(musicgen, PROMPTS, 3, reward, duration=0.4, seed=123)
-    np.testing.assert_allclose(
-        res.scores.tolist(),
-        [[6.005817413330078, 6.006648063659668, 6.005781173706055],
-         [6.006463527679443, 6.006119251251221, 6.005714416503906]],
-        rtol=0,
-        atol=1e-5,
-    )  # fmt: skip
-    assert res.index.tolist() == [1, 0] and int(res.codes.sum()) == 16123
+    scores, picks, code_sum = PINNED[name][2]
+    np.testing.assert_allclose(res.scores.tolist(), scores, rtol=0, atol=1e-5)
+    assert res.index.tolist() == picks and int(res.codes.sum()) == code_sum
 
 
 def test_fixed_seed_dpo_run_is_pinned():

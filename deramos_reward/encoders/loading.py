@@ -78,12 +78,21 @@ def text_tower(
     hub_id: str | None = None,
 ) -> tuple[T, object]:
     """A text encoder's tower and tokenizer: from ``config.name_or_path`` with ``loader`` when set,
-    else ``build_offline()`` (random weights from ``config.backbone``) with the offline byte-level tokenizer."""
-    if config.name_or_path is not None:
-        return load_text_backbone(config.name_or_path, loader, what, hub_id=hub_id)
-    from .tokenizer import byte_level_tokenizer
+    else ``build_offline()`` (from ``config.backbone``) with the offline byte-level tokenizer.
 
-    return build_offline(), byte_level_tokenizer(config.max_tokens)
+    ``config.tokenizer`` (a hub id or folder), when set, supplies the tokenizer instead.
+    """
+    if config.name_or_path is not None:
+        tower, tokenizer = load_text_backbone(config.name_or_path, loader, what, hub_id=hub_id)
+    else:
+        from .tokenizer import byte_level_tokenizer
+
+        tower, tokenizer = build_offline(), byte_level_tokenizer(config.max_tokens)
+    if config.tokenizer is not None:
+        from transformers import AutoTokenizer
+
+        tokenizer = load_backbone(config.tokenizer, AutoTokenizer.from_pretrained, f"{what} tokenizer", hub_id)
+    return tower, tokenizer
 
 
 def load_text_backbone(
