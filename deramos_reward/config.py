@@ -16,7 +16,10 @@ from .errors import InputError, InputTypeError
 
 AUDIO_KINDS = ("muq", "clap")
 POOLING_FORMULAS = ("linear", "tanh")  # attentive pooling scores: w·x + b (reference) or w·tanh(Wx + c) + b
-TA_KEYS = ("frames", "mi")  # what the TA cross-attention attends to: encoder frames or the MI transformer output
+TA_KEYS = (
+    "frames",
+    "mi",
+)  # what the TA cross-attention attends to: encoder frames or the MI transformer output
 TA_POOLINGS = ("attentive", "mean")  # how the TA branch pools the fused prompt tokens
 TEXT_KINDS = ("roberta", "clap", "hf")
 # all-MiniLM-L6-v2: a pretrained sentence encoder that the [demo] extra installs as a package (offline)
@@ -149,6 +152,7 @@ ROBERTA_BASE_BACKBONE = {
     "pad_token_id": 1,
     "bos_token_id": 0,
     "eos_token_id": 2,
+    "layer_norm_eps": 1e-05,  # roberta-base's (RobertaConfig's default is 1e-12)
 }
 TINY_MUQ_BACKBONE = {
     "label_rate": 25,

@@ -72,6 +72,34 @@ def predict(
     return np.asarray(mi, dtype=np.float64), np.asarray(ta, dtype=np.float64)
 
 
+def predict_reference(
+    model: DeRAMOS, examples: Sequence[Example], batch_size: int = 16, progress: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Like ``predict``, but scored as the authors' evaluation loop does (``reference_scores``).
+
+    Batches are formed over the clips sorted by file name, as the reference's dataset sorts its
+    list, so a batch holds the clips it held there (its prompts' padding changes TA); the scores come
+    back in ``examples``' order.
+    """
+    from .reference import reference_scores
+
+    batch_size = check_positive_int(batch_size, "batch_size")
+    if not examples:
+        raise ValueError("examples is empty; nothing to evaluate")
+    order = sorted(range(len(examples)), key=lambda i: os.path.basename(examples[i].path))
+    mi, ta = np.empty(len(examples)), np.empty(len(examples))
+    bar = tqdm(total=len(examples), disable=not progress, desc="predicting (reference)", unit="clip")
+    for start in range(0, len(order), batch_size):
+        idx = order[start : start + batch_size]
+        rows = reference_scores(
+            model, [examples[i].path for i in idx], [examples[i].prompt for i in idx], batch_size=batch_size
+        )
+        mi[idx], ta[idx] = [r["mi"] for r in rows], [r["ta"] for r in rows]
+        bar.update(len(idx))
+    bar.close()
+    return mi, ta
+
+
 def evaluate_split(
     mi: Sequence[float] | np.ndarray | torch.Tensor,
     ta: Sequence[float] | np.ndarray | torch.Tensor,

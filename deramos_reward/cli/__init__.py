@@ -31,6 +31,7 @@ SUBCOMMANDS = {
     "rate": "rate",
     "agreement": "agreement",
     "rl": "rl",
+    "convert-reference": "convert",
 }
 # OSErrors about the user's files and disk rather than about the code
 USER_ERRNOS = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)}

@@ -30,6 +30,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     options.add_device_argument(p, "the model")
     p.add_argument("--batch-size", type=int, default=16, help="clips per forward pass")
     p.add_argument("--max-seconds", type=float, help="crop clips to their first N seconds (as in training)")
+    p.add_argument(
+        "--reference-protocol",
+        action="store_true",
+        help="score exactly as the authors' evaluation loop: 30 s crop/pad, batches of --batch-size over "
+        "the clips sorted by file name, their positional-encoding and TA-pooling behaviour",
+    )
     options.add_rating_scale_argument(p)
     p.add_argument("--n-boot", type=int, default=1000, help="bootstrap resamples for the system-SRCC CI")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -45,6 +51,8 @@ def _check(args: argparse.Namespace, labeled: bool) -> str:
     check_output(args.plot_dir, "--plot-dir", folder=True)
     if args.n_boot < 1:
         raise CommandError(f"--n-boot must be >= 1, got {args.n_boot}")
+    if args.reference_protocol and args.max_seconds is not None:
+        raise CommandError("--reference-protocol crops every clip to 30 s itself; drop --max-seconds")
     if not labeled:
         if args.out or args.plot:
             raise CommandError(
@@ -65,7 +73,14 @@ def _check(args: argparse.Namespace, labeled: bool) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..checkpoint import atomic_write_bytes
     from ..data import load_dataset_split
-    from ..evaluation import evaluate_split, format_report, predict, scatter_plot, write_answer
+    from ..evaluation import (
+        evaluate_split,
+        format_report,
+        predict,
+        predict_reference,
+        scatter_plot,
+        write_answer,
+    )
     from ..metrics import json_safe
     from ..model import DeRAMOS
 
@@ -73,7 +88,10 @@ def run(args: argparse.Namespace) -> int:
     labeled = all(e.labeled for e in examples)
     device = _check(args, labeled)
     model = DeRAMOS.from_pretrained(args.model, device=device)
-    mi, ta = predict(model, examples, args.batch_size, args.max_seconds, progress=not args.quiet)
+    if args.reference_protocol:
+        mi, ta = predict_reference(model, examples, args.batch_size, progress=not args.quiet)
+    else:
+        mi, ta = predict(model, examples, args.batch_size, args.max_seconds, progress=not args.quiet)
     if args.answer:
         write_answer(args.answer, [e.wav_id for e in examples], mi, ta)
         print(f"wrote {args.answer} ({len(examples)} clips)", file=sys.stderr)
@@ -82,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         return 0
     report = evaluate_split(mi, ta, examples, n_boot=args.n_boot)
     report.update({"model": str(args.model), "data": str(args.data), "split": args.split})
+    report["protocol"] = "reference" if args.reference_protocol else "deramos-reward"
     if args.rating_scale is not None:
         report["rating_scale"] = list(args.rating_scale)  # labels were mapped from it onto 1-5
     print(format_report(report))

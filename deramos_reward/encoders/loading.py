@@ -91,7 +91,9 @@ def text_tower(
     if config.tokenizer is not None:
         from transformers import AutoTokenizer
 
-        tokenizer = load_backbone(config.tokenizer, AutoTokenizer.from_pretrained, f"{what} tokenizer", hub_id)
+        tokenizer = load_backbone(
+            config.tokenizer, AutoTokenizer.from_pretrained, f"{what} tokenizer", hub_id
+        )
     return tower, tokenizer
 
 
