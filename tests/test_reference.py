@@ -355,3 +355,39 @@ def test_a_config_that_loads_its_backbones_is_refused(converted, tmp_path):
 
 def _table(rows):
     return [[r["mi"], r["ta"]] for r in rows]
+
+
+def test_eval_reference_protocol_scores_sorted_batches_as_the_reference(converted, tmp_path, capsys):
+    """``deramos eval --reference-protocol`` batches the clips sorted by file name, as the authors'
+    dataset does, and reports the metrics of those scores."""
+    import json
+
+    from deramos_reward.cli import main
+    from deramos_reward.data import load_dataset_split
+    from deramos_reward.data.synthetic import make_corpus
+
+    _, ref, _, folder, _ = converted
+    make_corpus(tmp_path / "corpus", n_systems=3, n_prompts=6, seconds=2.0, splits=(0.3, 0.0, 0.7))
+    examples = load_dataset_split(tmp_path / "corpus", "test")
+    out, answer = tmp_path / "metrics.json", tmp_path / "answer.txt"
+    argv = ["eval", "--model", str(folder), "--data", str(tmp_path / "corpus"), "--split", "test"]
+    extra = ["--reference-protocol", "--batch-size", "5", "--out", str(out), "--answer", str(answer)]
+    assert main(argv + extra + ["--quiet", "--n-boot", "10"]) == 0
+    order = sorted(range(len(examples)), key=lambda i: Path(examples[i].path).name)
+    rows = reference_loop(
+        ref, [_read(examples[i].path) for i in order], 16_000, [examples[i].prompt for i in order], 5
+    )
+    want = {examples[i].wav_id: [r["mi"], r["ta"]] for i, r in zip(order, rows)}
+    got = {line.split(",")[0]: [float(v) for v in line.split(",")[1:]] for line in answer.read_text().split()}
+    assert got.keys() == want.keys()
+    np.testing.assert_allclose([got[k] for k in want], list(want.values()), rtol=0, atol=1e-5)
+    assert json.loads(out.read_text())["protocol"] == "reference"
+    capsys.readouterr()
+    assert main(argv + ["--reference-protocol", "--max-seconds", "10"]) == 2
+    assert "--max-seconds" in capsys.readouterr().err
+
+
+def _read(path):
+    import soundfile
+
+    return soundfile.read(path, dtype="float32")[0]
