@@ -236,7 +236,7 @@ class DeRAMOSConfig(JsonConfig):
     ta_mlp: list[int] = field(default_factory=lambda: [384, 192])
     # Where this package may differ from the authors' code (docs/model.md, "Differences from the
     # reference code"); the defaults are the reference's trained behaviour.
-    attentive_pooling: str = "linear"  # POOLING_FORMULAS; "tanh" is how checkpoints before 0.2 were built
+    attentive_pooling: str = "linear"  # POOLING_FORMULAS; "tanh": how earlier versions built the heads
     positional_encoding: bool = False  # the reference's trained model never saw it (batch > 1)
     ta_keys: str = "frames"  # TA_KEYS: "frames" = DeRA-MOS (decoupled), "mi" = ASTAR-NTU
     ta_pooling: str = "attentive"  # TA_POOLINGS; converted reference checkpoints use "mean"
