@@ -7,11 +7,15 @@ plus every run's numbers. Variants:
 
 - ``tiny``: tiny random MuQ + tiny random RoBERTa (``DeRAMOSConfig.tiny()``);
 - ``demo``: tiny random MuQ + pretrained all-MiniLM-L6-v2 with the TA residual (``DeRAMOSConfig.demo()``);
-- ``demo-no-residual``: the same without ``ta_residual`` (the reference's TA branch).
+- ``demo-no-residual``: the same without ``ta_residual`` (the reference's TA branch);
+- the pooling / positional-encoding ablation on the demo preset: ``demo`` is the authors' attentive
+  pooling without positional encoding (the default), ``demo-tanh`` the tanh pooling of earlier
+  versions, ``demo-pe`` adds the positional encoding, ``demo-tanh-pe`` both (the earlier default).
 
     python benchmarks/demo_encoders.py --out runs/demo_encoders --build-only   # corpus only
     python benchmarks/demo_encoders.py --out runs/demo_encoders --seeds 0 1 2 --variants demo
     python benchmarks/demo_encoders.py --out runs/demo_encoders --seeds 0 1 2 --variants tiny
+    python benchmarks/demo_encoders.py --out runs/demo_encoders --variants demo demo-tanh demo-pe demo-tanh-pe
 """
 
 from __future__ import annotations
@@ -38,11 +42,16 @@ DEMO_RECIPE = dict(lr=1e-3, batch_size=16, max_epochs=40, patience=10, device="c
 COLUMNS = [(a, lv) for a in ("TA", "MI") for lv in ("utterance", "system")]
 
 
+VARIANTS = ("tiny", "demo", "demo-no-residual", "demo-tanh", "demo-pe", "demo-tanh-pe")
+
+
 def variant_config(name: str) -> DeRAMOSConfig:
     if name == "tiny":
         return DeRAMOSConfig.tiny()
     cfg = DeRAMOSConfig.demo()
-    cfg.ta_residual = name == "demo"
+    cfg.ta_residual = name != "demo-no-residual"
+    cfg.attentive_pooling = "tanh" if "tanh" in name else "linear"
+    cfg.positional_encoding = name.endswith("-pe")
     return cfg
 
 
@@ -91,9 +100,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="runs/demo_encoders")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument(
-        "--variants", nargs="+", default=["tiny", "demo"], choices=["tiny", "demo", "demo-no-residual"]
-    )
+    p.add_argument("--variants", nargs="+", default=["tiny", "demo"], choices=VARIANTS)
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--build-only", action="store_true", help="(re)build the corpus and stop")
     args = p.parse_args()

@@ -159,4 +159,3 @@ def test_checkpoint_from_before_the_reference_fields_loads_and_scores_as_before(
     with pytest.raises(ValueError, match="unexpected weights.*pool.proj"):
         _edit_config(folder, tmp_path / "new", lambda d: d.update(attentive_pooling="linear"))
         dr.DeRAMOS.from_pretrained(tmp_path / "new")
-

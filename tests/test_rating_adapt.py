@@ -86,5 +86,8 @@ def test_adapting_on_ratings_of_a_shifted_corpus_improves_heldout_srcc(tmp_path)
     before = _test_srcc(judge, heldout, cache)
     after = _test_srcc(tmp_path / "adapted" / "best_combined", heldout, cache)
     print(f"held-out SRCC before (MI, TA) {before}, after {after}")
-    assert after[0] > before[0] + 0.05
+    # The base judge already ranks the shifted corpus's MI well (utterance SRCC 0.91 with the authors'
+    # pooling): adaptation must keep that and learn the shifted corpus's TA, which it rated backwards.
+    assert after[0] > before[0] - 0.02
+    assert after[1] > before[1] + 0.3
     assert np.mean(after) > np.mean(before) + 0.05
