@@ -25,7 +25,9 @@ from deramos_reward.rating import (
     export_pairs,
     rater_order,
     read_clips,
+    stop_server,
 )
+from deramos_reward.rating.server import RatingHandler
 
 
 @pytest.fixture
@@ -216,6 +218,45 @@ def test_malformed_requests_get_a_4xx_and_change_nothing_on_disk(clips_dir):
         assert len(_lines(out)) == 1
 
 
+def _closed_by_server(sock: socket.socket) -> bool:
+    """Reads to the end of the connection: True once the server closed it, False if the socket's
+    timeout (a hang guard) ran out first."""
+    try:
+        while sock.recv(65536):
+            pass
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return False
+    return True
+
+
+def test_stopping_hangs_up_idle_connections_and_cuts_stalled_requests(clips_dir, monkeypatch):
+    # Without the handler timeout, a server that waited for these connections would never stop.
+    monkeypatch.setattr(RatingHandler, "timeout", None)
+    with serving(clips_dir / "clips.jsonl", clips_dir / "r.jsonl") as server:
+        address = server.server_address[:2]
+        idle = socket.create_connection(address, timeout=60)  # a browser's speculative connection
+        stalled = socket.create_connection(address, timeout=60)  # a client that stops mid-body
+        host = f"127.0.0.1:{address[1]}".encode()
+        stalled.sendall(
+            b"POST /api/rate HTTP/1.1\r\nHost: " + host + b"\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 100\r\n\r\n{"
+        )
+        try:
+            # connections are accepted in order: once this is answered, both above have a handler
+            assert request(server, "GET", "/")[0] == 200
+            stopper = threading.Thread(target=stop_server, args=(server,), daemon=True)
+            stopper.start()
+            stopper.join(timeout=120)  # a hang guard: it returns after RatingServer.stop_grace_s
+            assert not stopper.is_alive(), "stop_server waited for connections that sent no (full) request"
+            assert _closed_by_server(idle) and _closed_by_server(stalled)
+        finally:
+            idle.close()
+            stalled.close()
+    assert (clips_dir / "r.jsonl").read_text() == ""
+
+
 def test_audio_byte_ranges(clips_dir):
     data = (clips_dir / "clips" / "gen_b" / "p0.wav").read_bytes()
     with serving(clips_dir / "clips.jsonl", clips_dir / "r.jsonl") as server:
@@ -404,6 +445,9 @@ def test_cli_serves_with_judge_scores_and_stops_on_ctrl_c(clips_dir, tiny_checkp
     manifest, out = clips_dir / "clips.jsonl", clips_dir / "r.jsonl"
     argv = [sys.executable, "-m", "deramos_reward.cli", "rate", "--clips", str(manifest), "--out", str(out)]
     argv += ["--port", "0", "--show-judge", "--model", str(tiny_checkpoint), "--token", "auto"]
+    # Started with SIGINT ignored, as a shell starts a command a script runs with '&' (and so the test
+    # does not depend on how pytest itself was started): Ctrl-C must stop the server all the same.
+    argv = ["sh", "-c", 'trap "" INT; exec "$@"', "sh", *argv]
     proc = subprocess.Popen(argv, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)

@@ -18,9 +18,13 @@ writes nothing but --out. Use --token on a LAN (``--token auto`` makes a random 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import secrets
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 
 from .options import CommandError, add_command, add_device_argument, check_output, resolve_device
 
@@ -113,8 +117,7 @@ def _check(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..rating import RatingApp, RatingLog, RatingServer, build_items, check_rater, read_clips
-    from ..rating.clips import resolve_root
+    from ..rating import build_items, check_rater, read_clips
     from ..rating.export import export_mos, export_pairs
 
     _check(args)
@@ -129,6 +132,32 @@ def run(args: argparse.Namespace) -> int:
         return 0
     raters = frozenset(check_rater(r) for r in args.rater) if args.rater else None
     items = build_items(clips, args.mode, args.max_pairs_per_prompt or None, args.seed)
+    with _ctrl_c_stops():
+        _serve(args, clips, items, raters)
+    return 0
+
+
+@contextlib.contextmanager
+def _ctrl_c_stops() -> Iterator[None]:
+    """Ctrl-C (SIGINT) raises KeyboardInterrupt while scoring and serving, also when this process was
+    started with SIGINT ignored (a shell does that to a command a script starts with ``&``): Ctrl-C and
+    ``kill -INT`` always stop the server. The previous handler comes back afterwards."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread can set a handler (and only it gets KeyboardInterrupt)
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        if previous is not None:  # None: a handler not set from Python, which cannot be put back
+            signal.signal(signal.SIGINT, previous)
+
+
+def _serve(args: argparse.Namespace, clips, items, raters) -> None:
+    """Score the clips if asked, then serve until Ctrl-C (KeyboardInterrupt reaches ``main``)."""
+    from ..rating import RatingApp, RatingLog, RatingServer
+    from ..rating.clips import resolve_root
+
     judge = _judge_scores(args, clips)
     token = secrets.token_urlsafe(16) if args.token == "auto" else args.token
     audio_root = resolve_root(args.clips, args.audio_root)
@@ -148,4 +177,3 @@ def run(args: argparse.Namespace) -> int:
             server.serve_forever()
         finally:
             server.server_close()
-    return 0

@@ -19,6 +19,7 @@ With a token, ``/api/*`` and ``/audio/*`` need it as ``?token=`` or an ``X-Deram
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import json
 import os
@@ -132,13 +133,23 @@ class RatingApp:
 
 
 class RatingServer(ThreadingHTTPServer):
-    """A threading HTTP server holding a :class:`RatingApp`; ``server_close`` waits for requests in flight."""
+    """A threading HTTP server holding a :class:`RatingApp`.
+
+    ``server_close`` returns within about ``stop_grace_s``: it hangs up connections that have not sent a
+    request (a browser's idle or speculative ones would otherwise hold it for the handler's 30 s
+    timeout), gives requests in flight ``stop_grace_s`` to finish, cuts the rest and waits for every
+    handler thread. An answer being recorded is never cut: recording does no socket I/O.
+    """
 
     daemon_threads = False
     block_on_close = True
+    stop_grace_s = 2.0
 
     def __init__(self, address: tuple[str, int], app: RatingApp) -> None:
         self.app = app
+        self._connections: dict[socket.socket, bool] = {}  # open connection -> a request has arrived
+        self._changed = threading.Condition()
+        self._closing = False
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, RatingHandler)
@@ -146,6 +157,43 @@ class RatingServer(ThreadingHTTPServer):
         loopback = host in LOOPBACK or host.startswith("127.")
         names = {host, "127.0.0.1", "localhost"} if loopback else None
         self.allowed_hosts = None if names is None else {f"{h}:{port}" for h in names} | {f"[::1]:{port}"}
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        with self._changed:
+            self._connections[request] = False
+        super().process_request(request, client_address)
+
+    def request_arrived(self, request: Any) -> None:
+        """Called by the handler once a request line is in: from now on ``server_close`` lets it finish."""
+        with self._changed:
+            if request in self._connections:
+                self._connections[request] = True
+
+    def shutdown_request(self, request: Any) -> None:
+        with self._changed:
+            self._connections.pop(request, None)
+            self._changed.notify_all()
+        super().shutdown_request(request)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not self._closing:  # a connection cut by server_close is not worth a traceback
+            super().handle_error(request, client_address)
+
+    def server_close(self) -> None:
+        self.socket.close()  # no new connections
+        with self._changed:
+            self._closing = True
+            self._hang_up(busy=False)
+            self._changed.wait_for(lambda: not any(self._connections.values()), timeout=self.stop_grace_s)
+            self._hang_up(busy=True)
+        super().server_close()  # joins the handler threads, which now end promptly
+
+    def _hang_up(self, busy: bool) -> None:
+        """Shut down the connections whose request state is ``busy`` (their handlers see EOF / EPIPE)."""
+        for sock, has_request in self._connections.items():
+            if has_request == busy:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     @property
     def url(self) -> str:
@@ -180,6 +228,10 @@ class RatingHandler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet by default
         pass
+
+    def parse_request(self) -> bool:
+        self.server.request_arrived(self.connection)
+        return super().parse_request()
 
     def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
         """Errors of the request parser: an unknown method is 405 and a bad HTTP version 400 (not 5xx),
@@ -327,7 +379,8 @@ def start_server(app: RatingApp, host: str = "127.0.0.1", port: int = 7860) -> R
 
 
 def stop_server(server: RatingServer) -> None:
-    """Stop serving, wait for requests in flight, release the socket (the log stays open)."""
+    """Stop serving, let requests in flight finish (see :class:`RatingServer`), release the socket
+    (the log stays open)."""
     server.shutdown()
     server.server_close()
     server.thread.join(timeout=30)  # type: ignore[attr-defined]
