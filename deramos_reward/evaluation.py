@@ -86,7 +86,7 @@ def predict_reference(
     batch_size = check_positive_int(batch_size, "batch_size")
     if not examples:
         raise ValueError("examples is empty; nothing to evaluate")
-    order = sorted(range(len(examples)), key=lambda i: os.path.basename(examples[i].path))
+    order = sorted(range(len(examples)), key=lambda i: (os.path.basename(examples[i].path), examples[i].path))
     mi, ta = np.empty(len(examples)), np.empty(len(examples))
     bar = tqdm(total=len(examples), disable=not progress, desc="predicting (reference)", unit="clip")
     for start in range(0, len(order), batch_size):
