@@ -134,11 +134,12 @@ class RatingLog:
         self._fd = fd
         try:
             rows = read_rows(self.path)
-            for n, row in enumerate(rows, start=1):
-                rater, item = self._key(row, n)
-                self._done.setdefault(rater, set()).add(item)
+            keys = [self._key(row, n) for n, row in enumerate(rows, start=1)]
             if rows:  # a record beside a file without answers describes nothing
                 self._check_settings()
+            for n, (row, (rater, item)) in enumerate(zip(rows, keys), start=1):
+                self._check_split(row, item, n)
+                self._done.setdefault(rater, set()).add(item)
         except BaseException:
             self.close()
             raise
@@ -176,8 +177,7 @@ class RatingLog:
         self.close()
 
     def _key(self, row: dict, n: int) -> tuple[str, str]:
-        """(rater, item id) of an existing line; a line of the other mode, or a MOS line whose clip
-        this session would put in another split, is an error."""
+        """(rater, item id) of an existing line; a line of the other mode is an error."""
         where = f"{self.path}:{n}"
         is_ab = "choice" in row
         if is_ab != (self.mode == "ab"):
@@ -189,15 +189,19 @@ class RatingLog:
         item = row.get("item") if is_ab else str(row.get("id", "")).rpartition("@")[0]
         if not isinstance(rater, str) or not isinstance(item, str) or not item:
             raise InputError(f"{where}: not a line written by deramos rate (no rater or item id)")
-        if not is_ab and item in self.by_id:
-            now = dev_split(self.clips[self.by_id[item].clips[0]], self.dev_fraction)
-            if row.get("split") != now:
-                raise InputError(
-                    f"{where}: clip {item!r} was rated in split {row.get('split')!r}, this session would put "
-                    f"it in {now!r} (another --dev-fraction, or another split in the manifest); resume with "
-                    "the settings it was rated with, or use another --out"
-                )
         return rater, item
+
+    def _check_split(self, row: dict, item: str, n: int) -> None:
+        """InputError when a MOS line's clip would now fall in another split than the line says."""
+        if self.mode != "mos" or item not in self.by_id:
+            return
+        now = dev_split(self.clips[self.by_id[item].clips[0]], self.dev_fraction)
+        if row.get("split") != now:
+            raise InputError(
+                f"{self.path}:{n}: clip {item!r} was rated in split {row.get('split')!r}, this session would "
+                f"put it in {now!r} (another --dev-fraction, or another split in the manifest); resume with "
+                "the settings it was rated with, or use another --out"
+            )
 
     # ---- queries ---------------------------------------------------------------------------
     def order(self, rater: str) -> list[Item]:
