@@ -45,6 +45,11 @@ from .options import (
 )
 
 SCORES_NAME = "scores.json"
+PROGRESSIVE_NOTE = (
+    "a candidate's score is that of its full clip, or for a pruned one (score_of 'partial clip') that of its "
+    "audio up to where it was pruned (scored_frames of the clip's frames): partial scores are not comparable "
+    "with full ones and may be higher; the chosen clip is the best full clip"
+)
 CHECKPOINTS = (0.25, 0.5)  # --progressive defaults
 KEEP = 0.5
 
@@ -171,6 +176,8 @@ def run(args: argparse.Namespace) -> int:
     previous = None if args.overwrite else _previous(out, settings)
     state = previous or {"settings": settings, "sample_rate": None, "stats": {}, "results": []}
     state["reward"] = reward_info  # what every "score" in this file is
+    if args.progressive:
+        state["score_of"] = PROGRESSIVE_NOTE
     done = {r["prompt_index"] for r in state["results"] if (out / r["file"]).is_file()}
     state["results"] = [r for r in state["results"] if r["prompt_index"] in done]
     todo = [i for i in range(len(prompts)) if i not in done]
@@ -221,4 +228,6 @@ def _record_group(state: dict, out: Path, prompts: list[str], group: list[int], 
     for key in ("candidates", "generated_frames", "plain_generated_frames"):
         if key in res.stats:
             state["stats"][key] = state["stats"].get(key, 0) + res.stats[key]
+    if "stage_frames" in res.stats:  # the code frames each progressive stage ends at
+        state["stats"]["stage_frames"] = res.stats["stage_frames"]
     state["results"].sort(key=lambda r: r["prompt_index"])
