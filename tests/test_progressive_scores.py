@@ -34,3 +34,27 @@ def test_scores_json_tells_partial_scores_from_full_ones(tiny_checkpoint, tmp_pa
         full = [c["score"] for c in r["candidates"] if c["score_of"] == "full clip"]
         chosen = r["candidates"][r["chosen"]]
         assert chosen["score_of"] == "full clip" and r["score"] == chosen["score"] == max(full)
+
+
+def test_the_readme_ab_line_has_the_ids_rate_writes(tmp_path):
+    """The README's A/B example line carries the item and clip ids of `write_candidates` + `deramos rate`."""
+    import re
+    from pathlib import Path
+
+    import torch
+
+    from deramos_reward.rating import RatingLog, build_items, read_clips
+    from deramos_reward.rating.candidates import write_candidates
+
+    manifest = write_candidates(
+        tmp_path, ["calm piano"] * 2, torch.zeros(2, 1, 800), torch.zeros(2, 4, 3).long(), 16_000
+    )
+    clips = read_clips(manifest)
+    out = tmp_path / "votes.jsonl"
+    with RatingLog(out, "ab", clips, build_items(clips, "ab")) as log:
+        log.record("alice", log.next_item("alice").id, {"choice": "a"})
+    line = json.loads(out.read_text())
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    example = json.loads(re.search(r'^\{"item": .*$', readme, flags=re.M).group(0).replace(", ...}", "}"))
+    assert example["item"] == line["item"] == "wav/c00000|wav/c00001"
+    assert {example["a"]["id"], example["b"]["id"]} == {line["a"]["id"], line["b"]["id"]}
