@@ -289,3 +289,26 @@ def test_agreement_options_out_of_range_are_one_line(extra, needles, clips, tmp_
     out = tmp_path / "report.json"
     _one_line_exit_2(capsys, ["agreement", str(ratings), "--out", str(out), *extra], *needles)
     assert not out.exists()
+
+
+def test_an_rl_start_that_fails_inside_the_trainer_leaves_nothing(
+    tiny_checkpoint, tmp_path, capsys, monkeypatch
+):
+    from deramos_reward.integrations import tuning
+
+    def broken(*args, **kwargs):  # after the trainer wrote settings.json, before any checkpoint
+        raise RuntimeError("the first step fails")
+
+    monkeypatch.setattr(tuning, "load_training_state", broken)
+    given = tmp_path / "given"
+    given.mkdir()  # a folder the user made for the run: it stays, empty
+    for out in (tmp_path / "new", given):
+        with pytest.raises(RuntimeError):
+            main(_musicgen("rl", tiny_checkpoint, out))
+    _nothing_in(tmp_path, "given")
+    _nothing_in(given)
+    monkeypatch.undo()
+    capsys.readouterr()
+    assert (
+        main(_musicgen("rl", tiny_checkpoint, given, "transformers", "--sampling", "guidance_scale=1")) == 0
+    )

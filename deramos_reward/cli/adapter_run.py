@@ -14,12 +14,12 @@ import hashlib
 import json
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 from . import provenance
-from .options import CommandError, resolve_device
+from .options import CommandError, new_folder, resolve_device
 
 RUN_RECORD = "rl_run.json"
 # what a run of deramos rl writes into RUN (besides RUN_RECORD); --overwrite removes these only
@@ -66,14 +66,19 @@ def check_run_folder(out: Path, record: dict[str, Any], overwrite: bool) -> None
         return
     stored = provenance.read(out / RUN_RECORD)
     if stored is None:
-        if (out / "settings.json").is_file():
+        if started(out):
             return  # a run of an earlier deramos rl, which had no record: the trainer checks its settings
         raise CommandError(
             f"--out {str(out)!r} holds files but no run of deramos rl (no {RUN_RECORD}); "
             "choose another --out (it is never written into)"
         )
-    if not overwrite:
+    if not overwrite and started(out):  # a record without a started run describes nothing yet
         provenance.check(out / RUN_RECORD, record, str(out))
+
+
+def started(out: Path) -> bool:
+    """Has a run begun in ``out`` (the trainer wrote its settings)?"""
+    return (out / "settings.json").is_file()
 
 
 def clear_run(out: Path) -> None:
@@ -88,6 +93,21 @@ def clear_run(out: Path) -> None:
             path.unlink(missing_ok=True)
     for tmp in out.glob(".adapter.*"):  # an adapter save interrupted half-way
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def first_start(out: Path, finished: Callable[[Path], bool]) -> Iterator[None]:
+    """For the block: RUN, created when missing. When the block fails before the run holds finished work
+    (``finished``), what this start wrote goes again: the folder it created, or the run files it wrote
+    into a folder that held no run; so a failed first start leaves nothing behind."""
+    fresh = not started(out)
+    with new_folder(out, finished):
+        try:
+            yield
+        except BaseException:
+            if fresh and out.is_dir() and not finished(out):
+                clear_run(out)
+            raise
 
 
 @contextlib.contextmanager

@@ -41,8 +41,10 @@ from .adapter_run import (
     RUN_RECORD,
     check_run_folder,
     clear_run,
+    first_start,
     is_main_process,
     run_record,
+    started,
     training_device,
 )
 from .backprop import (
@@ -70,7 +72,6 @@ from .options import (
     add_device_argument,
     check_output,
     make_config,
-    new_folder,
 )
 
 
@@ -180,7 +181,7 @@ def _train(args: argparse.Namespace) -> int:
     def finished(folder: Path) -> bool:
         return tuning.checkpoint_folder(folder) is not None or (folder / "adapter").is_dir()
 
-    with new_folder(out, finished) if main else contextlib.nullcontext():
+    with first_start(out, finished) if main else contextlib.nullcontext():
         device = tuning.accelerator_device()
         backend = load_backend(args, device=device)
         check_frames(backend, config.duration)
@@ -190,7 +191,8 @@ def _train(args: argparse.Namespace) -> int:
         if main:  # only now that every check passed
             if args.overwrite:
                 clear_run(out)
-            provenance.write(out / RUN_RECORD, record)
+            if not started(out):  # a new run (a resumed one was checked against its record)
+                provenance.write(out / RUN_RECORD, record)
         summary = trainer.train()
         path = trainer.save_adapter(out / "adapter")
     if trainer.accelerator.is_main_process:
