@@ -141,6 +141,8 @@ def test_generate_refuses_options_that_cannot_work(extra, needles, tiny_checkpoi
     [
         (["--mi-weight", "0", "--ta-weight", "0"], ["both 0", "constant"]),
         (["--duration", "0.06"], ["gives 3 code frames"]),
+        (["--margin", "inf"], ["--margin must be a finite number"]),
+        (["--sampling", "cfg_coef=2"], ["guidance_scale"]),
     ],
 )
 def test_pairs_refuses_options_that_cannot_work(extra, needles, tiny_checkpoint, tmp_path, capsys):
@@ -178,6 +180,9 @@ def test_a_failed_first_group_leaves_no_folder_and_the_fixed_command_runs(
         (["--device", "gpu"], ["'gpu' is not a device"]),
         (["--device", "mps"], ["--device"]),
         (["--eval-prompts", "missing.txt"], ["--eval-prompts file"]),
+        (["--grad-accum", "3"], ["2 samples per step", "--grad-accum 3"]),
+        (["--sampling", "temperature=0.5"], ["generation_kwargs must be free of 'temperature'"]),
+        (["--mi-weight", "nan"], ["mi_weight"]),
     ],
 )
 def test_rl_usage_errors_leave_no_run_folder(extra, needles, tiny_checkpoint, tmp_path, capsys, monkeypatch):

@@ -56,8 +56,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
     args.sampling_options = musicgen.check_sampling_arguments(args)
-    if not args.margin >= 0:
-        raise CommandError(f"--margin must be >= 0, got {args.margin}")
+    if not 0 <= args.margin < float("inf"):
+        raise CommandError(f"--margin must be a finite number >= 0, got {args.margin}")
     if args.max_pairs_per_prompt < 0:
         raise CommandError(
             f"--max-pairs-per-prompt must be >= 0 (0 = no cap), got {args.max_pairs_per_prompt}"

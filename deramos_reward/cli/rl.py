@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -160,7 +161,24 @@ def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
         reward = {k: getattr(config, k) for k in REWARD_FIELDS if hasattr(config, k)}
     check_reward_weights(reward["mi_weight"], reward["ta_weight"])
     check_sampling(args.backend, config.generation_kwargs or {})
+    if args.method == "rl":
+        _check_layout(config)
     return config, reward
+
+
+def _check_layout(config: Any) -> None:
+    """CommandError unless each process's samples split into the micro-batches (as the trainer needs)."""
+    procs = int(os.environ.get("WORLD_SIZE", "1") or 1)
+    if config.prompts_per_step % procs:
+        raise CommandError(
+            f"--prompts-per-step {config.prompts_per_step} must be a multiple of the {procs} processes"
+        )
+    local = config.prompts_per_step // procs * config.num_generations
+    if local % config.gradient_accumulation_steps:
+        raise CommandError(
+            f"each process's {local} samples per step (--prompts-per-step x --num-generations / processes) "
+            f"must split evenly into --grad-accum {config.gradient_accumulation_steps} micro-batches"
+        )
 
 
 def _train(args: argparse.Namespace) -> int:
