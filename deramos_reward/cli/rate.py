@@ -12,7 +12,9 @@ Export (nothing is served)::
 
 MOS answers are training-manifest lines (``deramos train --data ratings.jsonl``). The server
 binds 127.0.0.1 unless --host says otherwise, serves only the manifest's audio files, and
-writes nothing but --out. Use --token on a LAN (``--token auto`` makes a random one).
+writes nothing but --out (and, at the first answer, ``OUT.session.json``: the settings that decide
+what the answers mean; a resume with other ones is refused). Use --token on a LAN (``--token auto``
+makes a random one).
 """
 
 from __future__ import annotations
