@@ -332,7 +332,7 @@ def measure(ctx: Context, make_fn: Callable[[int], Callable[[], object]], batch:
         try:
             raise SimulatedOOM(f"simulated out of memory at batch {batch} (smoke run)")
         except SimulatedOOM as err:
-            return {"status": "out of memory", "error": str(err)}
+            return {"status": "out of memory", "error": str(err), "simulated": True}
     try:
         ctx.dev.reset_peak()
         fn = make_fn(batch)
@@ -366,6 +366,8 @@ def throughput_row(m: dict, batch: int, seconds: float, flops: dict | None, ctx:
     }
     if m["status"] != "ok":
         row["error"] = m.get("error")
+        if m.get("simulated"):
+            row["simulated"] = True  # the smoke plan's stand-in for running out of memory
         return row
     clips_per_s = batch / m["seconds"]
     row |= {
@@ -397,8 +399,9 @@ def ladder(ctx: Context, section: str, make_fn, seconds: float, flops, fields: d
         m = measure(ctx, make_fn, batch)
         row = fields | throughput_row(m, batch, seconds, flops, ctx)
         ctx.results.add_row(section, row)
+        status = f"{row['status']} (simulated)" if row.get("simulated") else row["status"]
         print(
-            f"  {section} {fields} batch {batch}: {row['status']} {row.get('clips_per_s', 0):.3g} clips/s",
+            f"  {section} {fields} batch {batch}: {status} {row.get('clips_per_s', 0):.3g} clips/s",
             flush=True,
         )
         if m["status"] != "ok":
@@ -864,6 +867,11 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "command": " ".join(shlex.quote(a) for a in ["benchmarks/gpu_check.sh", *(argv or sys.argv[1:])]),
         "smoke": plan.smoke,
+        **(
+            {"simulated": f"out of memory from batch {plan.simulate_oom_batch} on (smoke run; not measured)"}
+            if plan.simulate_oom_batch is not None
+            else {}
+        ),
         "judge": plan.judge,
         "musicgen": plan.musicgen,
         "device": device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import tempfile
@@ -130,6 +131,32 @@ def resolve_checkpoint(path_or_hub_id: str | os.PathLike) -> Path:
         "DeRA-MOS checkpoint",
     )
     return Path(local)
+
+
+def files_sha256(paths: list[Path]) -> str:
+    """sha256 over the names and bytes of ``paths``, in order (a checkpoint's identity: the same files
+    give the same hash wherever they lie)."""
+    h = hashlib.sha256()
+    for path in paths:
+        h.update(Path(path).name.encode() + b"\0")
+        with open(path, "rb") as f:
+            while block := f.read(1 << 20):
+                h.update(block)
+    return h.hexdigest()
+
+
+def checkpoint_sha256(path_or_hub_id: str | os.PathLike) -> str:
+    """:func:`files_sha256` of a checkpoint's config and weights (a hub id: from the local cache,
+    downloaded when missing, as loading would); InputError when a file is missing."""
+    folder = resolve_checkpoint(path_or_hub_id)
+    files = [folder / CONFIG_NAME, folder / WEIGHTS_NAME]
+    missing = [p.name for p in files if not p.is_file()]
+    if missing:
+        raise InputError(
+            f"checkpoint {os.fspath(path_or_hub_id)!r} has no {missing[0]}; expected a folder with "
+            f"{CONFIG_NAME} and {WEIGHTS_NAME}"
+        )
+    return files_sha256(files)
 
 
 def read_checkpoint(directory: Path) -> tuple[DeRAMOSConfig, dict[str, torch.Tensor]]:

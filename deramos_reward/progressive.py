@@ -5,7 +5,8 @@ checkpoint, their partial audio is scored, and only the best ``keep`` fraction (
 least one) is continued from its own codes to the next checkpoint, and so on to the full length.
 The chosen candidate is the best one that reached the end. Every candidate keeps a score: the
 final one, or, for a pruned candidate, the score of its last partial audio (``pruned`` marks
-those).
+those, ``scored_frames`` says how many code frames each score was taken on). A partial score is
+not comparable with a final one and can be higher than the chosen candidate's.
 
 The generator is a *segment generator*:
 ``generate_segment(prompts, prefix, frames) -> (audio, codes)`` continues ``prefix`` codes
@@ -200,6 +201,7 @@ class _Search:
             mi=None if self.mi.isnan().all() else self.mi,
             ta=None if self.ta.isnan().all() else self.ta,
             pruned=~final,
+            scored_frames=torch.tensor(frames, dtype=torch.long)[self.reached],
             stats={
                 "candidates": P * n,
                 "stage_frames": frames,

@@ -41,10 +41,16 @@ class BestOfNResult:
     mi: torch.Tensor | None = None  # [P, n] expected MI per candidate (MusicReward only)
     ta: torch.Tensor | None = None  # [P, n] expected TA per candidate (MusicReward only)
     pruned: torch.Tensor | None = None  # [P, n] bool (progressive): stopped early, score is a partial one
+    scored_frames: torch.Tensor | None = (
+        None  # [P, n] long (progressive): code frames each score was taken on
+    )
     stats: dict = field(default_factory=dict)  # e.g. generated frames (progressive)
 
     def rows(self) -> list[dict]:
-        """One JSON-ready row per candidate: prompt, candidate, score, mi, ta, chosen, pruned."""
+        """One JSON-ready row per candidate: prompt, candidate, score, mi, ta, chosen; progressive also
+        ``pruned``, ``score_of`` (``"partial clip"`` for a pruned candidate: the score of its audio up to
+        where it was pruned, not comparable with a final score; ``"full clip"`` otherwise) and
+        ``scored_frames`` (the code frames that audio had)."""
         out = []
         for p, prompt in enumerate(self.prompts):
             for i in range(self.scores.shape[1]):
@@ -60,6 +66,9 @@ class BestOfNResult:
                     row["ta"] = float(self.ta[p, i])
                 if self.pruned is not None:
                     row["pruned"] = bool(self.pruned[p, i])
+                    row["score_of"] = "partial clip" if row["pruned"] else "full clip"
+                if self.scored_frames is not None:
+                    row["scored_frames"] = int(self.scored_frames[p, i])
                 out.append(row)
         return out
 

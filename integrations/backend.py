@@ -10,8 +10,9 @@ from typing import Any
 
 from deramos_reward._optional import require
 
+from . import backend_audiocraft, backend_transformers
 from .backend_audiocraft import AudioCraftMusicGen
-from .backend_base import MusicGenBackend
+from .backend_base import MusicGenBackend, check_sampling_options
 from .backend_transformers import TransformersMusicGen
 
 LIBRARIES = ("audiocraft", "transformers")
@@ -98,6 +99,16 @@ def load_musicgen_backend(library: str, spec: str, device: Any = "cpu") -> Music
     model = _from_hub(transformers.MusicgenForConditionalGeneration.from_pretrained, spec)
     processor = _from_hub(transformers.AutoProcessor.from_pretrained, spec)
     return TransformersMusicGen(model.to(device).eval(), processor)
+
+
+def check_sampling(library: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the sampling options of ``library`` (``"audiocraft"`` or
+    ``"transformers"``), in that library's own names; InputError/InputTypeError naming the option
+    (a misspelt one with the closest name, the other library's name with this one's)."""
+    if library not in LIBRARIES:
+        raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
+    module = backend_audiocraft if library == "audiocraft" else backend_transformers
+    return check_sampling_options(options, module.SAMPLING)
 
 
 def _from_hub(load: Any, spec: str, **kwargs: Any) -> Any:

@@ -18,7 +18,7 @@ from torch import nn
 
 from deramos_reward._optional import require
 
-from .backend_base import MusicGenBackend, check_policy_sampling
+from .backend_base import MusicGenBackend, SamplingOptions, check_policy_sampling
 from .logprobs import audiocraft_code_logits, audiocraft_generation_params
 from .straight_through import audiocraft_decode_differentiable
 
@@ -28,6 +28,29 @@ AUDIOCRAFT_LORA_TARGETS = (
 """peft ``target_modules`` regex for AudioCraft's ``LMModel``. Its attention keeps q/k/v in one
 ``in_proj_weight`` Parameter (not an ``nn.Linear``), so LoRA goes on the attention output projections
 and the feed-forward layers."""
+
+_LENGTH = "the length comes from the duration (--duration), in code frames"
+SAMPLING = SamplingOptions(
+    library="AudioCraft MusicGen",
+    kinds={
+        "use_sampling": "bool",
+        "temp": "number>0",
+        "temperature": "number>0",  # accepted for temp
+        "top_k": "int>=0",
+        "top_p": "fraction",
+        "cfg_coef": "number>=0",
+        "two_step_cfg": "bool",
+    },
+    renamed={"guidance_scale": "cfg_coef", "do_sample": "use_sampling"},
+    refused={
+        "duration": _LENGTH,
+        "extend_stride": _LENGTH,
+        "max_length": _LENGTH,
+        "max_new_tokens": _LENGTH,
+        "num_return_sequences": "samples per prompt come from n (--n)",
+    },
+)
+"""AudioCraft's generation params (``MusicGen.set_generation_params``) that sampling takes, with their kinds."""
 
 
 class AudioCraftMusicGen(MusicGenBackend):

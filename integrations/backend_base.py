@@ -9,14 +9,84 @@ implementation; it is the only code that looks at which library a model comes fr
 from __future__ import annotations
 
 import contextlib
+import difflib
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
 
+from deramos_reward.errors import InputError, InputTypeError
+
 from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
+
+
+class SamplingOptions(NamedTuple):
+    """A MusicGen library's sampling options, as :func:`check_sampling_options` checks them.
+
+    library: the name used in messages. kinds: option -> ``"bool"``, ``"int>=0"``, ``"number"``,
+    ``"number>0"``, ``"number>=0"`` or ``"fraction"`` (a number in [0, 1]). renamed: the other
+    library's names -> this library's name for the same thing (or None: no counterpart). refused:
+    options the library has but that must not be passed -> why.
+    """
+
+    library: str
+    kinds: Mapping[str, str]
+    renamed: Mapping[str, str | None]
+    refused: Mapping[str, str]
+
+
+def _kind_error(kind: str, value: Any) -> tuple[str, type[InputError]] | None:
+    """What is wrong with ``value`` for an option of ``kind`` and the error to raise (None: it fits)."""
+    if kind == "bool":
+        return None if isinstance(value, bool) else ("must be True or False", InputTypeError)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return ("must be an integer >= 0" if kind == "int>=0" else "must be a number"), InputTypeError
+    if kind == "int>=0":
+        return None if isinstance(value, int) and value >= 0 else ("must be an integer >= 0", InputError)
+    if not math.isfinite(value):
+        return "must be a finite number", InputError
+    bad = {
+        "number>0": (value <= 0, "must be > 0"),
+        "number>=0": (value < 0, "must be >= 0"),
+        "fraction": (not 0 <= value <= 1, "must be in [0, 1]"),
+    }.get(kind, (False, ""))
+    return (bad[1], InputError) if bad[0] else None
+
+
+def check_sampling_options(options: Mapping[str, Any], spec: SamplingOptions) -> dict[str, Any]:
+    """``options`` checked against a library's own sampling options (``spec``) -> a plain dict.
+
+    Raises:
+        InputError: an option the library does not have (naming the closest one, or the other
+            library's name for it), one it refuses, or a value out of range.
+        InputTypeError: a value of the wrong type (``guidance_scale='abc'``).
+    """
+    if not isinstance(options, Mapping):
+        raise InputTypeError(f"sampling options must be a dict, got {type(options).__name__}")
+    for key, value in options.items():
+        if key in spec.refused:
+            raise InputError(f"{key!r} is not a sampling option of {spec.library}: {spec.refused[key]}")
+        if key not in spec.kinds:
+            raise InputError(_unknown_option(key, spec))
+        problem = _kind_error(spec.kinds[key], value)
+        if problem is not None:
+            text, error = problem
+            raise error(f"{spec.library}'s sampling option {key} {text}, got {value!r}")
+    return dict(options)
+
+
+def _unknown_option(key: str, spec: SamplingOptions) -> str:
+    names = ", ".join(sorted(spec.kinds))
+    if key in spec.renamed:
+        ours = spec.renamed[key]
+        same = f"; {spec.library} calls it {ours!r}" if ours else f"; {spec.library} has no such option"
+        return f"{key!r} is the other MusicGen library's option{same} (its options: {names})"
+    close = difflib.get_close_matches(key, list(spec.kinds), n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    return f"{key!r} is not a sampling option of {spec.library}{hint}; its options: {names}"
 
 
 def check_policy_sampling(temperature: float, top_k: int) -> None:
@@ -86,6 +156,12 @@ class MusicGenBackend(ABC):
     def check_ready(self) -> None:
         """Raise ValueError if something needed to generate or score is missing (a processor)."""
         return None
+
+    def prompt_tokens(self, prompts: Sequence[str]) -> tuple[int | None, list[int]]:
+        """``(limit, tokens)``: the most prompt tokens the text encoder reads (a longer prompt keeps its
+        first ``limit``; None = whole prompts are read) and each prompt's number of tokens ([] when
+        there is no limit)."""
+        return None, []
 
     # ---- generation and decoding --------------------------------------------------------------
     def generate(

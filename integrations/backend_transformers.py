@@ -14,8 +14,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backend_base import MusicGenBackend, check_policy_sampling
-from .logprobs import generate_with_codes, transformers_code_logits, transformers_text_inputs
+from .backend_base import MusicGenBackend, SamplingOptions, check_policy_sampling
+from .logprobs import (
+    generate_with_codes,
+    text_token_limit,
+    transformers_code_logits,
+    transformers_text_inputs,
+)
 from .straight_through import transformers_decode_differentiable
 
 TRANSFORMERS_LORA_TARGETS = (
@@ -24,12 +29,40 @@ TRANSFORMERS_LORA_TARGETS = (
 """peft ``target_modules`` regex for transformers MusicGen: the decoder's self- and cross-attention
 projections and its feed-forward layers (not the T5 text encoder, not EnCodec, not the output heads)."""
 
+_LENGTH = "the length comes from the duration (--duration), in code frames"
 _REFUSED = {
-    "max_length": "give the length in frames",
-    "max_new_tokens": "give the length in frames",
-    "num_return_sequences": "repeat the prompts instead (MusicGen joins the samples along time)",
+    "max_length": _LENGTH,
+    "max_new_tokens": _LENGTH,
+    "duration": _LENGTH,
+    "num_return_sequences": "samples per prompt come from n (--n); MusicGen would join them along time",
     "decoder_input_ids": "pass prefix= codes [B, K, S0]",
 }
+
+SAMPLING = SamplingOptions(
+    library="transformers MusicGen",
+    kinds={
+        "do_sample": "bool",
+        "temperature": "number>0",
+        "top_k": "int>=0",
+        "top_p": "fraction",
+        "min_p": "fraction",
+        "typical_p": "fraction",
+        "epsilon_cutoff": "fraction",
+        "eta_cutoff": "fraction",
+        "guidance_scale": "number>=0",
+        "repetition_penalty": "number>0",
+    },
+    renamed={
+        "cfg_coef": "guidance_scale",
+        "use_sampling": "do_sample",
+        "temp": "temperature",
+        "two_step_cfg": None,
+        "extend_stride": None,
+    },
+    refused=_REFUSED,
+)
+"""The sampling options of ``MusicgenForConditionalGeneration.generate`` (``GenerationConfig`` names) that
+sampling from MusicGen takes, with their kinds (checked by ``check_sampling_options``)."""
 
 
 class TransformersMusicGen(MusicGenBackend):
@@ -55,6 +88,13 @@ class TransformersMusicGen(MusicGenBackend):
 
     def check_ready(self) -> None:
         self._processor()
+
+    def prompt_tokens(self, prompts: Sequence[str]) -> tuple[int | None, list[int]]:
+        tokenizer = self._processor().tokenizer
+        limit = text_token_limit(tokenizer)
+        if limit is None:
+            return None, []
+        return limit, [len(ids) for ids in tokenizer(list(prompts), verbose=False)["input_ids"]]
 
     @property
     def device(self) -> torch.device:
@@ -83,7 +123,7 @@ class TransformersMusicGen(MusicGenBackend):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         for key, hint in _REFUSED.items():
             if key in sampling:
-                raise ValueError(f"{key} is not a sampling option here; {hint}")
+                raise ValueError(f"{key} is not a sampling option here: {hint}")
         start = 0 if prefix is None else int(prefix.shape[-1])
         if prefix is not None:
             # undelayed prefix codes [B * K, S0]: generate prepends BOS and lays out the delay pattern

@@ -236,12 +236,25 @@ def generate_with_codes(
     return audio, codes
 
 
+def text_token_limit(tokenizer: Any) -> int | None:
+    """The most tokens a MusicGen text tokenizer keeps (``model_max_length``: 512 for T5), or None when it
+    sets no real limit (transformers' placeholder is about 1e30)."""
+    limit = getattr(tokenizer, "model_max_length", None)
+    return int(limit) if isinstance(limit, int) and 0 < limit < 1_000_000 else None
+
+
 def transformers_text_inputs(
     processor: Any, prompts: Sequence[str], device: str | torch.device | None = None
 ) -> dict[str, torch.Tensor]:
-    """Tokenize prompts for MusicGen: ``{"input_ids": [B, L], "attention_mask": [B, L]}`` on ``device``."""
+    """Tokenize prompts for MusicGen: ``{"input_ids": [B, L], "attention_mask": [B, L]}`` on ``device``.
+
+    A prompt longer than the tokenizer's limit (:func:`text_token_limit`) keeps its first tokens
+    (the tokenizer's own truncation: the end-of-text token stays last)."""
     prompts = check_prompt_list(prompts)
-    enc = processor(text=prompts, padding=True, return_tensors="pt")
+    limit = text_token_limit(processor.tokenizer)  # longer prompts: their first `limit` tokens, as T5 reads
+    enc = processor(
+        text=prompts, padding=True, truncation=limit is not None, max_length=limit, return_tensors="pt"
+    )
     return {k: enc[k].to(device) if device is not None else enc[k] for k in ("input_ids", "attention_mask")}
 
 

@@ -42,8 +42,14 @@ __all__ = [
 _SPECIAL_TOKENS = ("<pad>", "</s>", "<unk>")
 
 
+T5_MAX_TOKENS = 512
+"""The prompt tokens MusicGen's T5 tokenizer keeps (``model_max_length`` of t5-base); the tiny tokenizer
+keeps as many."""
+
+
 def byte_level_t5_tokenizer() -> T5TokenizerFast:
-    """A T5-style fast tokenizer with one token per byte, built offline.
+    """A T5-style fast tokenizer with one token per byte, built offline; like T5's, it keeps at most
+    :data:`T5_MAX_TOKENS` tokens of a prompt when asked to truncate.
 
     Vocabulary: ``<pad>`` (0), ``</s>`` (1), ``<unk>`` (2), then the 256 byte symbols of a byte-level
     pre-tokenizer (259 tokens in all). ``</s>`` is appended to each encoded text. Works with
@@ -61,7 +67,12 @@ def byte_level_t5_tokenizer() -> T5TokenizerFast:
         single="$A </s>", pair="$A </s> $B </s>", special_tokens=[("</s>", vocab["</s>"])]
     )
     return T5TokenizerFast(
-        tokenizer_object=backend, eos_token="</s>", unk_token="<unk>", pad_token="<pad>", extra_ids=0
+        tokenizer_object=backend,
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        extra_ids=0,
+        model_max_length=T5_MAX_TOKENS,
     )
 
 

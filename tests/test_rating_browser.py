@@ -1,6 +1,8 @@
 """The rating page in a real headless Chromium (Debian's `chromium`, driven by playwright-python):
-the page loads, the audio element loads the clip, ratings go in by mouse and by keyboard, rating
-resumes after a server restart, two raters rate at once, and A/B votes."""
+the page loads, the audio element loads the clip, an answer is taken only after the clips were heard to
+the end (or listening was skipped with the visible S key), ratings go in by mouse and by keyboard,
+rating resumes after a server restart, two raters rate at once, A/B votes, and a long prompt leaves the
+players and the scales in view."""
 
 from __future__ import annotations
 
@@ -79,6 +81,12 @@ def _audio_loaded(page, count: int = 1) -> None:
     )
 
 
+def _listen(page, index: int, key: str) -> None:
+    """Play clip ``index`` with its key and wait until it has been heard to the end."""
+    page.keyboard.press(key)
+    page.wait_for_function("(i) => document.querySelectorAll('audio')[i].ended", arg=index, timeout=WAIT_MS)
+
+
 def _order(manifest, rater: str) -> list[str]:
     clips = read_clips(manifest)
     return [i.id for i in rater_order(build_items(clips, "mos"), rater)]
@@ -99,13 +107,25 @@ def test_mos_page_loads_plays_and_takes_mouse_and_keyboard_ratings(page, tmp_pat
 
         page.click('button.score[data-scale="mi"][data-value="4"]')  # mouse
         page.click('button.score[data-scale="ta"][data-value="2"]')
+        expect(page.locator("#listen")).to_be_visible()  # not heard yet: no answer taken
+        expect(page.locator("#listen")).to_contain_text("Listen to the clip to the end")
+        expect(page.locator("#submit")).to_be_disabled()
+        page.keyboard.press("Enter")
+        _listen(page, 0, " ")  # Space plays it
+        expect(page.locator("#listen")).to_be_hidden()
+        expect(page.locator("#submit")).to_be_enabled()
+        assert _lines(out) == []
         page.click("#submit")
         expect(page.locator("#progress")).to_have_text("2 of 6", timeout=WAIT_MS)
         _audio_loaded(page)
 
-        for key in ("5", "1", "Enter"):  # keyboard: MI then TA, Enter submits
+        for key in ("5", "1", "Enter"):  # keyboard: MI then TA; Enter does nothing before a listen
             page.keyboard.press(key)
+        expect(page.locator("#progress")).to_have_text("2 of 6")
+        page.keyboard.press("s")  # the visible key: rate without listening
+        page.keyboard.press("Enter")
         expect(page.locator("#progress")).to_have_text("3 of 6", timeout=WAIT_MS)
+        page.click("#skip")  # the same by mouse
         for key in ("3", "m", "2", "t", "4", "Enter"):  # M / T pick the scale
             page.keyboard.press(key)
         expect(page.locator("#progress")).to_have_text("4 of 6", timeout=WAIT_MS)
@@ -126,7 +146,7 @@ def test_rating_resumes_after_a_server_restart(page, tmp_path):
         page.goto(server.url + "?rater=bob")
         for n in (2, 3):
             expect(page.locator("#submit")).to_be_visible(timeout=WAIT_MS)
-            for key in ("3", "3", "Enter"):
+            for key in ("s", "3", "3", "Enter"):
                 page.keyboard.press(key)
             expect(page.locator("#progress")).to_have_text(f"{n} of 6", timeout=WAIT_MS)
     with serving(manifest, out) as server:  # a new process would do the same: read the file, skip rated items
@@ -137,7 +157,7 @@ def test_rating_resumes_after_a_server_restart(page, tmp_path):
         clips = read_clips(manifest)
         assert clips[int(src.split("/")[-1])].id == order[2]
         for n in range(4, 8):
-            for key in ("4", "2", "Enter"):
+            for key in ("s", "4", "2", "Enter"):
                 page.keyboard.press(key)
             done = f"{n} of 6" if n <= 6 else "6 of 6 rated"
             expect(page.locator("#progress")).to_have_text(done, timeout=WAIT_MS)
@@ -159,6 +179,7 @@ def test_two_raters_at_once(browser, tmp_path):
                     expect(p.locator("#progress")).to_have_text(f"{n + 1} of 6", timeout=WAIT_MS)
                     p.click(f'button.score[data-scale="mi"][data-value="{1 + n % 5}"]')
                     p.click(f'button.score[data-scale="ta"][data-value="{5 - n % 5}"]')
+                    p.click("#skip")
                 for p in pages:  # both submit before either waits
                     p.click("#submit")
             for p in pages:
@@ -185,13 +206,19 @@ def test_ab_page_votes_by_keyboard_and_mouse_and_shows_the_judge(page, tmp_path)
             page.locator(".judge").count() == 2 and "judge: MI" in page.locator(".judge").first.inner_text()
         )
         page.keyboard.press("b")
+        expect(page.locator("#listen")).to_contain_text("Listen to both clips")
+        _listen(page, 0, "1")
+        expect(page.locator("#submit")).to_be_disabled()  # B not heard yet
+        _listen(page, 1, "2")
         page.keyboard.press("Enter")
         expect(page.locator("#progress")).to_have_text("2 of 6", timeout=WAIT_MS)
         _audio_loaded(page, count=2)
         page.click('button.choice[data-choice="a"]')
+        page.click("#skip")
         page.click("#submit")
         expect(page.locator("#progress")).to_have_text("3 of 6", timeout=WAIT_MS)
         page.keyboard.press("t")
+        page.keyboard.press("s")
         page.keyboard.press("Enter")
         expect(page.locator("#progress")).to_have_text("4 of 6", timeout=WAIT_MS)
     assert [line["choice"] for line in _lines(out)] == ["b", "a", "tie"]
@@ -205,7 +232,7 @@ def test_page_with_a_token(page, tmp_path):
         expect(page.locator("#status")).to_contain_text("token", timeout=WAIT_MS)
         page.goto(server.url + "?rater=fay&token=tok-123")
         _audio_loaded(page)
-        for key in ("2", "5", "Enter"):
+        for key in ("s", "2", "5", "Enter"):
             page.keyboard.press(key)
         expect(page.locator("#progress")).to_have_text("2 of 6", timeout=WAIT_MS)
     assert [(line["mi"], line["ta"]) for line in _lines(out)] == [(2, 5)]
@@ -221,3 +248,40 @@ def test_the_page_asks_for_a_rater_id(page, tmp_path):
         page.keyboard.press("Enter")
         expect(page.locator("#progress")).to_have_text("1 of 6", timeout=WAIT_MS)
         assert "rater=gus" in page.url
+
+
+@pytest.mark.parametrize("mode", ["mos", "ab"])
+def test_a_long_prompt_leaves_the_players_and_scales_in_view(browser, mode, tmp_path):
+    manifest, out = write_clips(tmp_path), tmp_path / "ratings.jsonl"
+    long_prompt = "a slow piano piece with soft strings, " * 150 + "x" * 400  # about 6000 characters
+    # one prompt for all 6 clips: A/B pairs every two of them (15 items)
+    lines = [json.loads(line) for line in manifest.read_text().splitlines()]
+    manifest.write_text("".join(json.dumps({**line, "prompt": long_prompt}) + "\n" for line in lines))
+    context = browser.new_context(viewport={"width": 800, "height": 720})
+    try:
+        page = context.new_page()
+        with serving(manifest, out, mode=mode) as server:
+            page.goto(server.url + "?rater=hal")
+            _expect()(page.locator("#progress")).to_have_text(
+                "1 of 15" if mode == "ab" else "1 of 6", timeout=WAIT_MS
+            )
+            wanted = ["audio", "#submit"] + (
+                ["#scale-mi", "#scale-ta"] if mode == "mos" else ["#ab .choices"]
+            )
+            for selector in wanted:
+                for box in (
+                    page.locator(selector).nth(i).bounding_box()
+                    for i in range(page.locator(selector).count())
+                ):
+                    assert box is not None and 0 <= box["y"] and box["y"] + box["height"] <= 720, (
+                        selector,
+                        box,
+                    )
+            prompt = page.locator("#prompt")
+            assert (
+                page.evaluate("document.getElementById('prompt').scrollHeight")
+                > prompt.bounding_box()["height"]
+            )
+            assert page.evaluate("document.documentElement.scrollWidth") <= 800  # no sideways scrolling
+    finally:
+        context.close()

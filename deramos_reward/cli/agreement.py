@@ -43,14 +43,32 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.set_defaults(run=run)
 
 
+def _check(args: argparse.Namespace) -> None:
+    """CommandError for an option out of range (before anything is read or scored)."""
+    if not os.path.isfile(args.ratings):
+        raise CommandError(f"ratings file {args.ratings!r} does not exist")
+    check_output(args.out, "--out", folder=False)
+    if args.n_boot < 1:
+        raise CommandError(f"--n-boot must be >= 1 (bootstrap replicates), got {args.n_boot}")
+    if not 0 < args.level < 1:
+        raise CommandError(f"--level must be in (0, 1) (e.g. 0.95 for 95 % intervals), got {args.level}")
+    if args.batch_size < 1:
+        raise CommandError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
+    for flag, value in (("--mi-weight", args.mi_weight), ("--ta-weight", args.ta_weight)):
+        if not math.isfinite(value):
+            raise CommandError(f"{flag} must be a finite number, got {value}")
+    if args.mi_weight == 0 and args.ta_weight == 0:
+        raise CommandError("--mi-weight and --ta-weight are both 0: the judge's A/B score would be constant")
+
+
 def run(args: argparse.Namespace) -> int:
     from ..jsonl import read_rows
     from ..rating.agreement import ab_report, format_report, mos_report, rated_clips
     from ..rating.export import read_answers
 
-    if not os.path.isfile(args.ratings):
-        raise CommandError(f"ratings file {args.ratings!r} does not exist")
-    check_output(args.out, "--out", folder=False)
+    _check(args)
     first = read_rows(args.ratings, repair=False)[:1]
     mode = "ab" if first and "choice" in first[0] else "mos"
     rows = read_answers(args.ratings, mode)

@@ -14,12 +14,9 @@ their meaning, RL-only options (``--epsilon``, ``--num-iterations``, ``--advanta
 from __future__ import annotations
 
 import argparse
-import json
-import sys
-from pathlib import Path
 from typing import Any
 
-from .musicgen import load_backend, parse_sampling, read_prompts
+from .musicgen import parse_sampling
 from .options import CommandError, make_config
 
 RL_ONLY = ("epsilon", "num_iterations", "advantage", "loss_type", "uncertainty_penalty", "diversity_weight")
@@ -77,32 +74,20 @@ def backprop_config(args: argparse.Namespace) -> Any:
     return make_config(MusicBackpropConfig, args, **fixed)
 
 
-def run_backprop(args: argparse.Namespace, eval_prompts: list[str] | None) -> int:
-    """Train with reward backpropagation; prints a JSON summary; the adapter goes to ``OUT/adapter``."""
+def backprop_trainer(args: argparse.Namespace, config: Any, backend: Any, judge: Any, prompts, eval_prompts):
+    """The :class:`MusicRewardBackpropTrainer` of a ``deramos rl --method backprop`` command line."""
     import deramos_reward as dr
 
-    from ..integrations import tuning
     from ..integrations.backprop import MusicRewardBackpropTrainer
 
-    check_method_arguments(args)
-    config = backprop_config(args)
-    prompts = read_prompts(args)
-    device = tuning.accelerator_device()
-    backend = load_backend(args, device=device)
-    judge = dr.DeRAMOS.from_pretrained(args.judge, device=device)
-    reward = dr.MusicReward(
-        judge,
-        mi_weight=0.5 if args.mi_weight is None else args.mi_weight,
-        ta_weight=0.5 if args.ta_weight is None else args.ta_weight,
-        gradient_checkpointing=config.gradient_checkpointing,
-    )
-    trainer = MusicRewardBackpropTrainer(backend, reward, prompts, config, eval_prompts=eval_prompts)
-    summary = trainer.train()
-    path = trainer.save_adapter(Path(args.out) / "adapter")
-    if trainer.accelerator.is_main_process:
-        print(json.dumps(summary, indent=2))
-        print(
-            f"deramos rl --method backprop: {summary['global_step']} steps; adapter saved to {path}",
-            file=sys.stderr,
-        )
-    return 0
+    weights = backprop_weights(args)
+    reward = dr.MusicReward(judge, **weights, gradient_checkpointing=config.gradient_checkpointing)
+    return MusicRewardBackpropTrainer(backend, reward, prompts, config, eval_prompts=eval_prompts)
+
+
+def backprop_weights(args: argparse.Namespace) -> dict[str, float]:
+    """``{"mi_weight", "ta_weight"}`` of the reward (0.5 each unless given)."""
+    return {
+        "mi_weight": 0.5 if args.mi_weight is None else args.mi_weight,
+        "ta_weight": 0.5 if args.ta_weight is None else args.ta_weight,
+    }

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import math
 from pathlib import Path
 from typing import Any
 
@@ -95,16 +96,41 @@ def add_sampling_arguments(p: argparse.ArgumentParser, n_default: int = 8, n_min
 
 
 def check_sampling_arguments(args: argparse.Namespace) -> dict[str, Any]:
-    """Check the shared options; -> the sampling options as a dict (values parsed as Python literals)."""
+    """Check the shared options; -> the sampling options as a dict (values parsed as Python literals,
+    checked against the ``--backend`` library's own sampling options)."""
     if args.n < args.n_min:
         raise CommandError(f"--n must be >= {args.n_min}, got {args.n}")
     if args.max_batch < 1:
         raise CommandError(f"--max-batch must be >= 1, got {args.max_batch}")
-    if not args.duration > 0:
-        raise CommandError(f"--duration must be > 0 seconds, got {args.duration}")
+    if not (args.duration > 0 and math.isfinite(args.duration)):
+        raise CommandError(f"--duration must be a positive number of seconds, got {args.duration}")
     if args.seed is not None and args.seed < 0:
         raise CommandError(f"--seed must be >= 0, got {args.seed}")
-    return parse_sampling(args.sampling)
+    check_reward_weights(args.mi_weight, args.ta_weight)
+    return check_sampling(args.backend, parse_sampling(args.sampling))
+
+
+def check_reward_weights(mi_weight: float | None, ta_weight: float | None) -> None:
+    """CommandError for a weight that is not a finite number, or both weights 0 (a constant reward
+    ranks nothing: the pick would be arbitrary). None = the command's default."""
+    for flag, value in (("--mi-weight", mi_weight), ("--ta-weight", ta_weight)):
+        if value is not None and not math.isfinite(value):
+            raise CommandError(f"{flag} must be a finite number, got {value}")
+    if mi_weight == 0 and ta_weight == 0:
+        raise CommandError(
+            "--mi-weight and --ta-weight are both 0: the reward would be constant; give one a non-zero weight"
+        )
+
+
+def check_sampling(backend: str, options: dict[str, Any]) -> dict[str, Any]:
+    """``options`` checked against the sampling options of the ``--backend`` library (CommandError)."""
+    from ..errors import InputError
+    from ..integrations.backend import check_sampling as check_library_sampling
+
+    try:
+        return check_library_sampling(backend, options)
+    except InputError as err:
+        raise CommandError(f"--sampling: {err}") from err
 
 
 def generation_settings(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
@@ -152,6 +178,59 @@ def load_backend(args: argparse.Namespace, device: Any = "cpu"):
         if args.musicgen not in text:
             text = f"could not load --musicgen {args.musicgen!r}: {text}"
         raise CommandError(f"{text} (--backend {args.backend})") from err
+
+
+def check_frames(backend: Any, duration: float, checkpoints: tuple[float, ...] = ()) -> int:
+    """The code frames of ``--duration`` on ``backend``; CommandError when they are too few for the
+    model (its delay pattern), or when the progressive ``--checkpoints`` cut them into segments that are."""
+    from ..progressive import stage_frames
+
+    try:
+        frames = backend.frames_for(duration)
+    except ValueError as err:
+        raise CommandError(f"--duration {duration}: {err}") from err
+    if frames < backend.min_frames:
+        raise CommandError(
+            f"--duration {duration} gives {frames} code frames; this MusicGen needs at least "
+            f"{backend.min_frames} ({backend.min_frames / backend.frame_rate:.3g} s)"
+        )
+    if checkpoints:
+        try:
+            stages = stage_frames(frames, checkpoints)
+        except ValueError as err:
+            raise CommandError(f"--checkpoints: {err}") from err
+        shortest = min(b - a for a, b in zip([0, *stages], stages))
+        if shortest < backend.min_frames:
+            raise CommandError(
+                f"--checkpoints {','.join(map(str, checkpoints))} cut the {frames} code frames of --duration "
+                f"{duration} into segments ending at {stages}; each must add at least {backend.min_frames} "
+                "frames: use fewer checkpoints or a longer --duration"
+            )
+    return frames
+
+
+def warn_long_prompts(command: str, backend: Any, judge: Any, prompts: list[str]) -> None:
+    """One warning line (stderr) when prompts are longer than MusicGen's or the judge's text encoder
+    reads: each keeps the first tokens its encoder takes (the tokenizer's own truncation)."""
+    import sys
+
+    notes = []
+    limit, counts = backend.prompt_tokens(prompts)
+    long = [i for i, n in enumerate(counts) if limit is not None and n > limit]
+    if long:
+        notes.append(
+            f"MusicGen reads the first {limit} tokens ({len(long)} prompts are longer, e.g. #{long[0]})"
+        )
+    encoder = getattr(judge, "text_encoder", None)
+    if encoder is not None:
+        ids = encoder.tokenizer(list(prompts), verbose=False)["input_ids"]
+        long = [i for i, row in enumerate(ids) if len(row) > encoder.max_tokens]
+        if long:
+            notes.append(
+                f"the judge reads the first {encoder.max_tokens} ({len(long)} prompts are longer, e.g. #{long[0]})"
+            )
+    if notes:
+        print(f"deramos {command}: warning: long prompts are truncated: {'; '.join(notes)}", file=sys.stderr)
 
 
 def group_seed(seed: int | None, first_prompt: int) -> int | None:

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
+import shutil
 import typing
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
@@ -13,17 +17,24 @@ DEVICE_CHOICES = "auto, cpu, cuda, cuda:N or mps"
 # config field -> (flag, help) of the settings the training commands take from the command line:
 # the judge's TrainConfig (train) and the adapter trainers' MusicDPOConfig, MusicRLConfig and
 # MusicBackpropConfig (dpo, rl); a command offers the options whose field its config class has.
-CONFIG_OPTIONS = {
+# A help that differs per command is {"dpo": ..., "": everyone else} (keys: HELP_KEYS of the config).
+CONFIG_OPTIONS: dict[str, tuple[str, str | dict[str, str]]] = {
     "learning_rate": ("--lr", "learning rate"),
-    "max_steps": ("--max-steps", "optimizer steps (dpo: -1 = train for --epochs)"),
+    "max_steps": ("--max-steps", {"dpo": "optimizer steps; -1 = train for --epochs", "": "optimizer steps"}),
     "gradient_accumulation_steps": ("--grad-accum", "micro-batches per optimizer update"),
     "lora_r": ("--lora-r", "LoRA rank"),
     "lora_alpha": ("--lora-alpha", "LoRA scaling (alpha / r multiplies the update)"),
     "logging_steps": ("--logging-steps", "optimizer steps per log row"),
     "save_steps": ("--save-steps", "optimizer steps per resumable checkpoint"),
     "seed": ("--seed", "seed of the initialisation, the data order, dropout and sampling"),
-    "beta": ("--beta", "how far the policy may move from the reference (dpo: temperature; rl: KL weight)"),
-    "loss_type": ("--loss-type", "dpo: sigmoid or ipo; rl: grpo, bnpo, dr_grpo or dapo"),
+    "beta": (
+        "--beta",
+        {
+            "dpo": "how far the policy may move from the reference (the DPO temperature)",
+            "": "weight of the KL to the reference: how far the policy may move from it",
+        },
+    ),
+    "loss_type": ("--loss-type", {"dpo": "sigmoid or ipo", "": "grpo, bnpo, dr_grpo or dapo"}),
     "num_train_epochs": ("--epochs", "passes over the pairs"),
     "per_device_train_batch_size": ("--batch-size", "pairs per device per step"),
     "num_generations": ("--num-generations", "samples per prompt and step (backprop: default 2)"),
@@ -84,10 +95,19 @@ def add_command(
     return sub.add_parser(name, help=summary, description=doc, formatter_class=HelpFormatter)
 
 
+HELP_KEYS = {"MusicDPOConfig": "dpo"}
+
+
 def config_options(config_type: type) -> dict[str, tuple[str, str]]:
-    """The entries of :data:`CONFIG_OPTIONS` whose field the dataclass ``config_type`` has."""
+    """The entries of :data:`CONFIG_OPTIONS` whose field the dataclass ``config_type`` has, with the
+    help written for that config's command (no other command's notes)."""
     fields = {f.name for f in dataclasses.fields(config_type)}
-    return {field: entry for field, entry in CONFIG_OPTIONS.items() if field in fields}
+    key = HELP_KEYS.get(config_type.__name__, "")
+    return {
+        field: (flag, text if isinstance(text, str) else text.get(key, text[""]))
+        for field, (flag, text) in CONFIG_OPTIONS.items()
+        if field in fields
+    }
 
 
 def add_config_options(p: argparse.ArgumentParser, config_type: type) -> None:
@@ -191,3 +211,22 @@ def check_output(path: str | None, flag: str, folder: bool) -> None:
         raise CommandError(f"{flag} {path!r} is a file; expected a folder")
     if not folder and os.path.isdir(path):
         raise CommandError(f"{flag} {path!r} is a folder; expected a file")
+
+
+@contextlib.contextmanager
+def new_folder(path: str | os.PathLike, finished: Callable[[Path], bool] | None = None) -> Iterator[Path]:
+    """Create the output folder ``path`` (and missing parents) for the block. When the block fails
+    (an error or Ctrl-C) and the folder did not exist before, what was created is removed again,
+    unless ``finished(path)`` says it already holds finished work; so a failed start leaves nothing."""
+    path = Path(path)
+    top = path
+    while not top.parent.exists() and top.parent != top:
+        top = top.parent  # the highest folder this call creates
+    created = not path.exists()
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException:
+        if created and not (finished is not None and finished(path)):
+            shutil.rmtree(top, ignore_errors=True)
+        raise

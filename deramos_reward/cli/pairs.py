@@ -56,8 +56,8 @@ def check_args(args: argparse.Namespace) -> None:
     if args.n < 2:
         raise CommandError(f"--n must be >= 2 (a pair needs two candidates), got {args.n}")
     args.sampling_options = musicgen.check_sampling_arguments(args)
-    if not args.margin >= 0:
-        raise CommandError(f"--margin must be >= 0, got {args.margin}")
+    if not 0 <= args.margin < float("inf"):
+        raise CommandError(f"--margin must be a finite number >= 0, got {args.margin}")
     if args.max_pairs_per_prompt < 0:
         raise CommandError(
             f"--max-pairs-per-prompt must be >= 0 (0 = no cap), got {args.max_pairs_per_prompt}"
@@ -113,9 +113,12 @@ def _start(args: argparse.Namespace, out: Path, partial: Path, settings: dict, g
 def _generate(args, prompts, todo, done, partial, generation, device) -> None:
     """Generate and score the candidates of the prompts in ``todo``, appending them to ``partial``."""
     reward = musicgen.load_reward(args, device)
-    rerank = musicgen.make_reranker(args, musicgen.load_backend(args, device), return_candidates=True)
-    if not partial.exists():  # only now: a failed start leaves no file behind
-        append_rows(partial, [{"settings": generation}])
+    backend = musicgen.load_backend(args, device)
+    musicgen.check_frames(backend, args.duration)
+    musicgen.warn_long_prompts("pairs", backend, reward.model, prompts)
+    rerank = musicgen.make_reranker(args, backend, return_candidates=True)
+    # the partial file starts with the first group's rows: a failed start leaves no file behind
+    header = [] if read_rows(partial) else [{"settings": generation}]
     for group, seed in musicgen.prompt_groups(args, todo, len(prompts), "pairs"):
         res = rerank([prompts[i] for i in group], reward, seed)
         new = []
@@ -128,7 +131,8 @@ def _generate(args, prompts, todo, done, partial, generation, device) -> None:
             if res.mi is not None:
                 row.update(mi=res.mi[j].tolist(), ta=res.ta[j].tolist())
             new.append(row)
-        append_rows(partial, new)
+        append_rows(partial, header + new)
+        header = []
         done.update((r["prompt_index"], r) for r in new)
 
 

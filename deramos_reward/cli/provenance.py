@@ -8,27 +8,18 @@ naming the first difference, unless it was asked to start over.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import atomic_write_bytes, checkpoint_sha256, files_sha256
 from .options import CommandError
-
-CHUNK = 1 << 20
 
 
 def sha256_of(paths: list[Path]) -> str:
     """sha256 over the names and bytes of ``paths``, in order."""
-    h = hashlib.sha256()
-    for path in paths:
-        h.update(path.name.encode() + b"\0")
-        with open(path, "rb") as f:
-            while block := f.read(CHUNK):
-                h.update(block)
-    return h.hexdigest()
+    return files_sha256(paths)
 
 
 def checkpoint_identity(spec: str) -> dict[str, str]:
@@ -36,16 +27,7 @@ def checkpoint_identity(spec: str) -> dict[str, str]:
 
     A hub id is resolved through the local cache (downloaded when missing, as loading would).
     """
-    from ..checkpoint import CONFIG_NAME, WEIGHTS_NAME, resolve_checkpoint
-
-    folder = resolve_checkpoint(spec)
-    files = [folder / CONFIG_NAME, folder / WEIGHTS_NAME]
-    missing = [p.name for p in files if not p.is_file()]
-    if missing:
-        raise CommandError(
-            f"checkpoint {spec!r} has no {missing[0]}; expected a folder with {CONFIG_NAME} and {WEIGHTS_NAME}"
-        )
-    return {"path": spec, "sha256": sha256_of(files)}
+    return {"path": spec, "sha256": checkpoint_sha256(spec)}
 
 
 def differences(stored: dict[str, Any], current: dict[str, Any], ignore: tuple[str, ...] = ()) -> list[str]:

@@ -12,13 +12,16 @@ Export (nothing is served)::
 
 MOS answers are training-manifest lines (``deramos train --data ratings.jsonl``). The server
 binds 127.0.0.1 unless --host says otherwise, serves only the manifest's audio files, and
-writes nothing but --out. Use --token on a LAN (``--token auto`` makes a random one).
+writes nothing but --out (and, at the first answer, ``OUT.session.json``: the settings that decide
+what the answers mean; a resume with other ones is refused). Use --token on a LAN (``--token auto``
+makes a random one).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
 import secrets
 import signal
@@ -102,8 +105,14 @@ def _check(args: argparse.Namespace) -> None:
         raise CommandError(f"--port must be in 0..65535, got {args.port}")
     if args.max_pairs_per_prompt < 0:
         raise CommandError(f"--max-pairs-per-prompt must be >= 0 (0 = all), got {args.max_pairs_per_prompt}")
-    if args.min_margin < 0:
-        raise CommandError(f"--min-margin must be >= 0, got {args.min_margin}")
+    if not (0 <= args.min_margin < float("inf")):
+        raise CommandError(f"--min-margin must be a number >= 0, got {args.min_margin}")
+    if not 0 <= args.dev_fraction < 1:
+        raise CommandError(
+            f"--dev-fraction must be in [0, 1) (a share of the clips), got {args.dev_fraction}"
+        )
+    if args.seed < 0:
+        raise CommandError(f"--seed must be >= 0, got {args.seed}")
     if args.export_pairs and args.export_mos:
         raise CommandError("give --export-pairs or --export-mos, not both")
     if args.clips is None and not args.export_mos:
@@ -111,9 +120,30 @@ def _check(args: argparse.Namespace) -> None:
     if args.token is not None and (not args.token.strip() or len(args.token) > 256):
         raise CommandError("--token must be 1-256 characters")
     check_output(args.out, "--out", folder=False)
+    serving = not (args.export_pairs or args.export_mos)
+    if serving and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise CommandError(f"the folder of --out {args.out!r} does not exist")
     check_output(args.export_mos, "--export-mos", folder=False)
     if args.export_pairs and os.path.exists(args.export_pairs):
         raise CommandError(f"--export-pairs {args.export_pairs!r} already exists; choose another folder")
+
+
+def _bind(args: argparse.Namespace, app):
+    """The server bound to --host:--port; CommandError when the address cannot be bound."""
+    from ..rating import RatingServer
+
+    try:
+        return RatingServer((args.host, args.port), app)
+    except OSError as err:  # in use, not this machine's address, no such host, a privileged port
+        reason = err.strerror or str(err) or type(err).__name__
+        hint = (
+            "choose another --port (0 = any free port)"
+            if err.errno == errno.EADDRINUSE
+            else "check --host and --port"
+        )
+        raise CommandError(
+            f"cannot serve on --host {args.host} --port {args.port}: {reason}; {hint}"
+        ) from err
 
 
 def run(args: argparse.Namespace) -> int:
@@ -154,16 +184,25 @@ def _ctrl_c_stops() -> Iterator[None]:
 
 
 def _serve(args: argparse.Namespace, clips, items, raters) -> None:
-    """Score the clips if asked, then serve until Ctrl-C (KeyboardInterrupt reaches ``main``)."""
-    from ..rating import RatingApp, RatingLog, RatingServer
+    """Score the clips if asked, bind, then serve until Ctrl-C (KeyboardInterrupt reaches ``main``).
+
+    The ratings log opens (creating --out) only once the address is bound.
+    """
+    from ..rating import RatingApp, RatingLog
     from ..rating.clips import resolve_root
 
     judge = _judge_scores(args, clips)
     token = secrets.token_urlsafe(16) if args.token == "auto" else args.token
     audio_root = resolve_root(args.clips, args.audio_root)
-    with RatingLog(args.out, args.mode, clips, items, args.seed, args.dev_fraction) as log:
-        app = RatingApp(log, audio_root, token, args.show_judge, judge, raters)
-        server = RatingServer((args.host, args.port), app)
+    session = {"max_pairs_per_prompt": args.max_pairs_per_prompt} if args.mode == "ab" else {}
+    log = RatingLog(args.out, args.mode, clips, items, args.seed, args.dev_fraction, session)
+    server = _bind(args, RatingApp(log, audio_root, token, args.show_judge, judge, raters))
+    try:
+        log.open()
+    except BaseException:
+        server.server_close()
+        raise
+    try:
         try:
             query = f"?token={token}&rater=" if token else "?rater="
             print(
@@ -177,3 +216,5 @@ def _serve(args: argparse.Namespace, clips, items, raters) -> None:
             server.serve_forever()
         finally:
             server.server_close()
+    finally:
+        log.close()

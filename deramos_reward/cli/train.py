@@ -67,6 +67,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
 def _model_setting(args: argparse.Namespace):
     if args.tiny and args.model:
         raise CommandError("give either --tiny or --model, not both")
+    if args.init_from is not None and (args.tiny or args.model):
+        flag = "--tiny" if args.tiny else f"--model {args.model}"
+        raise CommandError(
+            f"--init {args.init_from!r} starts from that checkpoint's own model, so {flag} would be ignored; "
+            "give one of them"
+        )
     if args.tiny:
         return "tiny"
     if args.model and os.path.isdir(args.model):

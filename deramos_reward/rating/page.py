@@ -1,12 +1,15 @@
 """The rating page: one static HTML file, its script and its style sheet (no framework, no build step).
 
 The page reads ``rater`` and ``token`` from its own URL (or asks for a rater id), fetches the
-rater's next item from ``/api/next`` and posts answers to ``/api/rate``. Keyboard shortcuts:
+rater's next item from ``/api/next`` and posts answers to ``/api/rate``. An answer is taken once
+every clip of the item has been heard to its end; until then the page says so, and ``S`` (or the
+button beside that note) rates without listening. A long prompt scrolls inside its own box, so the
+players and the scales stay in view. Keyboard shortcuts:
 
 - MOS: ``1``-``5`` rate the highlighted scale (MI first, then TA); ``M`` / ``T`` pick a scale;
-  ``Enter`` submits; ``Space`` plays or pauses; ``R`` plays from the start.
+  ``Enter`` submits; ``Space`` plays or pauses; ``R`` plays from the start; ``S`` skips listening.
 - A/B: ``A`` / ``B`` / ``T`` (or ``=``) choose A, B or a tie; ``Enter`` submits; ``1`` / ``2``
-  play or pause A / B; ``Space`` pauses both.
+  play or pause A / B; ``Space`` pauses both; ``S`` skips listening.
 """
 
 from __future__ import annotations
@@ -58,6 +61,8 @@ PAGE_HTML = f"""<!doctype html>
 <section id="rate" hidden>
   <div class="prompt-box"><span class="label">Text description</span><p id="prompt"></p></div>
   <div id="players"></div>
+  <p id="listen" hidden><span id="listen-text"></span>
+    <button type="button" id="skip">Rate without listening <kbd>S</kbd></button></p>
   <div id="mos" hidden>
     {_scale_row("mi", "MI: musical impression (1-5)", MI_DEFINITION)}
     {_scale_row("ta", "TA: text alignment (1-5)", TA_DEFINITION)}
@@ -86,22 +91,26 @@ APP_CSS = """
 [hidden] { display: none !important; }
 body { margin: 0; font: 15px/1.45 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif;
        color: #1d2430; background: #f4f6f9; }
-main { max-width: 780px; margin: 24px auto; background: #fff; border: 1px solid var(--line);
+main { max-width: 780px; margin: 12px auto; background: #fff; border: 1px solid var(--line);
        border-radius: 10px; padding: 20px 28px 24px; }
 header { display: flex; justify-content: space-between; align-items: baseline; }
 h1 { font-size: 20px; margin: 0 0 12px; }
 #mode-name { color: var(--muted); font-weight: normal; }
 #progress { color: var(--muted); font-variant-numeric: tabular-nums; }
 #who-am-i { color: var(--muted); font-size: 13px; margin-right: 10px; }
-.prompt-box { background: #f7f9fc; border-left: 4px solid var(--accent); padding: 8px 14px; margin: 8px 0 14px; }
+.prompt-box { background: #f7f9fc; border-left: 4px solid var(--accent); padding: 8px 14px; margin: 8px 0 10px; }
 .prompt-box .label, .player .label { font-size: 12px; text-transform: uppercase; letter-spacing: .04em;
        color: var(--muted); }
-#prompt { margin: 2px 0 0; font-size: 17px; }
+#prompt { margin: 2px 0 0; font-size: 17px; max-height: 4.4em; overflow-y: auto; overflow-wrap: anywhere; }
+#listen { margin: 6px 0; padding: 6px 10px; border-radius: 6px; background: #fff6e0; color: #6b4d00;
+       font-size: 13.5px; display: flex; align-items: center; justify-content: space-between; gap: 10px; }
+#skip { font: inherit; font-size: 12.5px; padding: 3px 10px; border: 1px solid #d8b65c; border-radius: 6px;
+       background: #fff; color: inherit; cursor: pointer; }
 .player { display: flex; align-items: center; gap: 12px; margin: 8px 0; }
 .player audio { flex: 1; }
 .player .label { width: 16px; font-size: 18px; font-weight: 600; color: var(--accent); }
 .judge { font-size: 13px; color: var(--muted); white-space: nowrap; }
-fieldset.scale { border: 1px solid var(--line); border-radius: 8px; margin: 12px 0; padding: 6px 14px 12px; }
+fieldset.scale { border: 1px solid var(--line); border-radius: 8px; margin: 10px 0; padding: 6px 14px 12px; }
 fieldset.scale.active { border-color: var(--accent); box-shadow: 0 0 0 2px var(--pick); }
 legend { font-weight: 600; padding: 0 6px; }
 .definition { margin: 2px 0 10px; color: var(--muted); font-size: 13.5px; }
@@ -130,13 +139,14 @@ APP_JS = r"""
 "use strict";
 const params = new URLSearchParams(location.search);
 const token = params.get("token") || "";
-const state = { rater: params.get("rater") || "", data: null, mi: 0, ta: 0, choice: "", active: "mi", busy: false };
+const state = { rater: params.get("rater") || "", data: null, mi: 0, ta: 0, choice: "", active: "mi", busy: false,
+                heard: new Set(), skipped: false };
 const $ = (id) => document.getElementById(id);
 const KEYS = {
   mos: "Keys: <kbd>1</kbd>-<kbd>5</kbd> rate the highlighted scale (MI, then TA) · <kbd>M</kbd>/<kbd>T</kbd> pick a scale · " +
-       "<kbd>Enter</kbd> submit · <kbd>Space</kbd> play/pause · <kbd>R</kbd> replay",
+       "<kbd>Enter</kbd> submit · <kbd>Space</kbd> play/pause · <kbd>R</kbd> replay · <kbd>S</kbd> skip listening",
   ab: "Keys: <kbd>A</kbd>/<kbd>B</kbd>/<kbd>T</kbd> choose A, B or tie · <kbd>Enter</kbd> submit · " +
-      "<kbd>1</kbd>/<kbd>2</kbd> play/pause A/B · <kbd>Space</kbd> pause",
+      "<kbd>1</kbd>/<kbd>2</kbd> play/pause A/B · <kbd>Space</kbd> pause · <kbd>S</kbd> skip listening",
 };
 
 function withToken(url) {
@@ -194,6 +204,7 @@ function render() {
     audio.preload = "auto";
     audio.src = withToken(clip.audio);
     audio.dataset.label = clip.label;
+    audio.addEventListener("ended", () => { state.heard.add(clip.label); paint(); });
     row.appendChild(audio);
     if (clip.judge) {
       const judge = document.createElement("span");
@@ -207,6 +218,7 @@ function render() {
   $("ab").hidden = data.mode !== "ab";
   $("keys").innerHTML = KEYS[data.mode];
   state.mi = 0; state.ta = 0; state.choice = ""; state.active = "mi";
+  state.heard = new Set(); state.skipped = false;
   paint();
 }
 
@@ -220,13 +232,26 @@ function paint() {
   for (const b of document.querySelectorAll("button.choice")) {
     b.setAttribute("aria-pressed", String(state.choice === b.dataset.choice));
   }
+  const waiting = Boolean(state.data && state.data.item) && !listened();
+  $("listen").hidden = !waiting;
+  if (waiting) {
+    const both = state.data.item.clips.length > 1;
+    $("listen-text").textContent = both ? "Listen to both clips to the end before you rate them."
+                                        : "Listen to the clip to the end before you rate it.";
+  }
   $("submit").disabled = !ready() || state.busy;
 }
 
+function listened() {
+  return state.skipped || state.data.item.clips.every((clip) => state.heard.has(clip.label));
+}
+
 function ready() {
-  if (!state.data || !state.data.item) return false;
+  if (!state.data || !state.data.item || !listened()) return false;
   return state.data.mode === "mos" ? state.mi > 0 && state.ta > 0 : state.choice !== "";
 }
+
+function skipListening() { state.skipped = true; paint(); }
 
 function setScore(scale, value) {
   state[scale] = value;
@@ -268,6 +293,7 @@ function onKey(event) {
   const audios = document.querySelectorAll("audio");
   let handled = true;
   if (key === "enter") submit();
+  else if (key === "s") skipListening();
   else if (state.data.mode === "mos") {
     if (key >= "1" && key <= "5") setScore(state.active, Number(key));
     else if (key === "m" || key === "t") { state.active = key === "m" ? "mi" : "ta"; paint(); }
@@ -301,6 +327,7 @@ document.addEventListener("DOMContentLoaded", () => {
     b.addEventListener("click", () => { state.choice = b.dataset.choice; paint(); b.blur(); });
   }
   $("submit").addEventListener("click", () => { $("submit").blur(); submit(); });
+  $("skip").addEventListener("click", () => { $("skip").blur(); skipListening(); });
   document.addEventListener("keydown", onKey);
   $("who").addEventListener("submit", (event) => {
     event.preventDefault();

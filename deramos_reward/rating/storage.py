@@ -22,15 +22,26 @@ lock that also guards the "already rated?" check, so concurrent raters never los
 line. While the session runs the file is held with an exclusive ``flock``: a second server on the
 same file stops with an error. On start the lines already there are read (a torn last line left by
 a crash is cut), and every rater skips what they already answered.
+
+What decides the answers' meaning is recorded beside the file at the first answer, in
+``<out>.session.json``: the mode, and for MOS the ``dev_fraction`` (which clips are ``dev``), for
+A/B the ``seed`` (which pairs are drawn), plus what the caller adds (``settings``). A session on the
+same file with any of these changed is refused, naming it; so is one whose clips would now fall in
+another split than the lines already written say (another ``dev_fraction``, or a manifest whose
+``split`` changed): a clip's ratings never end up in both ``train`` and ``dev``.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import threading
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from ..checkpoint import atomic_write_bytes
+from ..errors import InputError, InputTypeError
 from ..jsonl import append_rows, read_rows
 from .clips import Clip, Item, check_rater, dev_split, rater_order, swapped
 
@@ -85,17 +96,22 @@ class RatingLog:
         items: list[Item],
         seed: int = 0,
         dev_fraction: float = 0.2,
+        settings: Mapping[str, Any] | None = None,
     ) -> None:
         if isinstance(dev_fraction, bool) or not isinstance(dev_fraction, (int, float)):
-            raise TypeError(f"dev_fraction must be a number in [0, 1), got {dev_fraction!r}")
+            raise InputTypeError(f"dev_fraction must be a number in [0, 1), got {dev_fraction!r}")
         if not 0 <= dev_fraction < 1:
-            raise ValueError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
+            raise InputError(f"dev_fraction must be in [0, 1), got {dev_fraction}")
         self.path = Path(os.path.abspath(os.fspath(path)))
         self.mode, self.clips, self.items = mode, clips, items
         self.seed, self.dev_fraction = seed, dev_fraction
+        own = {"dev_fraction": dev_fraction} if mode == "mos" else {"seed": seed}
+        self.settings = json.loads(json.dumps({"mode": mode, **own, **(settings or {})}))
+        self.settings_path = self.path.with_name(self.path.name + ".session.json")
         self.by_id = {item.id: item for item in items}
         self._lock = threading.Lock()
         self._fd: int | None = None
+        self._recorded = False
         self._done: dict[str, set[str]] = {}
         self._orders: dict[str, list[Item]] = {}
 
@@ -103,27 +119,51 @@ class RatingLog:
     def open(self) -> RatingLog:
         folder = self.path.parent
         if not folder.is_dir():
-            raise ValueError(f"the folder of --out {str(self.path)!r} does not exist")
+            raise InputError(f"the folder of --out {str(self.path)!r} does not exist")
         if self.path.exists() and not self.path.is_file():
-            raise ValueError(f"--out {str(self.path)!r} is not a file")
+            raise InputError(f"--out {str(self.path)!r} is not a file")
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         if fcntl is not None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
                 os.close(fd)
-                raise ValueError(
+                raise InputError(
                     f"another deramos rate is writing to {str(self.path)!r}; stop it or use another --out"
                 ) from None
         self._fd = fd
         try:
-            for n, row in enumerate(read_rows(self.path), start=1):
-                rater, item = self._key(row, n)
+            rows = read_rows(self.path)
+            keys = [self._key(row, n) for n, row in enumerate(rows, start=1)]
+            if rows:  # a record beside a file without answers describes nothing
+                self._check_settings()
+            for n, (row, (rater, item)) in enumerate(zip(rows, keys), start=1):
+                self._check_split(row, item, n)
                 self._done.setdefault(rater, set()).add(item)
-        except Exception:
+        except BaseException:
             self.close()
             raise
         return self
+
+    def _check_settings(self) -> None:
+        """InputError when the file was rated with other settings (its ``.session.json``)."""
+        if not self.settings_path.is_file():
+            return
+        try:
+            stored = json.loads(self.settings_path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"{self.settings_path} is not valid JSON ({err}); remove it") from err
+        changed = sorted(k for k in set(stored) | set(self.settings) if stored.get(k) != self.settings.get(k))
+        if changed:
+            what = "; ".join(
+                f"{k} (--{k.replace('_', '-')}): {stored.get(k)!r} then, {self.settings.get(k)!r} now"
+                for k in changed
+            )
+            raise InputError(
+                f"{self.path} was rated with other settings ({what}); resume with the same settings, "
+                "or use another --out"
+            )
+        self._recorded = True
 
     def close(self) -> None:
         if self._fd is not None:
@@ -142,12 +182,26 @@ class RatingLog:
         is_ab = "choice" in row
         if is_ab != (self.mode == "ab"):
             other = "A/B votes" if is_ab else "MOS ratings"
-            raise ValueError(f"{where}: this file holds {other}; use the matching --mode or another --out")
+            raise InputError(
+                f"{where}: this file holds {other}; use --mode {'ab' if is_ab else 'mos'} or another --out"
+            )
         rater = row.get("rater")
         item = row.get("item") if is_ab else str(row.get("id", "")).rpartition("@")[0]
         if not isinstance(rater, str) or not isinstance(item, str) or not item:
-            raise ValueError(f"{where}: not a line written by deramos rate (no rater or item id)")
+            raise InputError(f"{where}: not a line written by deramos rate (no rater or item id)")
         return rater, item
+
+    def _check_split(self, row: dict, item: str, n: int) -> None:
+        """InputError when a MOS line's clip would now fall in another split than the line says."""
+        if self.mode != "mos" or item not in self.by_id:
+            return
+        now = dev_split(self.clips[self.by_id[item].clips[0]], self.dev_fraction)
+        if row.get("split") != now:
+            raise InputError(
+                f"{self.path}:{n}: clip {item!r} was rated in split {row.get('split')!r}, this session would "
+                f"put it in {now!r} (another --dev-fraction, or another split in the manifest); resume with "
+                "the settings it was rated with, or use another --out"
+            )
 
     # ---- queries ---------------------------------------------------------------------------
     def order(self, rater: str) -> list[Item]:
@@ -215,6 +269,10 @@ class RatingLog:
             done = self._done.setdefault(rater, set())
             if item_id in done:
                 raise AlreadyRated(item_id)
+            if not self._recorded:  # what the answers mean, before the first of them
+                text = json.dumps(self.settings, indent=1) + "\n"
+                atomic_write_bytes(self.settings_path, text.encode())
+                self._recorded = True
             append_rows(self.path, [row])
             done.add(item_id)
         return self.progress(rater)

@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..checkpoint import atomic_write_bytes
+from ..checkpoint import atomic_write_bytes, checkpoint_sha256
 from ..data import Example
 from ..errors import InputError
 from .config import TrainConfig
@@ -44,19 +44,30 @@ def data_record(train: Sequence[Example], val: Sequence[Example], config: TrainC
             h.update(json.dumps([ex.wav_id, ex.prompt, ex.mi, ex.ta, ex.system]).encode() + b"\n")
         return {"split": split, "clips": len(examples), "sha256": h.hexdigest()}
 
-    return {"train": one(train, config.train_split), "validation": one(val, config.val_split)}
+    record = {"train": one(train, config.train_split), "validation": one(val, config.val_split)}
+    if config.init_from is not None:  # the starting judge by its files, not by the path given
+        record["init"] = {"path": config.init_from, "sha256": checkpoint_sha256(config.init_from)}
+    return record
 
 
 def _mismatch(run_dir: Path, config: TrainConfig, record: dict[str, Any]) -> str | None:
     """Why the run in ``run_dir`` cannot be resumed with ``config`` and this data (None if it can)."""
     saved = TrainConfig.load(run_dir / CONFIG_FILE)
     old, new = saved.result_fields(), config.result_fields()
-    diff = sorted(k for k in set(old) | set(new) if k not in EXTENSIBLE and old.get(k) != new.get(k))
+    path = run_dir / DATA_FILE
+    before = json.loads(path.read_text()) if path.is_file() else None
+    by_hash = before is not None and "init" in before and "init" in record
+    skip = {*EXTENSIBLE, "init_from"} if by_hash else set(EXTENSIBLE)
+    diff = sorted(k for k in set(old) | set(new) if k not in skip and old.get(k) != new.get(k))
     if diff:
         return f"holds a run with a different configuration (differs in {diff})"
-    path = run_dir / DATA_FILE
-    if path.is_file():
-        before = json.loads(path.read_text())
+    if by_hash and before["init"].get("sha256") != record["init"]["sha256"]:
+        return (
+            f"holds a run started from another --init checkpoint ({before['init'].get('path')!r}, sha256 "
+            f"{str(before['init'].get('sha256'))[:12]} then; {record['init']['path']!r}, sha256 "
+            f"{record['init']['sha256'][:12]} now)"
+        )
+    if before is not None:
         for part in ("train", "validation"):
             if before.get(part) != record[part]:
                 b, r = before.get(part) or {}, record[part]
