@@ -1,5 +1,7 @@
 # `make demo` and `make test` each create or reuse .venv at the repo root by themselves.
 VENV ?= .venv
+# the suite runs in this many pytest-xdist workers, a test file per worker (CI's machine has 2 cores)
+TEST_WORKERS ?= 2
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q --disable-pip-version-check
 STAMP := $(VENV)/.deramos-deps
@@ -26,7 +28,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest tests
+	$(PY) -m pytest tests -n $(TEST_WORKERS) --dist loadfile
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
