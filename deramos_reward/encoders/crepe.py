@@ -12,6 +12,11 @@ second, MuQ's rate), each window mean-centred and scaled to unit standard deviat
 stages are CREPE's six conv blocks (conv, ReLU, batch norm, max-pool) and its 360-bin pitch
 activations; ``config.layer`` picks one (Python indexing over ``CREPE_STAGES``), flattened per frame
 channel-major, the layout of ``torchcrepe.embed`` (which returns conv5).
+
+That normalisation discards each window's level, so CREPE's frames hardly tell a clean clip from a
+noisy, clipped or band-limited one. ``config.mel_bands`` > 0 appends that many log-mel bands of the
+same windows (1024-point Hann STFT every 640 samples, centred: the same frame count) to every frame,
+in dB scaled by fixed constants to a spread like the stage's activations.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from __future__ import annotations
 import os
 
 import torch
+import torchaudio
 
 from .._optional import require
 from ..config import CREPE_MODELS, CREPE_SAMPLE_RATE, AudioEncoderConfig
@@ -34,6 +40,7 @@ _POSITIONS = (128, 64, 32, 16, 8, 4)
 # torchcrepe's padding of each conv's input, (left, right) along time
 _PADDING = ((254, 254), *[(31, 32)] * 5)
 FRAME_CHUNK = 512  # frames per backbone pass: bounds activation memory on long clips
+MEL_DB_OFFSET, MEL_DB_SCALE = 20.0, 30.0  # (dB + 20) / 30: about -3..2 for clips peaking near full scale
 
 
 def stage_dim(capacity: str, stage: int) -> int:
@@ -85,7 +92,7 @@ def frame_windows(wave: torch.Tensor) -> torch.Tensor:
 class CrepeEncoder(AudioEncoder):
     """Frames of a pretrained CREPE network (25 Hz) from 16 kHz mono audio.
 
-    Input wave [B, T] -> frames [B, 1 + T // 640, stage_dim(capacity, layer)]. Frozen, in eval
+    Input wave [B, T] -> frames [B, 1 + T // 640, stage_dim(capacity, layer) + mel_bands]. Frozen, in eval
     mode; the gradient reaches the waveform. Casting the encoder to a half type casts CREPE's
     weights; the window normalisation runs in float32 (float64 for float64 input).
     """
@@ -109,6 +116,13 @@ class CrepeEncoder(AudioEncoder):
         self.stage = config.layer % len(CREPE_STAGES)
         self.dim = stage_dim(self.capacity, self.stage)
         self.min_samples = max(int(config.min_seconds * self.sample_rate), WINDOW)
+        self.mel_bands = config.mel_bands
+        self.mel = None
+        if self.mel_bands:
+            self.mel = torchaudio.transforms.MelSpectrogram(
+                self.sample_rate, n_fft=WINDOW, hop_length=HOP, n_mels=self.mel_bands
+            )
+        self.dim += self.mel_bands
         self.freeze()
 
     def num_frames(self, num_samples: int) -> int:
@@ -129,16 +143,35 @@ class CrepeEncoder(AudioEncoder):
             outs.append(torch.sigmoid(net.classifier(flat)))
         return outs
 
+    def log_mel(self, wave: torch.Tensor) -> torch.Tensor:
+        """wave [B, T] -> scaled log-mel bands [B, 1 + T // HOP, mel_bands] (differentiable)."""
+        spec = torch.stft(
+            wave,
+            n_fft=WINDOW,
+            hop_length=HOP,
+            window=self.mel.spectrogram.window.to(wave.dtype),
+            center=True,
+            pad_mode="reflect",
+            return_complex=True,
+        )
+        power = spec.real.square() + spec.imag.square()  # [B, freqs, N]
+        mel = torch.matmul(power.transpose(1, 2), self.mel.mel_scale.fb.to(wave.dtype))  # [B, N, bands]
+        return (10.0 * torch.log10(mel.clamp_min(1e-10)) + MEL_DB_OFFSET) / MEL_DB_SCALE
+
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor | None = None) -> AudioFrames:
         dtype = torch.float64 if wave.dtype == torch.float64 else torch.float32
         with torch.autocast(wave.device.type, enabled=False):
-            windows = frame_windows(wave.to(dtype))  # [B, N, WINDOW]
+            wave = wave.to(dtype)
+            windows = frame_windows(wave)  # [B, N, WINDOW]
+            mel = None if self.mel is None else self.log_mel(wave)
         b, n = windows.shape[:2]
         flat = windows.reshape(b * n, WINDOW).to(self.backbone.conv1.weight.dtype)
         chunks = [
             self.stages(flat[s : s + FRAME_CHUNK], self.stage)[-1] for s in range(0, b * n, FRAME_CHUNK)
         ]
         frames = torch.cat(chunks).reshape(b, n, -1)
+        if mel is not None:
+            frames = torch.cat([frames, mel.to(frames.dtype)], dim=-1)
         if lengths is None:
             mask = torch.ones((b, n), dtype=torch.bool, device=frames.device)
         else:
