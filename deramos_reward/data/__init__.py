@@ -17,6 +17,7 @@ import torch
 
 from ..frontend import load_audio, resample, to_mono
 from ..validation import check_finite, check_positive_float, check_sample_rate, warn_if_loud
+from .holdout import make_holdout_corpus
 from .manifest import ManifestEntry, load_dataset_split, load_manifest, read_manifest, read_manifest_entries
 from .musiceval import (
     DataFormatError,
@@ -46,6 +47,7 @@ __all__ = [
     "load_manifest",
     "load_musiceval",
     "make_corpus",
+    "make_holdout_corpus",
     "make_rendered_corpus",
     "prompt_id_of",
     "read_manifest",

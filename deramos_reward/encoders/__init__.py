@@ -9,7 +9,11 @@ from .base import AudioEncoder, AudioFrames, TextEncoder, TextTokens
 from .loading import BackboneUnavailableError
 
 # kind -> (submodule, class); submodules are imported only when their kind is built
-AUDIO_ENCODERS = {"muq": ("muq", "MuQEncoder"), "clap": ("clap", "ClapAudioEncoder")}
+AUDIO_ENCODERS = {
+    "muq": ("muq", "MuQEncoder"),
+    "clap": ("clap", "ClapAudioEncoder"),
+    "crepe": ("crepe", "CrepeEncoder"),
+}
 TEXT_ENCODERS = {
     "roberta": ("roberta", "RobertaEncoder"),
     "clap": ("clap", "ClapTextEncoder"),

