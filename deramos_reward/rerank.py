@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .seeding import derive_seeds
 from .validation import check_non_negative_int, check_positive_int, check_prompts, check_sample_rate
 
 Generated = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -94,8 +94,7 @@ def batch_seeds(seed: int | None, count: int, stream: int = 0) -> list[int | Non
     """``count`` independent torch seeds derived from ``seed`` (an int >= 0; ``None`` -> no seeding)."""
     if seed is None:
         return [None] * count
-    state = np.random.SeedSequence([seed, stream]).generate_state(max(count, 1), dtype=np.uint64)
-    return [int(s % (2**63)) for s in state[:count]]
+    return list(derive_seeds(seed, count, stream))
 
 
 def split_generated(out: object, count: int, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -48,7 +48,8 @@ pickled: safetensors + JSON)::
 A run killed at any moment leaves the previous or the new checkpoint complete (``checkpoint.old`` is
 read when the kill fell between the two renames).
 
-Randomness for a step should be derived from ``(seed, step, ...)`` with :func:`derive_seed` where
+Randomness for a step should be derived from ``(seed, step, ...)`` with :func:`derive_seed` (from
+:mod:`deramos_reward.seeding`, the package's one seed derivation) where
 possible (then a resumed run does not even depend on the restored RNG states); the RNG states are
 restored anyway, for whatever draws from the global generators (dropout, shuffling).
 """
@@ -56,7 +57,6 @@ restored anyway, for whatever draws from the global generators (dropout, shuffli
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -78,6 +78,7 @@ from deramos_reward._optional import require
 from deramos_reward.checkpoint import atomic_write_bytes
 from deramos_reward.errors import InputError
 from deramos_reward.jsonl import append_rows, write_rows
+from deramos_reward.seeding import derive_seed
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
 from deramos_reward.validation import check_prompts
 
@@ -371,12 +372,6 @@ def grad_norm(accelerator: Any, parameters: Sequence[nn.Parameter], max_norm: fl
     if max_norm > 0:
         return float(accelerator.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params])))
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed from ``seed`` and ``keys`` (e.g. step, prompt index), the same on every machine."""
-    text = json.dumps([seed, *keys]).encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") & ((1 << 63) - 1)
 
 
 # ------------------------------------------------------------------------------------ run settings

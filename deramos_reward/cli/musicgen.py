@@ -10,8 +10,7 @@ import ast
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..seeding import derive_seed
 from ..validation import check_file
 from . import provenance
 from .options import CommandError
@@ -158,7 +157,7 @@ def group_seed(seed: int | None, first_prompt: int) -> int | None:
     """A seed per group of prompts, so a resumed run generates what the full run would have."""
     if seed is None:
         return None
-    return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
+    return derive_seed(seed, first_prompt)
 
 
 def load_reward(args: argparse.Namespace, device: Any):
