@@ -133,18 +133,13 @@ def score_candidates(
     reward: Callable, audio: torch.Tensor, sample_rate: int, prompts: list[str], groups: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Score candidates without gradient -> (scores [B], mi [B] | None, ta [B] | None) on the CPU."""
-    from .reward import MusicReward
+    from .reward import RewardOutput, call_reward
 
     with torch.no_grad():
-        if isinstance(reward, MusicReward):
-            out = reward.evaluate(audio, sample_rate, prompts, group_ids=groups)
-            return out.reward.float().cpu(), out.mi.float().cpu(), out.ta.float().cpu()
-        scores = reward(audio, sample_rate, prompts)
-    if not isinstance(scores, torch.Tensor) or scores.shape != (len(prompts),):
-        raise ValueError(
-            f"reward must return a tensor of shape [{len(prompts)}], got {getattr(scores, 'shape', type(scores))}"
-        )
-    return scores.detach().float().cpu(), None, None
+        out = call_reward(reward, audio, sample_rate, prompts, parts=True, group_ids=groups)
+    if isinstance(out, RewardOutput):
+        return out.reward.float().cpu(), out.mi.float().cpu(), out.ta.float().cpu()
+    return out.float().cpu(), None, None
 
 
 @contextlib.contextmanager

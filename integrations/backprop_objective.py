@@ -22,6 +22,8 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from deramos_reward.reward import call_reward
+
 __all__ = ["backprop_loss", "reward_values", "token_entropy", "token_kl", "truncate_gradient"]
 
 
@@ -91,23 +93,17 @@ def reward_values(
     gradient_checkpointing: bool = False,
 ) -> torch.Tensor:
     """``reward(audio [B, C, T], sample_rate, prompts)`` as a ``[B]`` tensor (a ``RewardOutput``'s
-    ``.reward``), optionally under activation checkpointing; ValueError if the shape is not ``[B]``.
+    ``.reward``; :func:`deramos_reward.reward.call_reward`), optionally under activation checkpointing;
+    ValueError unless it is one finite value per clip.
 
     A reward that checkpoints itself (``reward.gradient_checkpointing`` true, e.g. a ``MusicReward`` built
     with ``gradient_checkpointing=True``, which keeps one chunk of clips at a time) is not wrapped again."""
 
     def run(wave: torch.Tensor) -> torch.Tensor:
-        out = reward(wave, sample_rate, list(prompts))
-        out = getattr(out, "reward", out)
-        if not isinstance(out, torch.Tensor):
-            out = torch.as_tensor(out, dtype=torch.float32, device=wave.device)
-        return out
+        return call_reward(reward, wave, sample_rate, prompts)
 
     wrap = gradient_checkpointing and not getattr(reward, "gradient_checkpointing", False)
-    values = checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
-    if values.shape != (audio.shape[0],):
-        raise ValueError(f"reward must return [B]={audio.shape[0]} values, got shape {tuple(values.shape)}")
-    return values
+    return checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
 
 
 def backprop_loss(

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from deramos_reward.reward import MusicReward, RewardOutput
+from deramos_reward.reward import RewardOutput, call_reward
 
 from .logprobs import gather_logprobs
 from .rl_config import MusicRLConfig
@@ -35,21 +35,7 @@ def score_audio(reward: Callable, audio: torch.Tensor, sample_rate: int, prompts
     """``reward``'s output for ``audio [B, C, T]`` without gradient: a ``RewardOutput`` (a
     ``MusicReward`` is asked for its parts with ``evaluate``) or a ``[B]`` tensor."""
     with torch.no_grad():
-        if isinstance(reward, MusicReward):
-            return reward.evaluate(audio, sample_rate, prompts)
-        out = reward(audio, sample_rate, prompts)
-    if isinstance(out, RewardOutput):
-        return out
-    values = torch.as_tensor(out).detach().reshape(-1)
-    if values.numel() != audio.shape[0]:
-        raise ValueError(
-            f"reward returned {values.numel()} values for {audio.shape[0]} clips; expected one each"
-        )
-    if not values.is_floating_point():
-        values = values.float()
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("reward returned non-finite values (nan or inf)")
-    return values
+        return call_reward(reward, audio, sample_rate, prompts, parts=True)
 
 
 @dataclass
