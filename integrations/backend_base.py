@@ -10,13 +10,36 @@ from __future__ import annotations
 
 import contextlib
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
+
+
+def unwrap_module(module: Any) -> Any:
+    """``module`` without the wrappers training puts around it (DDP / DataParallel, ``torch.compile``)."""
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def adapter_disabled(module: Any) -> contextlib.AbstractContextManager:
+    """``with adapter_disabled(policy):`` the model computes as the reference policy (peft adapter off).
+
+    ``module`` is a ``peft.PeftModel``, possibly wrapped for training (unwrapped here); a module without
+    an adapter is its own reference (a no-op context). The one adapter-off context of the package: the
+    backends' :meth:`MusicGenBackend.reference` and every trainer use it."""
+    module = unwrap_module(module)
+    if not hasattr(module, "disable_adapter"):
+        return contextlib.nullcontext()
+    return module.disable_adapter()
 
 
 def check_policy_sampling(temperature: float, top_k: int) -> None:
@@ -193,12 +216,6 @@ class MusicGenBackend(ABC):
     def lora_target_modules(self) -> str:
         """peft ``target_modules`` regex: the decoder's attention and feed-forward projections."""
 
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[None]:
+    def reference(self) -> contextlib.AbstractContextManager:
         """Within the block the model runs without its peft adapter (the reference policy)."""
-        module = self.trainable_module()
-        if not hasattr(module, "disable_adapter"):
-            yield
-            return
-        with module.disable_adapter():
-            yield
+        return adapter_disabled(self.trainable_module())

@@ -84,6 +84,7 @@ from deramos_reward.validation import check_prompts
 
 from .adapter_config import SCHEDULERS
 from .backend import musicgen_backend
+from .backend_base import adapter_disabled, unwrap_module
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -251,19 +252,6 @@ def set_up_policy(
 def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     """The parameters that require grad (the adapter's), in registration order."""
     return [p for p in module.parameters() if p.requires_grad]
-
-
-def adapter_disabled(policy: Any) -> contextlib.AbstractContextManager:
-    """``with adapter_disabled(policy):`` the model computes as the reference policy (adapter off).
-
-    ``policy`` is the ``peft.PeftModel`` (possibly wrapped by accelerate/DDP: it is unwrapped)."""
-    return _unwrap(policy).disable_adapter()
-
-
-def _unwrap(module: Any) -> Any:
-    while isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        module = module.module
-    return module
 
 
 class ForwardModule(nn.Module):
@@ -506,7 +494,7 @@ def save_training_state(
     tensors, meta = _rng_state()
     save_file(tensors, os.fspath(tmp / f"rng-{rank}.safetensors"), metadata=meta)
     if main:
-        _unwrap(policy).save_pretrained(os.fspath(tmp / "adapter"))
+        unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
         opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
         save_file(opt_tensors, os.fspath(tmp / "optimizer.safetensors"), metadata=opt_meta)
         state = {
@@ -568,7 +556,7 @@ def load_training_state(
         )
     peft = require("peft")
     weights = load_file(os.fspath(folder / "adapter" / "adapter_model.safetensors"))
-    model = _unwrap(policy)
+    model = unwrap_module(policy)
     device = next(model.parameters()).device
     result = peft.set_peft_model_state_dict(model, {k: v.to(device) for k, v in weights.items()})
     if getattr(result, "unexpected_keys", None):
@@ -611,7 +599,7 @@ def save_adapter(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            _unwrap(policy).save_pretrained(os.fspath(tmp / "adapter"))
+            unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
             for name, value in (files or {}).items():
                 data = json.dumps(value, indent=2, allow_nan=False) + "\n"
                 (tmp / "adapter" / name).write_text(data)
