@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
+from .logprobs import SequenceLogProbs, check_guidance_scale, check_prompt_list, gather_logprobs, seeded
 
 
 def unwrap_module(module: Any) -> Any:
@@ -42,12 +42,14 @@ def adapter_disabled(module: Any) -> contextlib.AbstractContextManager:
     return module.disable_adapter()
 
 
-def check_policy_sampling(temperature: float, top_k: int) -> None:
-    """ValueError unless ``temperature`` is a positive number and ``top_k`` an int >= 0."""
+def check_policy_sampling(temperature: float, top_k: int, guidance_scale: float = 1.0) -> float:
+    """ValueError unless ``temperature`` is a positive number, ``top_k`` an int >= 0 and
+    ``guidance_scale`` a number >= 1; returns ``guidance_scale`` as a float."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be an int >= 0 (0 = no top-k filter), got {top_k!r}")
+    return check_guidance_scale(guidance_scale)
 
 
 class MusicGenBackend(ABC):
@@ -169,12 +171,20 @@ class MusicGenBackend(ABC):
 
     @abstractmethod
     def code_logits(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced ``(logits [B, K, S, card], mask [B, K, S] bool)`` of ``codes`` given ``prompts``.
 
         Differentiable with respect to the model's (adapter) parameters; dropout follows the module's
-        train/eval mode; no guidance or temperature is applied.
+        train/eval mode; no temperature is applied. ``guidance_scale`` 1: the conditional model's logits
+        (one pass); ``> 1``: the classifier-free-guided logits ``uncond + s * (cond - uncond)`` that
+        :meth:`generate` with :meth:`policy_sampling`'s ``guidance_scale=s`` samples from (the
+        conditional and unconditional passes in one batch, gradient through both).
         """
 
     @abstractmethod
@@ -190,17 +200,28 @@ class MusicGenBackend(ABC):
         """
 
     @abstractmethod
-    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
-        """Sampling options for :meth:`generate` that draw codes from the model's own next-code
-        distribution ``softmax(logits / temperature)`` (restricted to the ``top_k`` most likely codes when
-        ``top_k > 0``), without classifier-free guidance: what on-policy fine-tuning assumes."""
+    def policy_sampling(
+        self, temperature: float = 1.0, top_k: int = 0, guidance_scale: float = 1.0
+    ) -> dict[str, Any]:
+        """Sampling options for :meth:`generate` that draw codes from the policy
+        ``softmax(code_logits(..., guidance_scale=guidance_scale) / temperature)`` (restricted to the
+        ``top_k`` most likely codes when ``top_k > 0``): what on-policy fine-tuning assumes.
+        ``guidance_scale`` 1 (default) samples the conditional model without any unconditional pass."""
 
     def sequence_logprobs(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> SequenceLogProbs:
         """Log-probabilities of ``codes [B, K, S]`` under the delay pattern -> ``SequenceLogProbs``
-        ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, with gradient when the model trains."""
-        logits, mask = self.code_logits(prompts, codes, keep_only_valid_steps=keep_only_valid_steps)
+        ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, with gradient when the model trains
+        (of the guided distribution when ``guidance_scale > 1``, see :meth:`code_logits`)."""
+        logits, mask = self.code_logits(
+            prompts, codes, keep_only_valid_steps=keep_only_valid_steps, guidance_scale=guidance_scale
+        )
         return gather_logprobs(logits, codes.to(logits.device).long(), mask)
 
     # ---- adapters -----------------------------------------------------------------------------

@@ -92,8 +92,8 @@ def run_backprop(args: argparse.Namespace, eval_prompts: list[str] | None) -> in
     judge = dr.DeRAMOS.from_pretrained(args.judge, device=device)
     reward = dr.MusicReward(
         judge,
-        mi_weight=0.5 if args.mi_weight is None else args.mi_weight,
-        ta_weight=0.5 if args.ta_weight is None else args.ta_weight,
+        mi_weight=args.mi_weight,
+        ta_weight=args.ta_weight,
         gradient_checkpointing=config.gradient_checkpointing,
     )
     trainer = MusicRewardBackpropTrainer(backend, reward, prompts, config, eval_prompts=eval_prompts)

@@ -50,14 +50,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     p.add_argument("--out", required=True, metavar="RUN", help="run folder (resumed when it exists)")
     p.add_argument("--config", metavar="JSON", help="a MusicRLConfig JSON file (options override it)")
     add_config_options(p, MusicRLConfig)
+    p.add_argument("--mi-weight", type=float, default=0.5, help="weight of MI in the judge's reward")
+    p.add_argument("--ta-weight", type=float, default=0.5, help="weight of TA in the judge's reward")
     p.add_argument("--no-normalize-per-axis", action="store_true", help="sum MI and TA without standardising")
     p.add_argument(
         "--sampling",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a sampling option of the backend's library (repeatable), e.g. guidance_scale=1.0 (transformers) "
-        "or cfg_coef=1.0 (audiocraft); guidance 1 keeps the samples on-policy",
+        help="another sampling option of the backend's library (repeatable), e.g. top_p=0.9; guidance, "
+        "temperature and top-k have their own options",
     )
     p.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)"
@@ -116,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     device = tuning.accelerator_device()
     backend = load_backend(args, device=device)
     judge = dr.DeRAMOS.from_pretrained(args.judge, device=device)
-    reward = dr.MusicReward(judge, mi_weight=config.mi_weight, ta_weight=config.ta_weight)
+    reward = dr.MusicReward(judge, mi_weight=args.mi_weight, ta_weight=args.ta_weight)
     trainer = MusicRLTrainer(
         backend.model, reward, prompts, config, processor=backend.processor, eval_prompts=eval_prompts
     )
