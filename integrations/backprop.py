@@ -104,8 +104,9 @@ class MusicRewardBackpropTrainer:
             ``MusicGen``, a peft model of either, or a backend (``musicgen_backend(...)``). A model without
             an adapter gets a new LoRA adapter (``config.lora_*``), injected in place: the model object
             you hold generates with it afterwards.
-        reward: ``dr.MusicReward`` or any callable ``(audio [B, C, T], sample_rate, prompts) -> [B]``
-            (or a ``RewardOutput``) that is differentiable in the audio.
+        reward: ``dr.MusicReward`` (its own ``mi_weight`` / ``ta_weight``) or any callable
+            ``(audio [B, C, T], sample_rate, prompts) -> [B]`` (or a ``RewardOutput``) that is
+            differentiable in the audio.
         prompts: training prompts (cycled in a seeded order).
         config: :class:`MusicBackpropConfig` (defaults when None).
         processor: the transformers ``MusicgenProcessor`` (transformers models only).

@@ -172,7 +172,11 @@ def check_guidance_scale(guidance_scale: float, name: str = "guidance_scale") ->
 def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
     """Classifier-free guidance as both libraries sample with it: ``uncond + s * (cond - uncond)``.
 
-    ``cond``/``uncond``: logits of any shape (``[..., card]``), with or without gradient."""
+    ``cond``/``uncond``: logits of any shape (``[..., card]``), with or without gradient; half precision
+    is promoted to float32 first (the difference is scaled up; transformers' ``generate`` combines in
+    float32 too)."""
+    if cond.dtype in (torch.float16, torch.bfloat16):
+        cond, uncond = cond.float(), uncond.float()
     return uncond + (cond - uncond) * guidance_scale
 
 

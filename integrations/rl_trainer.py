@@ -118,8 +118,9 @@ class MusicRLTrainer:
         model: a transformers ``MusicgenForConditionalGeneration`` (with ``processor``) or an AudioCraft
             ``MusicGen``, optionally already carrying a peft adapter (trained further). A new adapter is
             injected in place, so ``model`` itself samples from the policy afterwards (``trainer.model``).
-        reward: a ``MusicReward`` (MI and TA are shaped separately) or any callable
-            ``(audio [B, C, T], sample_rate, prompts) -> [B]`` or ``-> RewardOutput``.
+        reward: a ``MusicReward`` (MI and TA are shaped separately, weighted with its own ``mi_weight`` /
+            ``ta_weight``) or any callable ``(audio [B, C, T], sample_rate, prompts) -> [B]`` or
+            ``-> RewardOutput``.
         prompts: training prompts, visited in a seeded random order (``prompts_per_step`` per step).
         config: :class:`~.rl_config.MusicRLConfig`.
         processor: the transformers model's ``MusicgenProcessor``.
