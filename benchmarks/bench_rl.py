@@ -67,7 +67,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps (default 1)")
     parser.add_argument("--beta", type=float, default=0.04, help="KL weight; 0 skips the reference pass")
     parser.add_argument("--guidance-scale", type=float, default=1.0, help="the policy's guidance (default 1)")
-    parser.add_argument("--kl-estimator", choices=("exact", "k3"), default="exact", help="(default exact)")
+    parser.add_argument("--kl-estimator", choices=("exact", "k3"), default="k3", help="(default k3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:

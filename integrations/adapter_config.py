@@ -174,11 +174,12 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
     beta: float = 0.04
     """Weight of the per-token KL(policy || reference) (the reference: the same model, same guidance,
     with the adapter disabled), estimated as ``kl_estimator`` says."""
-    kl_estimator: str = "exact"
-    """``exact``: the KL of the whole next-code distributions at each sampled position (no sampling
-    noise; the reference logits of a micro-batch are computed next to the policy's); ``k3``: trl's
-    one-sample estimate from the sampled codes' log-probabilities (RL computes the reference once per
-    batch of samples)."""
+    kl_estimator: str = "k3"
+    """``k3`` (trl's): the one-sample estimate from the sampled codes' log-probabilities (RL computes the
+    reference once per batch of samples); ``exact``: the KL of the whole next-code distributions at each
+    sampled position (no sampling noise, and its gradient is that of KL(policy || reference), where
+    k3's is that of KL(reference || policy); the reference's logits of a micro-batch are computed next
+    to the policy's, and both full log-softmaxes are held: more memory on long clips)."""
     guidance_scale: float = 3.0
     """Classifier-free guidance of the policy (transformers' ``guidance_scale``, AudioCraft's
     ``cfg_coef``): samples are drawn from, and log-probabilities, the KL, the entropy and the

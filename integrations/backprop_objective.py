@@ -139,9 +139,10 @@ def backprop_loss(
     temperature: float = 1.0,
     truncate_frames: int | None = None,
     gradient_checkpointing: bool = False,
-    kl_estimator: str = "exact",
+    kl_estimator: str = "k3",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``loss = -mean(reward) + beta * mean(KL)`` for sampled ``codes [B, K, S]`` (module docstring).
+    """``loss = -mean(reward) + beta * mean(KL)`` for sampled ``codes [B, K, S]`` (module docstring);
+    ``kl_estimator`` as the configs' (``k3`` or ``exact``).
 
     Returns:
         ``(loss, parts)``; ``parts`` holds ``reward [B]``, ``kl [B]`` (detached) and ``entropy`` (scalar).

@@ -131,7 +131,8 @@ def test_deramos_reward_is_shaped_per_axis_and_logged(judge, tmp_path):
         uncertainty_penalty=0.5,
         diversity_weight=0.1,
         beta=0.1,
-        kl_estimator="k3",
+        kl_estimator="exact",  # the reference next to each micro-batch (k3, the default, elsewhere)
+        guidance_scale=3.0,  # the guided policy: conditional and unconditional passes
         num_iterations=2,
         output_dir=str(tmp_path / "run"),
     )
