@@ -91,19 +91,16 @@ def make_trainer(method: str, library: str, seed: int, args: argparse.Namespace)
         report_to="none",
         seed=seed,
         lora_r=args.lora_r,
+        guidance_scale=1.0,  # both methods sample and optimise the same unguided policy
     )
     if method == "backprop":
         config = MusicBackpropConfig(**common)
         return MusicRewardBackpropTrainer(
             model, REWARD, prompts, config, processor=processor, eval_prompts=eval_prompts
         )
-    from deramos_reward.integrations import musicgen_backend
     from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
-    # RL samples with the library's default guidance unless told otherwise: the same unguided sampling
-    unguided = musicgen_backend(model, processor).policy_sampling()
-    extra = {k: v for k, v in unguided.items() if k not in ("temperature", "temp", "top_k")}
-    config = MusicRLConfig(**common, advantage="grpo", generation_kwargs=extra, disable_dropout=True)
+    config = MusicRLConfig(**common, advantage="grpo", disable_dropout=True)
     return MusicRLTrainer(model, REWARD, prompts, config, processor=processor, eval_prompts=eval_prompts)
 
 

@@ -5,8 +5,13 @@ One RL step = ``--prompts`` prompt groups of ``--generations`` samples of ``--du
 - generation: ``backend.generate`` per prompt group (text encoder, decoder steps, codec decoding);
 - scoring: the reward (``MusicReward`` on a random-weight DeRA-MOS judge: resampling, MuQ, RoBERTa,
   heads) plus the shaping and advantages;
-- update: teacher-forced log-probs under the reference (adapter disabled, no gradient) and one
-  forward + backward + AdamW step of the LoRA adapter.
+- update: teacher-forced log-probs under the reference (adapter disabled, no gradient; once per batch
+  for ``--kl-estimator k3``, next to each micro-batch for ``exact``) and one forward + backward + AdamW
+  step of the LoRA adapter.
+
+``--guidance-scale`` is the policy's classifier-free guidance (1, the default here: the unguided policy,
+no unconditional pass anywhere; 3: the guided policy MusicGen is deployed with, twice the decoder work
+in sampling and in every teacher-forced pass).
 
 Models (random weights, built offline): ``--size tiny`` (the tiny MusicGen of ``--library``) or
 ``small`` (the architecture of facebook/musicgen-small); ``--judge tiny`` or ``paper`` (MuQ-large +
@@ -36,17 +41,16 @@ PROMPTS = ["a calm piano piece", "fast techno with heavy bass", "ambient synth p
 
 
 def build_model(library: str, size: str):
-    """-> (model, processor, sampling options without classifier-free guidance)."""
+    """-> (model, processor)."""
     if library == "transformers":
         from deramos_reward.integrations import transformers_musicgen as tm
 
         build = tm.tiny_musicgen if size == "tiny" else tm.musicgen_small_architecture
-        model, processor = build(seed=0)
-        return model, processor, {"guidance_scale": 1.0}
+        return build(seed=0)
     from deramos_reward.integrations import audiocraft as ac
 
     build = ac.tiny_musicgen if size == "tiny" else ac.musicgen_small_architecture
-    return build(seed=0), None, {"cfg_coef": 1.0}
+    return build(seed=0), None
 
 
 def main() -> None:
@@ -62,13 +66,15 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3, help="timed steps (default 3)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed first steps (default 1)")
     parser.add_argument("--beta", type=float, default=0.04, help="KL weight; 0 skips the reference pass")
+    parser.add_argument("--guidance-scale", type=float, default=1.0, help="the policy's guidance (default 1)")
+    parser.add_argument("--kl-estimator", choices=("exact", "k3"), default="k3", help="(default k3)")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
     start = time.perf_counter()
-    model, processor, sampling = build_model(args.library, args.size)
+    model, processor = build_model(args.library, args.size)
     torch.manual_seed(0)
     cfg = dr.DeRAMOSConfig.tiny() if args.judge == "tiny" else dr.DeRAMOSConfig.paper_architecture()
     reward = dr.MusicReward(dr.DeRAMOS(cfg).eval())
@@ -78,22 +84,30 @@ def main() -> None:
         max_steps=args.warmup + args.steps,
         duration=args.duration,
         beta=args.beta,
+        guidance_scale=args.guidance_scale,
+        kl_estimator=args.kl_estimator,
         logging_steps=1,
-        generation_kwargs=sampling,
         report_to="none",
     )
     prompts = (PROMPTS * args.prompts)[: max(args.prompts, len(PROMPTS))]
     trainer = MusicRLTrainer(model, reward, prompts, config, processor=processor)
     built = time.perf_counter() - start
+    cpu = time.process_time()
     trainer.train()
+    cpu = (time.process_time() - cpu) / (args.warmup + args.steps)
     rows = [r for r in trainer.log_history if "time/generation" in r][args.warmup :]
     keys = ("time/generation", "time/scoring", "time/update")
     table = [[r["step"], *(f"{r[k]:.3f}" for k in keys), f"{sum(r[k] for k in keys):.3f}"] for r in rows]
     print(header(f"RL step: {args.library} MusicGen {args.size}, {args.judge} judge"))
     print(
         f"- {args.prompts} prompt(s) x {args.generations} samples x {args.duration} s "
-        f"({trainer.frames} frames), beta {args.beta}, models built in {built:.1f} s, "
+        f"({trainer.frames} frames), beta {args.beta} ({args.kl_estimator} KL), guidance "
+        f"{args.guidance_scale:g}, models built in {built:.1f} s, "
         f"peak RSS {process_peak_rss_mb():.0f} MiB"
+    )
+    print(
+        f"- CPU time per step (process_time over all steps, warm-up included; other processes' load "
+        f"barely moves it): {cpu:.3f} s"
     )
     print()
     print(markdown_table(["step", "generation s", "scoring s", "update s", "total s"], table))

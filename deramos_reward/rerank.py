@@ -13,10 +13,10 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from .seeding import derive_seeds
 from .validation import check_non_negative_int, check_positive_int, check_prompts, check_sample_rate
 
 Generated = torch.Tensor | tuple[torch.Tensor, torch.Tensor]
@@ -103,8 +103,7 @@ def batch_seeds(seed: int | None, count: int, stream: int = 0) -> list[int | Non
     """``count`` independent torch seeds derived from ``seed`` (an int >= 0; ``None`` -> no seeding)."""
     if seed is None:
         return [None] * count
-    state = np.random.SeedSequence([seed, stream]).generate_state(max(count, 1), dtype=np.uint64)
-    return [int(s % (2**63)) for s in state[:count]]
+    return list(derive_seeds(seed, count, stream))
 
 
 def split_generated(out: object, count: int, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -143,18 +142,13 @@ def score_candidates(
     reward: Callable, audio: torch.Tensor, sample_rate: int, prompts: list[str], groups: list[int]
 ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
     """Score candidates without gradient -> (scores [B], mi [B] | None, ta [B] | None) on the CPU."""
-    from .reward import MusicReward
+    from .reward import RewardOutput, call_reward
 
     with torch.no_grad():
-        if isinstance(reward, MusicReward):
-            out = reward.evaluate(audio, sample_rate, prompts, group_ids=groups)
-            return out.reward.float().cpu(), out.mi.float().cpu(), out.ta.float().cpu()
-        scores = reward(audio, sample_rate, prompts)
-    if not isinstance(scores, torch.Tensor) or scores.shape != (len(prompts),):
-        raise ValueError(
-            f"reward must return a tensor of shape [{len(prompts)}], got {getattr(scores, 'shape', type(scores))}"
-        )
-    return scores.detach().float().cpu(), None, None
+        out = call_reward(reward, audio, sample_rate, prompts, parts=True, group_ids=groups)
+    if isinstance(out, RewardOutput):
+        return out.reward.float().cpu(), out.mi.float().cpu(), out.ta.float().cpu()
+    return out.float().cpu(), None, None
 
 
 @contextlib.contextmanager

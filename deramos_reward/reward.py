@@ -363,3 +363,46 @@ class MusicReward(nn.Module):
             raise ValueError("calibration clips all have the same raw reward (std 0); use more varied audio")
         self.set_stats(mean, std)
         return {"mean": mean, "std": std}
+
+
+def call_reward(
+    reward: object,
+    audio: torch.Tensor,
+    sample_rate: int,
+    prompts: Sequence[str],
+    *,
+    parts: bool = False,
+    group_ids: Sequence[Hashable] | None = None,
+) -> torch.Tensor | RewardOutput:
+    """Call a reward the way every loop of the package does: ``audio [B, C, T]`` (or ``[B, T]``) -> ``[B]``.
+
+    ``reward`` is a :class:`MusicReward` or any callable ``(audio, sample_rate, prompts) -> [B]`` (or
+    ``-> RewardOutput``). With ``parts=True`` the result is a :class:`RewardOutput` whenever the reward
+    has one (a ``MusicReward`` is asked with ``evaluate``, with ``group_ids`` for ``normalize="rank"``)
+    and the ``[B]`` tensor otherwise; with ``parts=False`` it is always the ``[B]`` reward. Gradients
+    flow as the caller's grad mode allows (wrap the call in ``torch.no_grad()`` to score only).
+
+    Raises:
+        ValueError: a plain reward returned other than one value per clip (``[B]`` or ``[B, 1]``), or
+            nan/inf.
+    """
+    count = int(audio.shape[0])
+    prompts = list(prompts)
+    if isinstance(reward, MusicReward):
+        out: object = reward.evaluate(audio, sample_rate, prompts, group_ids=group_ids)
+    else:
+        out = reward(audio, sample_rate, prompts)
+    if isinstance(out, RewardOutput):
+        return out if parts else out.reward
+    values = out if isinstance(out, torch.Tensor) else torch.as_tensor(out, device=audio.device)
+    if values.numel() != count:
+        raise ValueError(
+            f"reward returned {values.numel()} values (shape {tuple(values.shape)}) for {count} clips: "
+            "a reward must return one value per clip"
+        )
+    values = values.reshape(count)
+    if not values.is_floating_point():
+        values = values.float()
+    if not bool(torch.isfinite(values.detach()).all()):
+        raise ValueError("reward returned non-finite values (nan or inf)")
+    return values

@@ -19,9 +19,12 @@ from deramos_reward.validation import (
     check_choice,
     check_int,
     check_non_negative_float,
+    check_number,
     check_positive_float,
     check_positive_int,
 )
+
+from .rl_objective import KL_ESTIMATORS
 
 __all__ = ["SCHEDULERS", "TRL_TRAINING_FIELDS", "AdapterTrainingConfig", "OnlineTrainingConfig"]
 
@@ -47,6 +50,15 @@ TRL_TRAINING_FIELDS = (
 of the same name mean (the LoRA fields are ours)."""
 
 ConfigT = TypeVar("ConfigT", bound="AdapterTrainingConfig")
+
+_SAMPLING_FIELDS = {
+    "temperature": "temperature",
+    "temp": "temperature",
+    "top_k": "top_k",
+    "guidance_scale": "guidance_scale",
+    "cfg_coef": "guidance_scale",
+}
+"""Sampling options of the MusicGen libraries that the online configs set through their own fields."""
 
 
 @dataclass
@@ -160,8 +172,21 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
     num_generations: int = 8
     """Samples per prompt and step (RL: the group whose rewards give each other's baseline, at least 2)."""
     beta: float = 0.04
-    """Weight of the KL to the reference policy (the model with the adapter disabled); RL uses the
-    per-token k3 estimate."""
+    """Weight of the per-token KL(policy || reference) (the reference: the same model, same guidance,
+    with the adapter disabled), estimated as ``kl_estimator`` says."""
+    kl_estimator: str = "k3"
+    """``k3`` (trl's): the one-sample estimate from the sampled codes' log-probabilities (RL computes the
+    reference once per batch of samples); ``exact``: the KL of the whole next-code distributions at each
+    sampled position (no sampling noise, and its gradient is that of KL(policy || reference), where
+    k3's is that of KL(reference || policy); the reference's logits of a micro-batch are computed next
+    to the policy's, and both full log-softmaxes are held: more memory on long clips)."""
+    guidance_scale: float = 3.0
+    """Classifier-free guidance of the policy (transformers' ``guidance_scale``, AudioCraft's
+    ``cfg_coef``): samples are drawn from, and log-probabilities, the KL, the entropy and the
+    straight-through softmax are computed on, ``softmax((uncond + s * (cond - uncond)) / temperature)``:
+    the policy MusicGen is deployed with (3 for the published models), conditional and unconditional
+    passes with gradient through both. 1: the unguided conditional model, and no unconditional pass
+    runs (half the decoder work)."""
     temperature: float = 1.0
     top_k: int = 0
     """0 = sample from the full next-code distribution (the one the KL and the log-probs describe;
@@ -183,6 +208,13 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
         name = self.field_name
         check_positive_int(self.num_generations, name("num_generations"))
         check_non_negative_float(self.beta, name("beta"))
+        check_choice(self.kl_estimator, name("kl_estimator"), KL_ESTIMATORS)
+        scale = check_number(self.guidance_scale, name("guidance_scale"))
+        if not 1 <= scale < float("inf"):
+            raise InputError(
+                f"{name('guidance_scale')} must be a number >= 1 (1 = no classifier-free guidance), "
+                f"got {self.guidance_scale!r}"
+            )
         for field in ("temperature", "duration"):
             check_positive_float(getattr(self, field), name(field))
         check_int(self.top_k, name("top_k"), 0)
@@ -209,6 +241,8 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
             raise InputTypeError(
                 f"{name} must be JSON-serialisable (numbers, strings, lists), got {kwargs!r}"
             ) from err
-        for key in ("temperature", "top_k", "temp"):
+        for key, field in _SAMPLING_FIELDS.items():
             if key in kwargs:
-                raise InputError(f"{name} must be free of {key!r} (use the config field), got {kwargs!r}")
+                raise InputError(
+                    f"{name} must be free of {key!r} (use the config field {field}), got {kwargs!r}"
+                )

@@ -19,7 +19,7 @@ from torch import nn
 from deramos_reward._optional import require
 
 from .backend_base import MusicGenBackend, SamplingOptions, check_policy_sampling
-from .logprobs import audiocraft_code_logits, audiocraft_generation_params
+from .logprobs import audiocraft_code_logits, audiocraft_generation_params, audiocraft_unguided_generation
 from .straight_through import audiocraft_decode_differentiable
 
 AUDIOCRAFT_LORA_TARGETS = (
@@ -108,11 +108,18 @@ class AudioCraftMusicGen(MusicGenBackend):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         overrides = audiocraft_generation_params(sampling)
         musicgen = self.model
-        with self._settings(frames, overrides):
+        with self._settings(frames, overrides), self._guidance(musicgen.generation_params):
             attributes, _ = musicgen._prepare_tokens_and_attributes(prompts, None)
             prompt_tokens = None if prefix is None else prefix.to(self.device)
             tokens = musicgen._generate_tokens(attributes, prompt_tokens)
             return musicgen.generate_audio(tokens), tokens
+
+    def _guidance(self, params: dict[str, Any]) -> contextlib.AbstractContextManager:
+        """At ``cfg_coef`` 1 AudioCraft would still run the unconditional half of the batch at every step
+        (``uncond + (cond - uncond) * 1``): sample from the conditional model alone instead."""
+        lm = self.model.lm
+        coef = params.get("cfg_coef", lm.cfg_coef)
+        return audiocraft_unguided_generation(lm) if coef == 1 else contextlib.nullcontext()
 
     def decode(self, codes: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
@@ -125,13 +132,15 @@ class AudioCraftMusicGen(MusicGenBackend):
             self.model, codes.to(self.device), logits, gradient_checkpointing=gradient_checkpointing
         )
 
-    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
-        check_policy_sampling(temperature, top_k)
-        # cfg_coef 1: uncond + (cond - uncond) * 1 = the conditional logits (float rounding only);
+    def policy_sampling(
+        self, temperature: float = 1.0, top_k: int = 0, guidance_scale: float = 1.0
+    ) -> dict[str, Any]:
+        scale = check_policy_sampling(temperature, top_k, guidance_scale)
+        # cfg_coef 1 samples the conditional model alone (see _guidance); one-batch guidance otherwise;
         # top_k 0 and top_p 0: plain multinomial sampling
         return {
             "use_sampling": True,
-            "cfg_coef": 1.0,
+            "cfg_coef": scale,
             "two_step_cfg": False,
             "temp": float(temperature),
             "top_k": top_k,
@@ -139,10 +148,19 @@ class AudioCraftMusicGen(MusicGenBackend):
         }
 
     def code_logits(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         return audiocraft_code_logits(
-            self.trainable_module(), codes, list(prompts), keep_only_valid_steps=keep_only_valid_steps
+            self.trainable_module(),
+            codes,
+            list(prompts),
+            keep_only_valid_steps=keep_only_valid_steps,
+            guidance_scale=guidance_scale,
         )
 
     # ---- adapters -----------------------------------------------------------------------------

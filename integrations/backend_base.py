@@ -12,7 +12,7 @@ import contextlib
 import difflib
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, NamedTuple
 
 import torch
@@ -20,7 +20,7 @@ from torch import nn
 
 from deramos_reward.errors import InputError, InputTypeError
 
-from .logprobs import SequenceLogProbs, check_prompt_list, gather_logprobs, seeded
+from .logprobs import SequenceLogProbs, check_guidance_scale, check_prompt_list, gather_logprobs, seeded
 
 
 class SamplingOptions(NamedTuple):
@@ -89,12 +89,37 @@ def _unknown_option(key: str, spec: SamplingOptions) -> str:
     return f"{key!r} is not a sampling option of {spec.library}{hint}; its options: {names}"
 
 
-def check_policy_sampling(temperature: float, top_k: int) -> None:
-    """ValueError unless ``temperature`` is a positive number and ``top_k`` an int >= 0."""
+def unwrap_module(module: Any) -> Any:
+    """``module`` without the wrappers training puts around it (DDP / DataParallel, ``torch.compile``)."""
+    while True:
+        if isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
+            module = module.module
+        elif isinstance(getattr(module, "_orig_mod", None), nn.Module):
+            module = module._orig_mod
+        else:
+            return module
+
+
+def adapter_disabled(module: Any) -> contextlib.AbstractContextManager:
+    """``with adapter_disabled(policy):`` the model computes as the reference policy (peft adapter off).
+
+    ``module`` is a ``peft.PeftModel``, possibly wrapped for training (unwrapped here); a module without
+    an adapter is its own reference (a no-op context). The one adapter-off context of the package: the
+    backends' :meth:`MusicGenBackend.reference` and every trainer use it."""
+    module = unwrap_module(module)
+    if not hasattr(module, "disable_adapter"):
+        return contextlib.nullcontext()
+    return module.disable_adapter()
+
+
+def check_policy_sampling(temperature: float, top_k: int, guidance_scale: float = 1.0) -> float:
+    """ValueError unless ``temperature`` is a positive number, ``top_k`` an int >= 0 and
+    ``guidance_scale`` a number >= 1; returns ``guidance_scale`` as a float."""
     if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature > 0:
         raise ValueError(f"temperature must be a positive number, got {temperature!r}")
     if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 0:
         raise ValueError(f"top_k must be an int >= 0 (0 = no top-k filter), got {top_k!r}")
+    return check_guidance_scale(guidance_scale)
 
 
 class MusicGenBackend(ABC):
@@ -222,12 +247,20 @@ class MusicGenBackend(ABC):
 
     @abstractmethod
     def code_logits(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Teacher-forced ``(logits [B, K, S, card], mask [B, K, S] bool)`` of ``codes`` given ``prompts``.
 
         Differentiable with respect to the model's (adapter) parameters; dropout follows the module's
-        train/eval mode; no guidance or temperature is applied.
+        train/eval mode; no temperature is applied. ``guidance_scale`` 1: the conditional model's logits
+        (one pass); ``> 1``: the classifier-free-guided logits ``uncond + s * (cond - uncond)`` that
+        :meth:`generate` with :meth:`policy_sampling`'s ``guidance_scale=s`` samples from (the
+        conditional and unconditional passes in one batch, gradient through both).
         """
 
     @abstractmethod
@@ -243,17 +276,28 @@ class MusicGenBackend(ABC):
         """
 
     @abstractmethod
-    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
-        """Sampling options for :meth:`generate` that draw codes from the model's own next-code
-        distribution ``softmax(logits / temperature)`` (restricted to the ``top_k`` most likely codes when
-        ``top_k > 0``), without classifier-free guidance: what on-policy fine-tuning assumes."""
+    def policy_sampling(
+        self, temperature: float = 1.0, top_k: int = 0, guidance_scale: float = 1.0
+    ) -> dict[str, Any]:
+        """Sampling options for :meth:`generate` that draw codes from the policy
+        ``softmax(code_logits(..., guidance_scale=guidance_scale) / temperature)`` (restricted to the
+        ``top_k`` most likely codes when ``top_k > 0``): what on-policy fine-tuning assumes.
+        ``guidance_scale`` 1 (default) samples the conditional model without any unconditional pass."""
 
     def sequence_logprobs(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> SequenceLogProbs:
         """Log-probabilities of ``codes [B, K, S]`` under the delay pattern -> ``SequenceLogProbs``
-        ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, with gradient when the model trains."""
-        logits, mask = self.code_logits(prompts, codes, keep_only_valid_steps=keep_only_valid_steps)
+        ``(logps [B], token_logps [B, K, S], mask [B, K, S])``, with gradient when the model trains
+        (of the guided distribution when ``guidance_scale > 1``, see :meth:`code_logits`)."""
+        logits, mask = self.code_logits(
+            prompts, codes, keep_only_valid_steps=keep_only_valid_steps, guidance_scale=guidance_scale
+        )
         return gather_logprobs(logits, codes.to(logits.device).long(), mask)
 
     # ---- adapters -----------------------------------------------------------------------------
@@ -269,12 +313,6 @@ class MusicGenBackend(ABC):
     def lora_target_modules(self) -> str:
         """peft ``target_modules`` regex: the decoder's attention and feed-forward projections."""
 
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[None]:
+    def reference(self) -> contextlib.AbstractContextManager:
         """Within the block the model runs without its peft adapter (the reference policy)."""
-        module = self.trainable_module()
-        if not hasattr(module, "disable_adapter"):
-            yield
-            return
-        with module.disable_adapter():
-            yield
+        return adapter_disabled(self.trainable_module())

@@ -153,14 +153,26 @@ class TransformersMusicGen(MusicGenBackend):
             self.model, codes, logits, gradient_checkpointing=gradient_checkpointing
         )
 
-    def policy_sampling(self, temperature: float = 1.0, top_k: int = 0) -> dict[str, Any]:
-        check_policy_sampling(temperature, top_k)
-        # guidance_scale 1 turns classifier-free guidance off; top_k 0 adds no top-k filter
-        return {"do_sample": True, "guidance_scale": 1.0, "temperature": float(temperature), "top_k": top_k}
+    def policy_sampling(
+        self, temperature: float = 1.0, top_k: int = 0, guidance_scale: float = 1.0
+    ) -> dict[str, Any]:
+        scale = check_policy_sampling(temperature, top_k, guidance_scale)
+        # generate guides only above 1 (at 1 it builds no unconditional batch); top_k 0: no top-k filter
+        return {"do_sample": True, "guidance_scale": scale, "temperature": float(temperature), "top_k": top_k}
 
     def code_logits(
-        self, prompts: Sequence[str], codes: torch.Tensor, *, keep_only_valid_steps: bool = False
+        self,
+        prompts: Sequence[str],
+        codes: torch.Tensor,
+        *,
+        keep_only_valid_steps: bool = False,
+        guidance_scale: float = 1.0,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        if guidance_scale != 1 and type(self.model).__name__.startswith("MusicgenMelody"):
+            raise ValueError(
+                "guided log-probabilities (guidance_scale > 1) are not supported for MusicGen Melody; "
+                "use guidance_scale=1"
+            )
         inputs = transformers_text_inputs(self._processor(), prompts, device=codes.device)
         return transformers_code_logits(
             self.peft_model if self.peft_model is not None else self.model,
@@ -168,6 +180,7 @@ class TransformersMusicGen(MusicGenBackend):
             inputs["attention_mask"],
             codes,
             keep_only_valid_steps=keep_only_valid_steps,
+            guidance_scale=guidance_scale,
         )
 
     # ---- adapters -----------------------------------------------------------------------------

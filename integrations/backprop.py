@@ -5,12 +5,15 @@ judge is differentiable in the waveform) also gives a direction in audio space; 
 following it (ReFL, DRaFT, AlignProp) learns far more per sample than RL. MusicGen's codes are discrete;
 a straight-through estimator makes the path differentiable (:mod:`.straight_through`). Each step:
 
-1. sample codes from the current policy (no gradient; no guidance, the configured temperature/top-k);
-2. teacher-forced forward pass of the samples, with gradient: logits ``[B, K, S, card]``;
+1. sample codes from the current policy (no gradient; the configured guidance, temperature and top-k,
+   the same policy online RL samples);
+2. teacher-forced forward pass of the samples, with gradient: the logits they were sampled from
+   ``[B, K, S, card]`` (guided: the conditional and unconditional passes, gradient through both);
 3. straight-through decoding: softmax, one-hot of the sampled codes in the forward pass, soft codebook
    lookup, codec decoder -> audio equal to the sampled audio, differentiable in the logits;
-4. the reward of that audio (resampling and judge inside the reward), and
-   ``loss = -mean(reward) + beta * KL(policy || reference)`` (reference = the adapter disabled);
+4. the reward of that audio (resampling and judge inside the reward, with the reward's own MI/TA
+   weights), and ``loss = -mean(reward) + beta * KL(policy || reference)`` (reference = the adapter
+   disabled; the KL estimator of the config, shared with online RL);
 5. one optimizer step on the LoRA adapter.
 
 Options: DRaFT-K truncation (``truncate_frames``), gradient checkpointing through the codec and the
@@ -39,7 +42,7 @@ import torch
 from . import tuning
 from .backprop_config import MusicBackpropConfig
 from .backprop_objective import backprop_loss, reward_values, token_kl
-from .rl_rollout import prompt_schedule
+from .rl_rollout import policy_sampling_options, prompt_schedule, reward_settings
 
 __all__ = ["MusicBackpropConfig", "MusicRewardBackpropTrainer", "evaluate_policy"]
 
@@ -54,19 +57,26 @@ def evaluate_policy(
     seed: int = 0,
     sampling: dict[str, Any] | None = None,
     with_kl: bool = True,
+    guidance_scale: float = 1.0,
+    temperature: float = 1.0,
 ) -> dict[str, float]:
     """Reward of fresh samples (fixed seeds) and KL to the reference, without gradient.
 
     Each prompt is sampled ``num_generations`` times (seed ``derive_seed(seed, "eval", i)`` for prompt
-    ``i``), decoded and scored. With ``with_kl`` the mean per-code KL(policy || reference) over the same
-    samples is computed too (the reference is the model with its adapter disabled; 0 without adapter).
+    ``i``) with ``sampling`` (default: ``backend.policy_sampling(temperature, 0, guidance_scale)``),
+    decoded and scored. With ``with_kl`` the mean per-code exact KL(policy || reference) over the same
+    samples is computed too, of ``softmax(guided logits / temperature)`` (the reference is the model
+    with its adapter disabled; 0 without adapter): pass the ``guidance_scale`` and ``temperature`` that
+    ``sampling`` samples with.
 
     Returns:
         ``{"reward": mean, "reward_sem": standard error of the mean, "kl": mean KL (nan if not computed),
         "samples": count}``.
     """
     prompts = tuning.training_prompts(prompts)
-    sampling = dict(backend.policy_sampling() if sampling is None else sampling)
+    if sampling is None:
+        sampling = backend.policy_sampling(temperature, 0, guidance_scale)
+    sampling = dict(sampling)
     rewards, kls = [], []
     with torch.no_grad():
         for i, prompt in enumerate(prompts):
@@ -76,10 +86,10 @@ def evaluate_policy(
             )
             rewards.append(reward_values(reward, audio, backend.sample_rate, group).float().cpu())
             if with_kl:
-                logits, mask = backend.code_logits(group, codes)
+                logits, mask = backend.code_logits(group, codes, guidance_scale=guidance_scale)
                 with backend.reference():
-                    ref_logits, _ = backend.code_logits(group, codes)
-                kls.append(token_kl(logits, ref_logits, mask).cpu())
+                    ref_logits, _ = backend.code_logits(group, codes, guidance_scale=guidance_scale)
+                kls.append(token_kl(logits / temperature, ref_logits / temperature, mask).cpu())
     r = torch.cat(rewards)
     sem = float(r.std() / math.sqrt(r.numel())) if r.numel() > 1 else float("nan")
     kl = float(torch.cat(kls).mean()) if kls else float("nan")
@@ -94,8 +104,9 @@ class MusicRewardBackpropTrainer:
             ``MusicGen``, a peft model of either, or a backend (``musicgen_backend(...)``). A model without
             an adapter gets a new LoRA adapter (``config.lora_*``), injected in place: the model object
             you hold generates with it afterwards.
-        reward: ``dr.MusicReward`` or any callable ``(audio [B, C, T], sample_rate, prompts) -> [B]``
-            (or a ``RewardOutput``) that is differentiable in the audio.
+        reward: ``dr.MusicReward`` (its own ``mi_weight`` / ``ta_weight``) or any callable
+            ``(audio [B, C, T], sample_rate, prompts) -> [B]`` (or a ``RewardOutput``) that is
+            differentiable in the audio.
         prompts: training prompts (cycled in a seeded order).
         config: :class:`MusicBackpropConfig` (defaults when None).
         processor: the transformers ``MusicgenProcessor`` (transformers models only).
@@ -120,10 +131,7 @@ class MusicRewardBackpropTrainer:
         )
         self.backend, self.policy, self.prompts, self.eval_prompts, self.frames = setup
         self.reward = reward
-        self.sampling = {
-            **self.backend.policy_sampling(cfg.temperature, cfg.top_k),
-            **(cfg.generation_kwargs or {}),
-        }
+        self.sampling = policy_sampling_options(self.backend, cfg)
         self.run_dir = None if cfg.output_dir is None else Path(cfg.output_dir)
         # bf16 is applied with tuning.autocast around the whole step (teacher-forced pass, codec, reward),
         # not through accelerate's mixed precision, which would cover the prepared module only
@@ -172,6 +180,8 @@ class MusicRewardBackpropTrainer:
                 num_generations=num_generations or self.config.num_generations,
                 seed=tuning.derive_seed(self.config.seed, "evaluate"),
                 sampling=self.sampling,
+                guidance_scale=self.config.guidance_scale,
+                temperature=self.config.temperature,
             )
 
     # ---- one step ----------------------------------------------------------------------------------
@@ -193,12 +203,16 @@ class MusicRewardBackpropTrainer:
             codes.append(group_codes)
         return prompts, torch.cat(codes).to(self.accelerator.device)
 
+    def _code_logits(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logits samples are drawn from (guided when ``guidance_scale > 1``, before the temperature)."""
+        return self.backend.code_logits(prompts, codes, guidance_scale=self.config.guidance_scale)
+
     def _micro_step(self, forward: Any, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, dict]:
         cfg = self.config
         with tuning.autocast(self.accelerator.device, self.bf16):
             logits, mask = forward(prompts, codes)
             with torch.no_grad(), tuning.adapter_disabled(self.policy):
-                ref_logits, _ = self.backend.code_logits(prompts, codes)
+                ref_logits, _ = self._code_logits(prompts, codes)
             return backprop_loss(
                 self.backend,
                 self.reward,
@@ -211,6 +225,7 @@ class MusicRewardBackpropTrainer:
                 temperature=cfg.temperature,
                 truncate_frames=cfg.truncate_frames,
                 gradient_checkpointing=cfg.gradient_checkpointing,
+                kl_estimator=cfg.kl_estimator,
             )
 
     def _step(self, step: int, forward: Any, optimizer: Any, scheduler: Any) -> dict[str, float]:
@@ -260,7 +275,12 @@ class MusicRewardBackpropTrainer:
         import json
 
         prompts = hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest()
-        return {**self.config.to_dict(), "prompts_sha256": prompts, "backend": type(self.backend).__name__}
+        return {
+            **self.config.to_dict(),
+            "prompts_sha256": prompts,
+            "backend": type(self.backend).__name__,
+            "reward": reward_settings(self.reward),
+        }
 
     def _resume(self, optimizer: Any, scheduler: Any) -> tuning.TrainingState | None:
         if self.run_dir is None:
@@ -291,9 +311,7 @@ class MusicRewardBackpropTrainer:
             tuning.trainable_parameters(self.policy), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         scheduler = tuning.make_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_steps, cfg.max_steps)
-        forward, optimizer = acc.prepare(
-            tuning.ForwardModule(self.policy, self.backend.code_logits), optimizer
-        )
+        forward, optimizer = acc.prepare(tuning.ForwardModule(self.policy, self._code_logits), optimizer)
         state = self._resume(optimizer, scheduler)
         step = state.step if state else 0
         logger = tuning.RunLogger(

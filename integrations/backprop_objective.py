@@ -1,17 +1,19 @@
 """The reward-backpropagation objective as plain functions of tensors and a backend.
 
 For ``B`` sampled code sequences ``codes [B, K, S]`` with teacher-forced policy logits
-``logits [B, K, S, card]`` (with gradient) and reference logits ``ref_logits`` (adapter disabled)::
+``logits [B, K, S, card]`` (with gradient) and reference logits ``ref_logits`` (adapter disabled), both
+the logits the codes were sampled from (guided when sampling guides)::
 
     audio  = backend.decode_differentiable(codes, truncate_gradient(logits / temperature, k))
     reward = reward_fn(audio, sample_rate, prompts)                               # [B], differentiable
-    kl     = token_kl(logits, ref_logits, mask)                                   # [B]
+    kl     = mean over positions of the per-token KL of softmax(logits / temperature)
+             to softmax(ref_logits / temperature), by kl_estimator                # [B]
     loss   = -mean(reward) + beta * mean(kl)
 
-``token_kl`` is the exact KL(policy || reference) of the next-code distributions at every position of
-the sampled sequences, averaged over the positions (not a one-sample estimate: all ``card`` entries
-are at hand). Its gradient does not include the dependence of the visited positions on the policy
-(as in trl).
+The per-token KL and the entropy are online RL's (:func:`~.rl_objective.token_kl`,
+:func:`~.rl_objective.token_entropy`): ``exact`` sums over all ``card`` entries of each sampled
+position, ``k3`` is trl's one-sample estimate. The KL's gradient does not include the dependence of the
+visited positions on the policy (as in trl).
 """
 
 from __future__ import annotations
@@ -21,6 +23,13 @@ from typing import Any
 
 import torch
 from torch.utils.checkpoint import checkpoint
+
+from deramos_reward.reward import call_reward
+
+from .logprobs import masked_log_softmax
+from .rl_objective import policy_tokens
+from .rl_objective import token_entropy as rl_token_entropy
+from .rl_objective import token_kl as rl_token_kl
 
 __all__ = ["backprop_loss", "reward_values", "token_entropy", "token_kl", "truncate_gradient"]
 
@@ -46,8 +55,19 @@ def truncate_gradient(logits: torch.Tensor, frames: int | None) -> torch.Tensor:
     return torch.where(keep, logits, logits.detach())
 
 
+def _sequence_mean(per_position: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[B, K, S]`` -> ``[B]``: the mean over each sequence's masked positions."""
+    weights = mask.to(per_position.dtype)
+    return (per_position * weights).flatten(1).sum(1) / weights.flatten(1).sum(1).clamp_min(1)
+
+
 def token_kl(
-    logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor | None = None
+    logits: torch.Tensor,
+    ref_logits: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    *,
+    codes: torch.Tensor | None = None,
+    estimator: str = "exact",
 ) -> torch.Tensor:
     """Mean per-position KL(policy || reference) of each sequence.
 
@@ -55,31 +75,33 @@ def token_kl(
         logits: ``[B, K, S, card]`` policy logits (gradient flows through them).
         ref_logits: ``[B, K, S, card]`` reference logits (treated as constants).
         mask: ``[B, K, S]`` bool, positions that count (None: all).
+        codes: ``[B, K, S]`` the sampled codes (needed by ``k3``; default: the argmax, for ``exact``).
+        estimator: ``exact`` (``sum_v p_v (log p_v - log q_v)``) or ``k3`` (see ``rl_objective``).
 
     Returns:
-        ``[B]`` float32 (float64 for float64 logits): ``sum_v p_v (log p_v - log q_v)`` averaged over the
-        masked positions of each sequence.
+        ``[B]`` float32 (float64 for float64 logits), averaged over the masked positions of each sequence.
     """
     if logits.shape != ref_logits.shape:
         raise ValueError(f"logits {tuple(logits.shape)} and ref_logits {tuple(ref_logits.shape)} must match")
-    dtype = torch.float64 if logits.dtype == torch.float64 else torch.float32
-    logp = torch.log_softmax(logits.to(dtype), -1)
-    logq = torch.log_softmax(ref_logits.detach().to(dtype), -1)
-    per_position = (logp.exp() * (logp - logq)).sum(-1)  # [B, K, S]
-    if mask is None:
-        return per_position.flatten(1).mean(1)
-    mask = mask.to(per_position.dtype)
-    return (per_position * mask).flatten(1).sum(1) / mask.flatten(1).sum(1).clamp_min(1)
+    if codes is None:
+        if estimator != "exact":
+            raise ValueError(f"the {estimator} KL needs the sampled codes")
+        codes = logits.detach().argmax(-1)
+    policy = policy_tokens(logits, codes, mask)
+    with torch.no_grad():
+        reference = policy_tokens(ref_logits.detach(), codes, policy.mask)
+    per_position = rl_token_kl(
+        estimator, policy.logps, reference.logps, policy.log_probs, reference.log_probs
+    )
+    return _sequence_mean(per_position, policy.mask)
 
 
 def token_entropy(logits: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Mean entropy (nats) of the next-code distributions: ``[B, K, S, card]`` -> scalar, no gradient."""
     with torch.no_grad():
-        logp = torch.log_softmax(logits.float(), -1)
-        entropy = -(logp.exp() * logp).sum(-1)
         if mask is None:
-            return entropy.mean()
-        return entropy[mask].mean()
+            mask = torch.ones(logits.shape[:-1], dtype=torch.bool, device=logits.device)
+        return rl_token_entropy(masked_log_softmax(logits, mask))[mask].mean()
 
 
 def reward_values(
@@ -91,23 +113,17 @@ def reward_values(
     gradient_checkpointing: bool = False,
 ) -> torch.Tensor:
     """``reward(audio [B, C, T], sample_rate, prompts)`` as a ``[B]`` tensor (a ``RewardOutput``'s
-    ``.reward``), optionally under activation checkpointing; ValueError if the shape is not ``[B]``.
+    ``.reward``; :func:`deramos_reward.reward.call_reward`), optionally under activation checkpointing;
+    ValueError unless it is one finite value per clip.
 
     A reward that checkpoints itself (``reward.gradient_checkpointing`` true, e.g. a ``MusicReward`` built
     with ``gradient_checkpointing=True``, which keeps one chunk of clips at a time) is not wrapped again."""
 
     def run(wave: torch.Tensor) -> torch.Tensor:
-        out = reward(wave, sample_rate, list(prompts))
-        out = getattr(out, "reward", out)
-        if not isinstance(out, torch.Tensor):
-            out = torch.as_tensor(out, dtype=torch.float32, device=wave.device)
-        return out
+        return call_reward(reward, wave, sample_rate, prompts)
 
     wrap = gradient_checkpointing and not getattr(reward, "gradient_checkpointing", False)
-    values = checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
-    if values.shape != (audio.shape[0],):
-        raise ValueError(f"reward must return [B]={audio.shape[0]} values, got shape {tuple(values.shape)}")
-    return values
+    return checkpoint(run, audio, use_reentrant=False) if wrap else run(audio)
 
 
 def backprop_loss(
@@ -123,8 +139,10 @@ def backprop_loss(
     temperature: float = 1.0,
     truncate_frames: int | None = None,
     gradient_checkpointing: bool = False,
+    kl_estimator: str = "k3",
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """``loss = -mean(reward) + beta * mean(KL)`` for sampled ``codes [B, K, S]`` (module docstring).
+    """``loss = -mean(reward) + beta * mean(KL)`` for sampled ``codes [B, K, S]`` (module docstring);
+    ``kl_estimator`` as the configs' (``k3`` or ``exact``).
 
     Returns:
         ``(loss, parts)``; ``parts`` holds ``reward [B]``, ``kl [B]`` (detached) and ``entropy`` (scalar).
@@ -133,7 +151,8 @@ def backprop_loss(
         ValueError: the reward carries no gradient with respect to the audio (e.g. a rank-normalised
             ``MusicReward``), so there is nothing to backpropagate.
     """
-    st_logits = truncate_gradient(logits / temperature, truncate_frames)
+    scaled = logits / temperature if temperature != 1.0 else logits
+    st_logits = truncate_gradient(scaled, truncate_frames)
     audio = backend.decode_differentiable(codes, st_logits, gradient_checkpointing=gradient_checkpointing)
     values = reward_values(
         reward, audio, backend.sample_rate, prompts, gradient_checkpointing=gradient_checkpointing
@@ -143,7 +162,14 @@ def backprop_loss(
             "the reward carries no gradient with respect to the audio (a MusicReward with normalize='rank' "
             "or a reward computed outside torch?); reward backpropagation needs a differentiable reward"
         )
-    kl = token_kl(logits, ref_logits, mask)
+    policy = policy_tokens(scaled, codes, mask)
+    with torch.no_grad():
+        reference = policy_tokens(ref_logits.detach(), codes, policy.mask, temperature)
+    per_token = rl_token_kl(
+        kl_estimator, policy.logps, reference.logps, policy.log_probs, reference.log_probs
+    )
+    kl = _sequence_mean(per_token, policy.mask)
     loss = -values.float().mean() + beta * kl.mean()
-    parts = {"reward": values.detach().float(), "kl": kl.detach(), "entropy": token_entropy(logits, mask)}
+    entropy = rl_token_entropy(policy.log_probs)[policy.mask].mean()
+    parts = {"reward": values.detach().float(), "kl": kl.detach(), "entropy": entropy}
     return loss, parts

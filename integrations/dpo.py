@@ -229,9 +229,7 @@ class MusicDPOTrainer:
     def _adapter(self, reference: bool):
         import contextlib
 
-        if not reference:
-            return contextlib.nullcontext()
-        return self.accelerator.unwrap_model(self.policy).disable_adapter()
+        return tuning.adapter_disabled(self.policy) if reference else contextlib.nullcontext()
 
     def _dropout_off(self):
         import contextlib

@@ -19,8 +19,11 @@ With ``keep_only_valid_steps=True`` the last ``k`` frames of codebook ``k`` are 
 predicted after codebook 0 has ended, AudioCraft's training convention), leaving
 ``K * S - sum(delays)`` = ``K * S - K * (K - 1) / 2`` codes.
 
-Log-probabilities are of the conditional model itself: classifier-free guidance, temperature and
-top-k/top-p are sampling-time transforms and are not applied. Nothing here runs under ``no_grad``:
+Log-probabilities are of the conditional model itself unless ``guidance_scale`` is given: then the
+logits are those classifier-free guidance samples from, ``uncond + guidance_scale * (cond - uncond)``
+(:func:`guided_logits`), the unconditional pass built as each library's ``generate`` builds it, both
+passes in one batch with gradient through both. ``guidance_scale=1`` runs the conditional pass only.
+Temperature and top-k/top-p are sampling-time transforms and are not applied. Nothing here runs under ``no_grad``:
 gradients reach the model's parameters. Dropout follows the module's train/eval mode (call
 ``model.eval()`` for deterministic values); AudioCraft's condition dropout is never applied.
 
@@ -43,6 +46,9 @@ __all__ = [
     "check_codes",
     "check_prompt_list",
     "gather_logprobs",
+    "guided_logits",
+    "masked_log_softmax",
+    "check_guidance_scale",
     "seeded",
     "generate_with_codes",
     "transformers_code_logits",
@@ -53,6 +59,7 @@ __all__ = [
     "audiocraft_generation_params",
     "audiocraft_generate_with_codes",
     "audiocraft_sequence_logprobs",
+    "audiocraft_unguided_generation",
 ]
 
 
@@ -126,17 +133,51 @@ def seeded(seed: int | None, device: torch.device) -> Iterator[None]:
         yield
 
 
-def gather_logprobs(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> SequenceLogProbs:
-    """logits ``[B, K, S, V]``, codes/mask ``[B, K, S]`` -> :class:`SequenceLogProbs` (log-softmax, gather,
-    zero where ``mask`` is False; half-precision logits are promoted to float32)."""
+def masked_log_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``log_softmax`` over the last dim of logits ``[..., V]`` where ``mask [...]`` holds, uniform elsewhere
+    (masked positions may hold nan logits, as AudioCraft's do); half precision is promoted to float32."""
     if logits.dtype in (torch.float16, torch.bfloat16):
         logits = logits.float()
     logits = torch.where(mask[..., None], logits, torch.zeros((), dtype=logits.dtype, device=logits.device))
-    token_logps = torch.log_softmax(logits, dim=-1).gather(-1, codes[..., None]).squeeze(-1)
+    return torch.log_softmax(logits, dim=-1)
+
+
+def gather_logprobs(logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor) -> SequenceLogProbs:
+    """logits ``[B, K, S, V]``, codes/mask ``[B, K, S]`` -> :class:`SequenceLogProbs` (log-softmax, gather,
+    zero where ``mask`` is False; half-precision logits are promoted to float32)."""
+    token_logps = masked_log_softmax(logits, mask).gather(-1, codes[..., None]).squeeze(-1)
     token_logps = torch.where(
         mask, token_logps, torch.zeros((), dtype=token_logps.dtype, device=token_logps.device)
     )
     return SequenceLogProbs(token_logps.sum(dim=(1, 2)), token_logps, mask)
+
+
+def check_guidance_scale(guidance_scale: float, name: str = "guidance_scale") -> float:
+    """``guidance_scale`` as a float >= 1 (1 = no guidance), or ValueError naming ``name``.
+
+    Values in (0, 1) are refused: transformers' MusicGen ignores them (guidance runs only above 1)
+    while AudioCraft applies them, so they would mean different policies in the two libraries."""
+    if (
+        isinstance(guidance_scale, bool)
+        or not isinstance(guidance_scale, (int, float))
+        or not guidance_scale >= 1
+        or guidance_scale == float("inf")
+    ):
+        raise ValueError(
+            f"{name} must be a number >= 1 (1 = no classifier-free guidance), got {guidance_scale!r}"
+        )
+    return float(guidance_scale)
+
+
+def guided_logits(cond: torch.Tensor, uncond: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+    """Classifier-free guidance as both libraries sample with it: ``uncond + s * (cond - uncond)``.
+
+    ``cond``/``uncond``: logits of any shape (``[..., card]``), with or without gradient; half precision
+    is promoted to float32 first (the difference is scaled up; transformers' ``generate`` combines in
+    float32 too)."""
+    if cond.dtype in (torch.float16, torch.bfloat16):
+        cond, uncond = cond.float(), uncond.float()
+    return uncond + (cond - uncond) * guidance_scale
 
 
 def _valid_steps_mask(delays: torch.Tensor, steps: int) -> torch.Tensor:
@@ -265,6 +306,7 @@ def transformers_code_logits(
     codes: torch.Tensor,
     *,
     keep_only_valid_steps: bool = False,
+    guidance_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced logits of codes under a transformers ``MusicgenForConditionalGeneration``.
 
@@ -278,6 +320,8 @@ def transformers_code_logits(
         attention_mask: ``[B, L]`` text mask, or None.
         codes: ``[B, K, S]`` code ids in ``[0, vocab_size)``; ``S >= K - 1``.
         keep_only_valid_steps: mask the last ``delay_k`` frames of each codebook (see module doc).
+        guidance_scale: ``> 1``: the guided logits ``generate(guidance_scale=...)`` samples from; the
+            unconditional half is what ``generate`` appends (zero text states, zero text mask).
 
     Returns:
         ``(logits [B, K, S, V], mask [B, K, S] bool)``: the logits that predicted each code (frame
@@ -311,13 +355,9 @@ def transformers_code_logits(
         raise RuntimeError("unexpected delay pattern: slots per codebook differ from the number of frames")
     delayed = pattern.clone()
     delayed[slots] = codes.reshape(-1)
-    out = model(
-        input_ids=input_ids.to(device),
-        attention_mask=None if attention_mask is None else attention_mask.to(device),
-        decoder_input_ids=delayed[:, :-1],
-        return_dict=True,
-    )
-    logits = out.logits.reshape(batch, num_codebooks, length - 1, -1)  # predicts positions 1 .. L-1
+    mask = None if attention_mask is None else attention_mask.to(device)
+    logits = _transformers_logits(model, input_ids.to(device), mask, delayed[:, :-1], guidance_scale)
+    logits = logits.reshape(batch, num_codebooks, length - 1, -1)  # predicts positions 1 .. L-1
     target_slots = slots[:, 1:].reshape(batch, num_codebooks, length - 1)
     vocab = logits.shape[-1]
     frame_logits = logits[target_slots].reshape(batch, num_codebooks, steps, vocab)
@@ -327,6 +367,39 @@ def transformers_code_logits(
     else:
         mask = torch.ones(batch, num_codebooks, steps, dtype=torch.bool, device=device)
     return frame_logits, mask
+
+
+def _transformers_logits(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    decoder_input_ids: torch.Tensor,
+    guidance_scale: float,
+) -> torch.Tensor:
+    """Decoder logits ``[B*K, L, V]``; with guidance, one pass over the conditional and unconditional
+    batch as ``generate`` lays it out (``_prepare_text_encoder_kwargs_for_generation``: the text states
+    and mask followed by zeros; the decoder inputs repeated), combined with :func:`guided_logits`."""
+    if check_guidance_scale(guidance_scale) == 1:
+        out = model(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            decoder_input_ids=decoder_input_ids,
+            return_dict=True,
+        )
+        return out.logits
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    states = base.text_encoder(input_ids=input_ids, attention_mask=attention_mask, return_dict=True)
+    states = states.last_hidden_state
+    if attention_mask is not None:
+        attention_mask = torch.cat([attention_mask, torch.zeros_like(attention_mask)])
+    out = model(
+        encoder_outputs=(torch.cat([states, torch.zeros_like(states)]),),
+        attention_mask=attention_mask,
+        decoder_input_ids=decoder_input_ids.repeat(2, 1),
+        return_dict=True,
+    )
+    cond, uncond = out.logits.chunk(2)
+    return guided_logits(cond, uncond, guidance_scale)
 
 
 def transformers_sequence_logprobs(
@@ -429,6 +502,7 @@ def audiocraft_code_logits(
     conditions: Sequence[str] | Sequence[Any],
     *,
     keep_only_valid_steps: bool = False,
+    guidance_scale: float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Teacher-forced logits of codes under an AudioCraft ``LMModel``.
 
@@ -444,6 +518,9 @@ def audiocraft_code_logits(
         conditions: ``B`` prompts (strings) or ``ConditioningAttributes`` (see :func:`audiocraft_conditions`).
         keep_only_valid_steps: AudioCraft's training convention; masks the last ``delay_k`` frames of
             codebook ``k`` (see module doc).
+        guidance_scale: ``!= 1``: the guided logits ``generate(cfg_coef=...)`` samples from; the
+            unconditional half has the conditions dropped as ``LMModel.generate`` drops them
+            (``ClassifierFreeGuidanceDropout(p=1)``), tokenized in one batch with the conditional half.
 
     Returns:
         ``(logits [B, K, S, card], mask [B, K, S] bool)``, differentiable.
@@ -461,9 +538,70 @@ def audiocraft_code_logits(
     if all(isinstance(c, str) for c in conditions):
         conditions = audiocraft_conditions(list(conditions), device=device)
     provider = lm.condition_provider
-    condition_tensors = provider(provider.tokenize(list(conditions)))
-    out = lm.compute_predictions(codes, [], condition_tensors, keep_only_valid_steps=keep_only_valid_steps)
-    return out.logits, out.mask.to(torch.bool)
+    conditions = list(conditions)
+    if check_guidance_scale(guidance_scale) == 1:
+        condition_tensors = provider(provider.tokenize(conditions))
+        out = lm.compute_predictions(
+            codes, [], condition_tensors, keep_only_valid_steps=keep_only_valid_steps
+        )
+        return out.logits, out.mask.to(torch.bool)
+    dropout = require("audiocraft.modules.conditioners").ClassifierFreeGuidanceDropout(p=1.0)
+    condition_tensors = provider(provider.tokenize(conditions + dropout(conditions)))
+    out = lm.compute_predictions(
+        torch.cat([codes, codes]), [], condition_tensors, keep_only_valid_steps=keep_only_valid_steps
+    )
+    cond, uncond = out.logits.chunk(2)
+    return guided_logits(cond, uncond, guidance_scale), out.mask[: codes.shape[0]].to(torch.bool)
+
+
+@contextlib.contextmanager
+def audiocraft_unguided_generation(lm: Any) -> Iterator[None]:
+    """Within the block ``lm.generate`` samples from the conditional model alone.
+
+    AudioCraft 1.3's ``LMModel.generate`` appends the unconditional conditions to the batch whenever
+    there are conditions, so at ``cfg_coef=1`` every step still runs the decoder on twice the batch for
+    ``uncond + (cond - uncond) * 1``. Here ``generate`` gets no conditions (so it builds no
+    unconditional half) and each step runs the LM once on the conditional tensors, then samples as
+    ``LMModel._sample_next_token`` does (softmax at ``temp``, then top-p, top-k or plain multinomial).
+    Use it only for ``cfg_coef == 1``."""
+    utils = require("audiocraft.utils.utils")
+    generate = lm.generate
+
+    def unguided_generate(
+        prompt: Any = None, conditions: Any = (), num_samples: Any = None, **kw: Any
+    ) -> Any:
+        if not conditions:
+            return generate(prompt, list(conditions), num_samples, **kw)
+        provider = lm.condition_provider
+        tensors = provider(provider.tokenize(list(conditions)))
+        fsdp = getattr(lm, "_fsdp", None)
+        model = lm if fsdp is None else fsdp
+
+        def next_token(sequence: torch.Tensor, cfg_conditions: Any, unconditional_state: Any,
+                       use_sampling: bool = False, temp: float = 1.0, top_k: int = 0, top_p: float = 0.0,
+                       **_: Any) -> torch.Tensor:  # fmt: skip
+            logits = model(sequence, conditions=[], condition_tensors=tensors)  # [B, K, S, card]
+            logits = logits.permute(0, 1, 3, 2)[..., -1]  # [B, K, card]
+            if not (use_sampling and temp > 0.0):
+                return torch.argmax(logits, dim=-1, keepdim=True)
+            probs = torch.softmax(logits / temp, dim=-1)
+            if top_p > 0.0:
+                return utils.sample_top_p(probs, p=top_p)
+            if top_k > 0:
+                return utils.sample_top_k(probs, k=top_k)
+            return utils.multinomial(probs, num_samples=1)
+
+        lm._sample_next_token = next_token
+        try:
+            return generate(prompt, [], len(conditions), **kw)
+        finally:
+            del lm._sample_next_token
+
+    lm.generate = unguided_generate
+    try:
+        yield
+    finally:
+        del lm.generate
 
 
 def audiocraft_sequence_logprobs(

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from deramos_reward.reward import call_reward
 from deramos_reward.validation import check_sample_rate
 
 from .backend import maybe_musicgen_backend
@@ -231,12 +232,7 @@ class AudioRewardFunction:
         for idx in self._groups([(tuple(w.shape), r) for w, r in clips]):
             audio = torch.stack([clips[i][0] for i in idx])
             with torch.no_grad():
-                scores = self.reward(audio, clips[idx[0]][1], [texts[i] for i in idx])
-            scores = torch.as_tensor(scores).detach().reshape(-1)
-            if scores.numel() != len(idx):
-                raise ValueError(
-                    f"reward returned {scores.numel()} values for {len(idx)} clips; expected one each"
-                )
+                scores = call_reward(self.reward, audio, clips[idx[0]][1], [texts[i] for i in idx])
             for i, v in zip(idx, scores.double().cpu().tolist()):
                 values[i] = float(v)
         return values

@@ -10,7 +10,8 @@ The parts live in small modules re-exported here:
 - :mod:`.rl_trainer`: :class:`MusicRLTrainer`, the loop (sampling, scoring, updates, logs, resume);
 - :mod:`.rl_config`: :class:`MusicRLConfig`;
 - :mod:`.rl_objective`: group advantages (GRPO, RLOO), per-axis reward shaping, the clipped policy
-  loss and the k3 KL estimator;
+  loss, the policy's per-token distribution and its entropy, and the KL estimators (exact, k3) shared
+  with reward backpropagation;
 - :mod:`.rl_diversity`: within-group diversity measures, the diversity bonus and the collapse warning;
 - :mod:`.reward_function`: :class:`AudioRewardFunction`, DeRA-MOS (or any audio reward) with trl's
   reward-function signature, and :func:`codes_decoder`.
@@ -28,18 +29,30 @@ from .rl_diversity import (
     sample_embedding_distance,
 )
 from .rl_objective import (
+    KL_ESTIMATORS,
     PolicyLoss,
+    PolicyTokens,
     clipped_policy_loss,
+    exact_kl,
     group_advantages,
     grpo_advantages,
     k3_kl,
+    policy_tokens,
     rloo_advantages,
     shaped_rewards,
     standardize_within_groups,
+    token_entropy,
+    token_kl,
 )
 from .rl_trainer import MusicRLTrainer, Rollout
 
 __all__ = [
+    "KL_ESTIMATORS",
+    "PolicyTokens",
+    "exact_kl",
+    "policy_tokens",
+    "token_entropy",
+    "token_kl",
     "TRL_SHARED_FIELDS",
     "AudioRewardFunction",
     "DiversityCollapseWarning",

@@ -10,9 +10,11 @@ Defaults differ from trl's where MusicGen or a learned judge call for it:
 - ``max_steps`` 100 (trl: -1 = use epochs; RL here is counted in steps only);
 - ``num_generations`` 8 and ``loss_type`` ``"dapo"`` as in trl.
 
-Our own fields: ``advantage``, ``prompts_per_step``, ``duration``, the reward shaping fields
-(``mi_weight``, ``ta_weight``, ``normalize_per_axis``, ``uncertainty_penalty``, ``diversity_weight``,
-``diversity_warning``), ``keep_only_valid_steps``, ``eval_steps`` and the LoRA settings.
+Our own fields: ``advantage``, ``prompts_per_step``, ``duration``, ``guidance_scale``,
+``kl_estimator``, the reward shaping fields (``normalize_per_axis``, ``uncertainty_penalty``,
+``diversity_weight``, ``diversity_warning``), ``keep_only_valid_steps``, ``eval_steps`` and the LoRA
+settings. The reward's own weights are used: a ``MusicReward(judge, mi_weight=..., ta_weight=...)`` says
+how MI and TA add up, for RL as for reward backpropagation (there are no weight fields here).
 """
 
 from __future__ import annotations
@@ -78,13 +80,13 @@ class MusicRLConfig(OnlineTrainingConfig):
     advantage: str = "grpo"
     """``grpo``: reward minus the group mean (scaled by ``scale_rewards``); ``rloo``: reward minus the
     mean of the other samples of its group (leave-one-out)."""
-    mi_weight: float = 0.5
-    ta_weight: float = 0.5
     normalize_per_axis: bool = True
-    """With a reward that has MI and TA parts: standardise each within its group before weighting, so
-    neither axis dominates by its scale or spread."""
+    """With a reward that has MI and TA parts and weights (a ``MusicReward``): standardise each axis
+    within its group before weighting it with the reward's ``mi_weight`` / ``ta_weight``, so neither axis
+    dominates by its scale or spread."""
     uncertainty_penalty: float = 0.0
-    """``lam``: each axis counts as ``mean - lam * std`` of the judge's predicted distribution."""
+    """``lam``: each axis counts as ``mean - lam * std`` of the judge's predicted distribution, on top of
+    the reward's own ``uncertainty_penalty`` (the two add up)."""
     diversity_weight: float = 0.0
     """Bonus for a sample's mean cosine distance (judge audio embeddings) to the rest of its group."""
     diversity_warning: float = 0.5
@@ -141,14 +143,6 @@ def _check_numbers(c: MusicRLConfig) -> None:
     validation.check_positive_int(c.num_iterations, name("num_iterations"))
     for field in ("uncertainty_penalty", "diversity_weight"):
         validation.check_non_negative_float(getattr(c, field), name(field))
-    mi, ta = (
-        validation.check_number(c.mi_weight, name("mi_weight")),
-        validation.check_number(c.ta_weight, name("ta_weight")),
-    )
-    if mi == 0 and ta == 0:
-        raise InputError(
-            f"{name('mi_weight')} must be non-zero when ta_weight is 0 (the reward would be constant)"
-        )
     if not 0 < validation.check_number(c.epsilon, name("epsilon")) < 1:
         raise InputError(f"{name('epsilon')} must be in (0, 1), got {c.epsilon!r}")
     validation.check_positive_float(c.epsilon_high, name("epsilon_high"), optional=True)

@@ -7,15 +7,21 @@ Samples come in groups: ``N = P * G`` rewards, the ``G`` samples of each prompt 
   (``scale_rewards="group"``), the batch std (``"batch"``) or no scaling (``"none"``);
 - RLOO: ``A_i = r_i - mean_{j != i} r_j``, the mean of the other ``G - 1`` samples of the group.
 
-The loss is trl's clipped surrogate on per-token log-probabilities, plus ``beta`` times the k3 estimate
-of the per-token KL to the reference policy::
+The loss is trl's clipped surrogate on per-token log-probabilities, plus ``beta`` times a per-token
+KL(policy || reference)::
 
     ratio = exp(logp - old_logp)
-    token_loss = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + beta * k3
-    k3 = exp(ref_logp - logp) - (ref_logp - logp) - 1          (>= 0, an unbiased KL(policy || ref))
+    token_loss = -min(ratio * A, clip(ratio, 1 - eps_low, 1 + eps_high) * A) + beta * kl
+    kl = exp(ref_logp - logp) - (ref_logp - logp) - 1          (k3: >= 0, unbiased, from the sampled code)
+    kl = sum_v p_v (log p_v - log q_v)                          (exact: all codes of the position)
 
 averaged over valid tokens as ``loss_type`` says. Token tensors have any trailing shape (MusicGen:
 ``[B, K, S]``); they are flattened to ``[B, T]``.
+
+The policy's distribution, shared by online RL and reward backpropagation: :func:`policy_tokens` turns
+the (guided) logits into ``softmax(logits / temperature)`` once, and everything else (the sampled
+codes' log-probs, :func:`token_entropy`, :func:`token_kl` with either :data:`KL_ESTIMATORS` entry)
+is read off that one log-softmax.
 """
 
 from __future__ import annotations
@@ -25,16 +31,29 @@ from typing import NamedTuple
 
 import torch
 
+from .logprobs import masked_log_softmax
+
 __all__ = [
+    "KL_ESTIMATORS",
     "PolicyLoss",
+    "PolicyTokens",
     "clipped_policy_loss",
+    "exact_kl",
     "grpo_advantages",
     "group_advantages",
     "k3_kl",
+    "policy_tokens",
     "rloo_advantages",
     "shaped_rewards",
     "standardize_within_groups",
+    "token_entropy",
+    "token_kl",
 ]
+
+KL_ESTIMATORS = ("exact", "k3")
+"""Per-token KL(policy || reference) estimators (the configs' ``kl_estimator``): ``exact`` sums over all
+codes of each sampled position's next-code distributions; ``k3`` is trl's one-sample estimate from the
+sampled code's log-probabilities."""
 
 STD_EPS = 1e-4
 """Added to a standard deviation before dividing by it (trl's value)."""
@@ -125,6 +144,70 @@ def k3_kl(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
     return torch.exp(delta) - delta - 1
 
 
+def exact_kl(log_probs: torch.Tensor, ref_log_probs: torch.Tensor) -> torch.Tensor:
+    """Per-position KL(policy || reference) of two log-softmaxes ``[..., V]`` -> ``[...]``:
+    ``sum_v p_v (log p_v - log q_v)``; the reference is a constant (detached)."""
+    if log_probs.shape != ref_log_probs.shape:
+        raise ValueError(
+            f"log_probs {tuple(log_probs.shape)} and ref_log_probs {tuple(ref_log_probs.shape)} must match"
+        )
+    ref = ref_log_probs.detach().to(log_probs.dtype)
+    return (log_probs.exp() * (log_probs - ref)).sum(-1)
+
+
+class PolicyTokens(NamedTuple):
+    """The policy's distribution at each code position (see :func:`policy_tokens`).
+
+    ``logps`` ``[B, K, S]``: log-probability of each sampled code (0 where masked), with gradient;
+    ``log_probs`` ``[B, K, S, V]``: the whole log-softmax (uniform where masked); ``mask`` ``[B, K, S]``."""
+
+    logps: torch.Tensor
+    log_probs: torch.Tensor
+    mask: torch.Tensor
+
+
+def policy_tokens(
+    logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor | None = None, temperature: float = 1.0
+) -> PolicyTokens:
+    """The sampling distribution ``softmax(logits / temperature)`` of logits ``[B, K, S, V]`` (guided
+    ones when sampling guides) at the sampled ``codes [B, K, S]``: one log-softmax, in float32 at least.
+    ``mask`` None counts every position."""
+    if mask is None:
+        mask = torch.ones(codes.shape, dtype=torch.bool, device=logits.device)
+    scaled = logits if temperature == 1.0 else logits / temperature
+    log_probs = masked_log_softmax(scaled, mask)
+    logps = log_probs.gather(-1, codes.to(logits.device).long()[..., None]).squeeze(-1)
+    logps = torch.where(mask, logps, torch.zeros((), dtype=logps.dtype, device=logps.device))
+    return PolicyTokens(logps, log_probs, mask)
+
+
+def token_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    """Entropy (nats) of each position's distribution, log-softmax ``[..., V]`` -> ``[...]``, detached."""
+    with torch.no_grad():
+        return -(log_probs.exp() * log_probs).sum(-1)
+
+
+def token_kl(
+    estimator: str,
+    logps: torch.Tensor,
+    ref_logps: torch.Tensor | None = None,
+    log_probs: torch.Tensor | None = None,
+    ref_log_probs: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token KL(policy || reference) ``[B, K, S]`` by ``estimator`` (one of :data:`KL_ESTIMATORS`):
+    ``k3`` needs ``logps``/``ref_logps`` (the sampled codes'), ``exact`` the whole log-softmaxes
+    ``log_probs``/``ref_log_probs`` ``[B, K, S, V]``. Gradient flows through the policy's side only."""
+    if estimator == "k3":
+        if ref_logps is None:
+            raise ValueError("the k3 KL needs ref_logps")
+        return k3_kl(logps, ref_logps.detach().to(logps.dtype))
+    if estimator == "exact":
+        if log_probs is None or ref_log_probs is None:
+            raise ValueError("the exact KL needs log_probs and ref_log_probs")
+        return exact_kl(log_probs, ref_log_probs)
+    raise ValueError(f"kl_estimator must be one of {KL_ESTIMATORS}, got {estimator!r}")
+
+
 class PolicyLoss(NamedTuple):
     """What :func:`clipped_policy_loss` returns. ``loss``: the scalar to minimise; ``token_loss``
     ``[B, T]`` (0 at masked tokens); ``kl``, ``clip_ratio_low``, ``clip_ratio_high``, ``clip_ratio``:
@@ -160,6 +243,7 @@ def clipped_policy_loss(
     loss_type: str = "dapo",
     num_items: float | torch.Tensor | None = None,
     max_tokens: int | None = None,
+    kl: torch.Tensor | None = None,
 ) -> PolicyLoss:
     """trl's GRPO loss on per-token log-probabilities.
 
@@ -170,7 +254,8 @@ def clipped_policy_loss(
         advantages: ``[B]`` one advantage per sample.
         mask: ``[B, ...]`` bool, the tokens that count.
         epsilon, epsilon_high: clip range ``[1 - epsilon, 1 + (epsilon_high or epsilon)]``.
-        beta: weight of the k3 KL to ``ref_logps`` (``[B, ...]``, required when ``beta > 0``).
+        beta: weight of the per-token KL: ``kl`` (``[B, ...]``, e.g. :func:`token_kl`) when given, else
+            the k3 estimate from ``ref_logps`` (``[B, ...]``); one of them is required when ``beta > 0``.
         loss_type: ``grpo`` (mean over each sequence's tokens, then over sequences), ``bnpo`` (mean over
             the batch's tokens), ``dr_grpo`` (sum / (B * ``max_tokens``), default the tokens per sequence),
             ``dapo`` (sum / ``num_items``, default the batch's valid tokens; pass the count over all
@@ -193,12 +278,16 @@ def clipped_policy_loss(
     ratio = torch.exp(logps - old_logps)
     clipped = torch.clamp(ratio, 1 - epsilon, 1 + eps_high)
     token_loss = -torch.min(ratio * adv, clipped * adv)
-    kl = None
     if beta:
-        if ref_logps is None:
-            raise ValueError("ref_logps is required when beta > 0")
-        kl = k3_kl(logps, _flat(ref_logps, batch, "ref_logps").to(logps.dtype))
+        if kl is not None:
+            kl = _flat(kl, batch, "kl").to(logps.dtype)
+        elif ref_logps is not None:
+            kl = k3_kl(logps, _flat(ref_logps, batch, "ref_logps").to(logps.dtype))
+        else:
+            raise ValueError("kl or ref_logps is required when beta > 0")
         token_loss = token_loss + beta * kl
+    else:
+        kl = None
     mf = m.to(logps.dtype)
     token_loss = token_loss * mf
     loss = _aggregate(token_loss, mf, loss_type, num_items, max_tokens)

@@ -1,5 +1,5 @@
-"""The sampling side of online RL: which prompts a step uses, how a reward's output becomes the parts of
-the shaped reward, and per-token log-probabilities and entropies from MusicGen's code logits."""
+"""The sampling side of online RL: which prompts a step uses, how the policy samples, and how a reward's
+output becomes the parts of the shaped reward (with the reward's own MI/TA weights)."""
 
 from __future__ import annotations
 
@@ -9,14 +9,48 @@ from typing import Any
 
 import torch
 
-from deramos_reward.reward import MusicReward, RewardOutput
+from deramos_reward.reward import RewardOutput, call_reward
 
-from .logprobs import gather_logprobs
 from .rl_config import MusicRLConfig
 from .rl_diversity import sample_embedding_distance
 from .tuning import derive_seed
 
-__all__ = ["RewardParts", "prompt_schedule", "reward_parts", "score_audio", "token_logps"]
+__all__ = [
+    "RewardParts",
+    "policy_sampling_options",
+    "prompt_schedule",
+    "reward_parts",
+    "reward_settings",
+    "reward_weights",
+    "score_audio",
+]
+
+
+def policy_sampling_options(backend: Any, config: Any) -> dict[str, Any]:
+    """The ``generate`` options that sample an online config's policy: the backend's
+    :meth:`~.backend_base.MusicGenBackend.policy_sampling` at ``config``'s temperature, top-k and
+    guidance, plus its ``generation_kwargs`` (other options of the library)."""
+    options = backend.policy_sampling(config.temperature, config.top_k, config.guidance_scale)
+    return {**options, **(config.generation_kwargs or {})}
+
+
+def reward_weights(reward: Any) -> tuple[float, float] | None:
+    """``(mi_weight, ta_weight)`` of a reward that has them (a ``MusicReward``), else None."""
+    mi, ta = getattr(reward, "mi_weight", None), getattr(reward, "ta_weight", None)
+    numbers = all(isinstance(w, (int, float)) and not isinstance(w, bool) for w in (mi, ta))
+    return (float(mi), float(ta)) if numbers else None
+
+
+def reward_settings(reward: Any) -> dict[str, Any]:
+    """What a run records about its reward, so that a resumed run must use the same: the MI/TA weights,
+    uncertainty penalty and normalisation of a reward that has them (a ``MusicReward``), else nothing
+    (any callable may stand in for another, e.g. a wrapper that logs)."""
+    out: dict[str, Any] = {}
+    for name in ("mi_weight", "ta_weight", "uncertainty_penalty", "normalize"):
+        value = getattr(reward, name, None)
+        if isinstance(value, (int, float, str)):
+            out[name] = value
+    return out
 
 
 def prompt_schedule(num_prompts: int, per_step: int, batch: int, seed: int) -> list[int]:
@@ -35,21 +69,7 @@ def score_audio(reward: Callable, audio: torch.Tensor, sample_rate: int, prompts
     """``reward``'s output for ``audio [B, C, T]`` without gradient: a ``RewardOutput`` (a
     ``MusicReward`` is asked for its parts with ``evaluate``) or a ``[B]`` tensor."""
     with torch.no_grad():
-        if isinstance(reward, MusicReward):
-            return reward.evaluate(audio, sample_rate, prompts)
-        out = reward(audio, sample_rate, prompts)
-    if isinstance(out, RewardOutput):
-        return out
-    values = torch.as_tensor(out).detach().reshape(-1)
-    if values.numel() != audio.shape[0]:
-        raise ValueError(
-            f"reward returned {values.numel()} values for {audio.shape[0]} clips; expected one each"
-        )
-    if not values.is_floating_point():
-        values = values.float()
-    if not bool(torch.isfinite(values).all()):
-        raise ValueError("reward returned non-finite values (nan or inf)")
-    return values
+        return call_reward(reward, audio, sample_rate, prompts, parts=True)
 
 
 @dataclass
@@ -75,26 +95,39 @@ def _axis(out: RewardOutput, axis: str, lam: float) -> tuple[torch.Tensor, torch
     return (mean - lam * std if lam else mean).float(), None if std is None else std.float()
 
 
-def reward_parts(out: Any, config: MusicRLConfig, group_size: int) -> RewardParts:
-    """Reward output (``RewardOutput`` or ``[N]``) -> :class:`RewardParts` under ``config``'s shaping.
+def reward_parts(out: Any, config: MusicRLConfig, group_size: int, reward: Any = None) -> RewardParts:
+    """Reward output (``RewardOutput`` or ``[N]``) of ``reward`` -> :class:`RewardParts` under ``config``'s
+    shaping.
 
-    With MI and TA: each axis is its lower confidence bound ``mean - uncertainty_penalty * std``, weighted
-    by ``mi_weight`` / ``ta_weight``. With a plain ``[N]`` reward: one part, weight 1. With
+    With MI and TA from a reward that has weights (a ``MusicReward``): each axis is its lower confidence
+    bound ``mean - lam * std`` (``lam``: the reward's ``uncertainty_penalty`` plus ``config``'s), weighted
+    by the reward's own ``mi_weight`` / ``ta_weight``. A ``RewardOutput`` of a reward without weights:
+    its ``reward``, one part (MI and TA are logged). A plain ``[N]`` reward: one part, weight 1. With
     ``diversity_weight > 0``: a ``diversity`` part, each sample's mean cosine distance (judge audio
     embeddings) to the rest of its group.
     """
     logged: dict[str, torch.Tensor] = {}
     embeddings = None
+    weighted = reward_weights(reward)
     if isinstance(out, RewardOutput):
-        mi, mi_std = _axis(out, "mi", config.uncertainty_penalty)
-        ta, ta_std = _axis(out, "ta", config.uncertainty_penalty)
-        parts = {"mi": mi, "ta": ta}
-        weights = {"mi": config.mi_weight, "ta": config.ta_weight}
-        raw = config.mi_weight * mi + config.ta_weight * ta
         logged.update({"rewards/mi": out.mi.float(), "rewards/ta": out.ta.float()})
+        embeddings = out.audio_embedding
+    if isinstance(out, RewardOutput) and weighted is not None:
+        lam = config.uncertainty_penalty + float(getattr(reward, "uncertainty_penalty", 0.0) or 0.0)
+        mi, mi_std = _axis(out, "mi", lam)
+        ta, ta_std = _axis(out, "ta", lam)
+        parts = {"mi": mi, "ta": ta}
+        weights = {"mi": weighted[0], "ta": weighted[1]}
+        raw = weighted[0] * mi + weighted[1] * ta
         if mi_std is not None and ta_std is not None:
             logged.update({"rewards/mi_std": mi_std, "rewards/ta_std": ta_std})
-        embeddings = out.audio_embedding
+    elif isinstance(out, RewardOutput):
+        if config.uncertainty_penalty:
+            raise ValueError(
+                "uncertainty_penalty needs a reward with mi_weight and ta_weight (a MusicReward) to "
+                "recombine its axes"
+            )
+        parts, weights, raw = {"reward": out.reward.float()}, {"reward": 1.0}, out.reward.float()
     else:
         parts, weights, raw = {"reward": out.float()}, {"reward": 1.0}, out.float()
     if config.diversity_weight > 0:
@@ -109,22 +142,6 @@ def reward_parts(out: Any, config: MusicRLConfig, group_size: int) -> RewardPart
     device = raw.device
     parts = {k: v.to(device) for k, v in parts.items()}
     return RewardParts(parts, weights, raw, {k: v.to(device) for k, v in logged.items()}, embeddings)
-
-
-def token_logps(
-    logits: torch.Tensor, codes: torch.Tensor, mask: torch.Tensor, temperature: float = 1.0
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token log-probabilities and entropies of the sampling distribution ``softmax(logits / T)``.
-
-    logits ``[B, K, S, card]``, codes/mask ``[B, K, S]`` -> ``(token_logps [B, K, S] with gradient, 0 where
-    masked; entropy [B, K, S] detached)``."""
-    scaled = logits.float() / temperature if temperature != 1.0 else logits.float()
-    out = gather_logprobs(scaled, codes.to(logits.device).long(), mask)
-    with torch.no_grad():  # masked positions may hold nan logits (AudioCraft): zero them first
-        kept = torch.where(mask[..., None], scaled.detach(), torch.zeros((), device=scaled.device))
-        logp = torch.log_softmax(kept, dim=-1)
-        entropy = -(logp.exp() * logp).sum(-1) * mask
-    return out.token_logps, entropy
 
 
 def split(n: int, parts: int) -> list[slice]:

@@ -4,13 +4,16 @@ One step (see :class:`~.rl_config.MusicRLConfig` for every knob)::
 
     prompts of the step (prompts_per_step, split between processes, never a group)
       -> num_generations samples per prompt from the current policy (backend.generate, one seeded
-         call per prompt group)                                               [time/generation]
+         call per prompt group, with the config's guidance_scale and temperature)   [time/generation]
       -> reward of the decoded audio (a MusicReward: MI, TA, their std and audio embeddings)
-      -> shaped reward: per-axis standardisation, uncertainty penalty, diversity bonus
+      -> shaped reward: per-axis standardisation, the reward's own MI/TA weights, uncertainty
+         penalty, diversity bonus
       -> advantages within each prompt's group (GRPO or RLOO)                 [time/scoring]
-      -> per-token log-probs of the codes (delay pattern, valid steps) under the policy, the
-         reference (adapter disabled) and, for num_iterations > 1, the sampling policy
-      -> num_iterations x clipped policy-gradient loss + beta * k3 KL, optimizer steps  [time/update]
+      -> per-token log-probs of the codes (delay pattern, valid steps) under the distribution they
+         were sampled from (guided when guidance_scale > 1, at the temperature): the policy, the
+         reference (adapter disabled; k3 only) and, for num_iterations > 1, the sampling policy
+      -> num_iterations x clipped policy-gradient loss + beta * KL (kl_estimator), optimizer steps
+                                                                              [time/update]
 
 Randomness is derived from ``(seed, batch, prompt position)``, so the samples of a step do not depend on
 how many processes run it or on a resume. The trainer runs unchanged under ``accelerate launch``: each
@@ -35,15 +38,23 @@ import torch
 from . import tuning
 from .rl_config import MusicRLConfig
 from .rl_diversity import DiversityGuard, code_entropy, group_embedding_distance
-from .rl_objective import clipped_policy_loss, group_advantages, shaped_rewards
+from .rl_objective import (
+    clipped_policy_loss,
+    group_advantages,
+    policy_tokens,
+    shaped_rewards,
+    token_entropy,
+    token_kl,
+)
 from .rl_rollout import (
     RewardParts,
+    policy_sampling_options,
     prompt_schedule,
     repeat_prompts,
     reward_parts,
+    reward_settings,
     score_audio,
     split,
-    token_logps,
 )
 
 __all__ = ["MusicRLTrainer", "Rollout"]
@@ -107,8 +118,9 @@ class MusicRLTrainer:
         model: a transformers ``MusicgenForConditionalGeneration`` (with ``processor``) or an AudioCraft
             ``MusicGen``, optionally already carrying a peft adapter (trained further). A new adapter is
             injected in place, so ``model`` itself samples from the policy afterwards (``trainer.model``).
-        reward: a ``MusicReward`` (MI and TA are shaped separately) or any callable
-            ``(audio [B, C, T], sample_rate, prompts) -> [B]`` or ``-> RewardOutput``.
+        reward: a ``MusicReward`` (MI and TA are shaped separately, weighted with its own ``mi_weight`` /
+            ``ta_weight``) or any callable ``(audio [B, C, T], sample_rate, prompts) -> [B]`` or
+            ``-> RewardOutput``.
         prompts: training prompts, visited in a seeded random order (``prompts_per_step`` per step).
         config: :class:`~.rl_config.MusicRLConfig`.
         processor: the transformers model's ``MusicgenProcessor``.
@@ -151,7 +163,11 @@ class MusicRLTrainer:
         )
 
     def _code_logits(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.backend.code_logits(prompts, codes, keep_only_valid_steps=self.args.keep_only_valid_steps)
+        """The logits samples are drawn from (guided when ``guidance_scale > 1``, before the temperature)."""
+        a = self.args
+        return self.backend.code_logits(
+            prompts, codes, keep_only_valid_steps=a.keep_only_valid_steps, guidance_scale=a.guidance_scale
+        )
 
     def _settings(self) -> dict[str, Any]:
         b = self.backend
@@ -165,7 +181,7 @@ class MusicRLTrainer:
                 "card": b.card,
                 "frames": self.frames,
             },
-            "reward": type(self.reward).__qualname__,
+            "reward": reward_settings(self.reward),
             "num_processes": self.accelerator.num_processes,
         }
 
@@ -193,8 +209,8 @@ class MusicRLTrainer:
     # ---- sampling and scoring -------------------------------------------------------------------
     def _sample(self, prompts: list[str], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         """One seeded ``generate`` call per prompt group -> (audio [N, C, T], codes [N, K, S])."""
-        a, g = self.args, self.args.num_generations
-        sampling = {**(a.generation_kwargs or {}), "temperature": a.temperature, "top_k": a.top_k}
+        g = self.args.num_generations
+        sampling = policy_sampling_options(self.backend, self.args)
         audios, codes = [], []
         with tuning.eval_mode(self.policy), self._autocast():
             for prompt, seed in zip(prompts, seeds):
@@ -238,8 +254,14 @@ class MusicRLTrainer:
             self.policy.train(not self.args.disable_dropout)
             for sl in split(len(prompts), self.args.gradient_accumulation_steps):
                 logits, mask = self._code_logits(prompts[sl], codes[sl])
-                out.append(token_logps(logits, codes[sl], mask, self.args.temperature)[0])
+                out.append(policy_tokens(logits, codes[sl], mask, self.args.temperature).logps)
         return torch.cat(out)
+
+    def _reference_log_probs(self, prompts: list[str], codes: torch.Tensor) -> torch.Tensor:
+        """The reference's log-softmax [B, K, S, card] of one micro-batch (exact KL), no gradient."""
+        with torch.no_grad(), tuning.adapter_disabled(self.policy):
+            logits, mask = self._code_logits(prompts, codes)
+            return policy_tokens(logits, codes, mask, self.args.temperature).log_probs
 
     def _rollout(self, batch: int) -> Rollout:
         a, acc, g = self.args, self.accelerator, self.args.num_generations
@@ -255,14 +277,15 @@ class MusicRLTrainer:
         flat = repeat_prompts(prompts, g)
         with self._autocast():
             scored = score_audio(self.reward, audio, self.backend.sample_rate, flat)
-        parts = reward_parts(scored, a, g)
+        parts = reward_parts(scored, a, g, self.reward)
         rewards = shaped_rewards(parts.parts, parts.weights, g, a.normalize_per_axis and len(parts.parts) > 1)
         advantages = self._advantages(rewards).to(self.device)
         stats = self._gathered_stats(parts, codes)
         t2 = time.perf_counter()
         codes = codes.to(self.device)
         old = self._logps(flat, codes, reference=False) if a.num_iterations > 1 else None
-        ref = self._logps(flat, codes, reference=True) if a.beta > 0 else None
+        k3 = a.beta > 0 and a.kl_estimator == "k3"  # exact: the reference runs next to each micro-step
+        ref = self._logps(flat, codes, reference=True) if k3 else None
         times = {
             "time/generation": t1 - t0,
             "time/scoring": t2 - t1,
@@ -277,21 +300,25 @@ class MusicRLTrainer:
         Every micro-batch holds the same number of valid tokens (equal lengths, the same delay-pattern
         mask), so ``dapo``'s normaliser (the batch's tokens, after accelerate divides each micro-batch's
         loss by the accumulation steps) is the micro-batch's own token count."""
-        a = self.args
-        logits, mask = forward(ro.prompts[sl], ro.codes[sl])
-        logps, entropy = token_logps(logits, ro.codes[sl], mask, a.temperature)
-        old = logps.detach() if ro.old_logps is None else ro.old_logps[sl]
+        a, prompts, codes = self.args, ro.prompts[sl], ro.codes[sl]
+        logits, mask = forward(prompts, codes)
+        policy = policy_tokens(logits, codes, mask, a.temperature)
+        kl = None
+        if a.beta > 0:
+            ref_logps = None if ro.ref_logps is None else ro.ref_logps[sl]
+            ref_log_probs = self._reference_log_probs(prompts, codes) if a.kl_estimator == "exact" else None
+            kl = token_kl(a.kl_estimator, policy.logps, ref_logps, policy.log_probs, ref_log_probs)
+        old = policy.logps.detach() if ro.old_logps is None else ro.old_logps[sl]
         out = clipped_policy_loss(
-            logps, old, ro.advantages[sl], mask,
-            epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta,
-            ref_logps=None if ro.ref_logps is None else ro.ref_logps[sl],
+            policy.logps, old, ro.advantages[sl], mask,
+            epsilon=a.epsilon, epsilon_high=a.epsilon_high, beta=a.beta, kl=kl,
             loss_type=a.loss_type, max_tokens=mask[0].numel(),
         )  # fmt: skip
         self.accelerator.backward(out.loss)
         count = mask.sum().clamp_min(1)
         metrics = {
             "loss": out.loss.detach(),
-            "entropy": entropy.sum() / count,
+            "entropy": (token_entropy(policy.log_probs) * mask).sum() / count,
             "clip_ratio/low_mean": out.clip_ratio_low,
             "clip_ratio/high_mean": out.clip_ratio_high,
             "clip_ratio/region_mean": out.clip_ratio,
@@ -452,7 +479,7 @@ class MusicRLTrainer:
         flat = repeat_prompts(prompts, g)
         with self._autocast():
             scored = score_audio(self.reward, audio, self.backend.sample_rate, flat)
-        parts = reward_parts(scored, a, g)
+        parts = reward_parts(scored, a, g, self.reward)
         raw = parts.raw.double()
         out = {
             "eval/reward": float(raw.mean()),

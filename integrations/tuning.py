@@ -48,7 +48,8 @@ pickled: safetensors + JSON)::
 A run killed at any moment leaves the previous or the new checkpoint complete (``checkpoint.old`` is
 read when the kill fell between the two renames).
 
-Randomness for a step should be derived from ``(seed, step, ...)`` with :func:`derive_seed` where
+Randomness for a step should be derived from ``(seed, step, ...)`` with :func:`derive_seed` (from
+:mod:`deramos_reward.seeding`, the package's one seed derivation) where
 possible (then a resumed run does not even depend on the restored RNG states); the RNG states are
 restored anyway, for whatever draws from the global generators (dropout, shuffling).
 """
@@ -56,7 +57,6 @@ restored anyway, for whatever draws from the global generators (dropout, shuffli
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import math
 import os
@@ -78,11 +78,13 @@ from deramos_reward._optional import require
 from deramos_reward.checkpoint import atomic_write_bytes
 from deramos_reward.errors import InputError
 from deramos_reward.jsonl import append_rows, write_rows
+from deramos_reward.seeding import derive_seed
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
 from deramos_reward.validation import check_prompts
 
 from .adapter_config import SCHEDULERS
 from .backend import musicgen_backend
+from .backend_base import adapter_disabled, unwrap_module
 
 __all__ = [
     "CHECKPOINT_DIR",
@@ -252,19 +254,6 @@ def trainable_parameters(module: nn.Module) -> list[nn.Parameter]:
     return [p for p in module.parameters() if p.requires_grad]
 
 
-def adapter_disabled(policy: Any) -> contextlib.AbstractContextManager:
-    """``with adapter_disabled(policy):`` the model computes as the reference policy (adapter off).
-
-    ``policy`` is the ``peft.PeftModel`` (possibly wrapped by accelerate/DDP: it is unwrapped)."""
-    return _unwrap(policy).disable_adapter()
-
-
-def _unwrap(module: Any) -> Any:
-    while isinstance(module, (nn.parallel.DistributedDataParallel, nn.DataParallel)):
-        module = module.module
-    return module
-
-
 class ForwardModule(nn.Module):
     """``forward(*args) = fn(*args)`` with ``module`` registered as a child, so that
     ``accelerator.prepare`` (DDP) wraps a pass that goes through a backend method rather than
@@ -371,12 +360,6 @@ def grad_norm(accelerator: Any, parameters: Sequence[nn.Parameter], max_norm: fl
     if max_norm > 0:
         return float(accelerator.clip_grad_norm_(params, max_norm))
     return float(torch.linalg.vector_norm(torch.stack([p.grad.detach().float().norm() for p in params])))
-
-
-def derive_seed(seed: int, *keys: int | str) -> int:
-    """A 63-bit seed from ``seed`` and ``keys`` (e.g. step, prompt index), the same on every machine."""
-    text = json.dumps([seed, *keys]).encode()
-    return int.from_bytes(hashlib.sha256(text).digest()[:8], "big") & ((1 << 63) - 1)
 
 
 # ------------------------------------------------------------------------------------ run settings
@@ -511,7 +494,7 @@ def save_training_state(
     tensors, meta = _rng_state()
     save_file(tensors, os.fspath(tmp / f"rng-{rank}.safetensors"), metadata=meta)
     if main:
-        _unwrap(policy).save_pretrained(os.fspath(tmp / "adapter"))
+        unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
         opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
         save_file(opt_tensors, os.fspath(tmp / "optimizer.safetensors"), metadata=opt_meta)
         state = {
@@ -573,7 +556,7 @@ def load_training_state(
         )
     peft = require("peft")
     weights = load_file(os.fspath(folder / "adapter" / "adapter_model.safetensors"))
-    model = _unwrap(policy)
+    model = unwrap_module(policy)
     device = next(model.parameters()).device
     result = peft.set_peft_model_state_dict(model, {k: v.to(device) for k, v in weights.items()})
     if getattr(result, "unexpected_keys", None):
@@ -616,7 +599,7 @@ def save_adapter(
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            _unwrap(policy).save_pretrained(os.fspath(tmp / "adapter"))
+            unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
             for name, value in (files or {}).items():
                 data = json.dumps(value, indent=2, allow_nan=False) + "\n"
                 (tmp / "adapter" / name).write_text(data)

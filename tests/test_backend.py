@@ -11,7 +11,7 @@ from deramos_reward.integrations import logprobs as lp
 from deramos_reward.integrations import musicgen_backend
 from deramos_reward.integrations import transformers_musicgen as tm
 from deramos_reward.integrations.backend import load_musicgen_backend, maybe_musicgen_backend
-from deramos_reward.integrations.backend_base import MusicGenBackend
+from deramos_reward.integrations.backend_base import MusicGenBackend, adapter_disabled
 
 PROMPTS = ["a calm piano piece", "fast drums"]
 
@@ -61,6 +61,11 @@ def test_a_peft_model_is_accepted_and_generates_with_its_adapter():
     with wrapped.disable_adapter():
         base = lp.transformers_sequence_logprobs(model, *_text(processor), codes).logps
     torch.testing.assert_close(ref, base)
+    # the one adapter-off context: it unwraps training wrappers and is a no-op without an adapter
+    with adapter_disabled(torch.nn.DataParallel(wrapped)):
+        torch.testing.assert_close(adapted.sequence_logprobs(PROMPTS, codes).logps, ref)
+    with adapter_disabled(torch.nn.Linear(2, 2)), musicgen_backend(model, processor).reference():
+        pass
 
 
 def _text(processor):

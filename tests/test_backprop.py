@@ -116,10 +116,19 @@ def test_backprop_loss_is_minus_reward_plus_beta_kl(hf_backend):
     logits, _ = backend.code_logits(prompts, codes)
     logits = logits.detach().requires_grad_(True)
     ref = logits.detach() + 0.3 * torch.randn(logits.shape, generator=g)
-    loss, parts = backprop_loss(backend, REWARD, prompts, codes, logits, ref, None, beta=0.5)
+    loss, parts = backprop_loss(
+        backend, REWARD, prompts, codes, logits, ref, None, beta=0.5, kl_estimator="exact"
+    )
     reward = low_band_energy_fraction(audio, backend.sample_rate, 4000.0)
     torch.testing.assert_close(parts["reward"], reward, rtol=0, atol=1e-6)  # the sampled audio's reward
     torch.testing.assert_close(loss, -reward.mean() + 0.5 * token_kl(logits, ref).mean(), rtol=0, atol=1e-6)
+    # the default, k3: trl's estimate at the sampled codes, averaged over each sequence's positions
+    k3_loss, k3_parts = backprop_loss(backend, REWARD, prompts, codes, logits, ref, None, beta=0.5)
+    delta = torch.log_softmax(ref, -1) - torch.log_softmax(logits, -1)
+    delta = delta.gather(-1, codes[..., None]).squeeze(-1)
+    k3 = (delta.exp() - delta - 1).flatten(1).mean(1)
+    torch.testing.assert_close(k3_parts["kl"], k3.detach(), rtol=1e-5, atol=1e-7)
+    torch.testing.assert_close(k3_loss, -reward.mean() + 0.5 * k3.mean(), rtol=0, atol=1e-6)
     loss.backward()
     assert torch.isfinite(logits.grad).all() and logits.grad.abs().sum() > 0
     ranked = dr.MusicReward(dr.DeRAMOS(dr.DeRAMOSConfig.tiny()), normalize="rank")

@@ -77,10 +77,11 @@ def test_rl_resume_refuses_another_judge_reward_sampling_or_prompts(method, judg
     _refused(capsys, _rl(judges / "a", out, prompts, *extra, "--ta-weight", "2"), "reward.ta_weight")
     _refused(
         capsys,
-        _rl(judges / "a", out, prompts, *extra, "--sampling", "guidance_scale=3"),
-        "sampling.guidance_scale: null then, 3 now",
+        _rl(judges / "a", out, prompts, *extra, "--guidance-scale", "1"),
+        "sampling.guidance_scale: 3.0 then, 1.0 now",
     )
     _refused(capsys, _rl(judges / "a", out, prompts, *extra, "--temperature", "0.7"), "sampling.temperature")
+    _refused(capsys, _rl(judges / "a", out, prompts, *extra, "--sampling", "top_p=0.9"), "sampling.top_p")
     _refused(capsys, _rl(judges / "a", out, prompts, *extra, "--duration", "0.3"), "duration")
     if method == "rl":
         _refused(

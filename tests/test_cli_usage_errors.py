@@ -182,7 +182,8 @@ def test_a_failed_first_group_leaves_no_folder_and_the_fixed_command_runs(
         (["--eval-prompts", "missing.txt"], ["--eval-prompts file"]),
         (["--grad-accum", "3"], ["2 samples per step", "--grad-accum 3"]),
         (["--sampling", "temperature=0.5"], ["generation_kwargs must be free of 'temperature'"]),
-        (["--mi-weight", "nan"], ["mi_weight"]),
+        (["--mi-weight", "nan"], ["--mi-weight"]),
+        (["--sampling", "guidance_scale=3"], ["--sampling guidance_scale", "--guidance-scale"]),
     ],
 )
 def test_rl_usage_errors_leave_no_run_folder(extra, needles, tiny_checkpoint, tmp_path, capsys, monkeypatch):
@@ -315,5 +316,5 @@ def test_an_rl_start_that_fails_inside_the_trainer_leaves_nothing(
     monkeypatch.undo()
     capsys.readouterr()
     assert (
-        main(_musicgen("rl", tiny_checkpoint, given, "transformers", "--sampling", "guidance_scale=1")) == 0
+        main(_musicgen("rl", tiny_checkpoint, given, "transformers", "--guidance-scale", "1")) == 0
     )

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import deramos_reward as dr
-from deramos_reward.reward import rank_within_groups
+from deramos_reward.reward import call_reward, rank_within_groups
 
 PROMPTS = ["a calm piano piece", "fast drums and bass", "a calm piano piece", "ambient synth pad"]
 
@@ -244,3 +244,26 @@ def test_bad_inputs_are_named(model):
         dr.MusicReward(torch.nn.Linear(2, 2))
     with pytest.raises(ValueError, match="std"):
         reward.set_stats(1.0, 0.0)
+
+
+def test_call_reward_is_the_one_way_loops_call_a_reward(model):
+    """call_reward: a MusicReward's parts (rank groups honoured) or its [B] reward with gradient; a plain
+    callable's [B] or [B, 1] output as [B] float; a RewardOutput-returning callable; bad outputs named."""
+    reward = dr.MusicReward(model, mi_weight=1.0, ta_weight=0.0, normalize="rank")
+    audio = waves(4, 0.5, 16000).requires_grad_(True)
+    parts = call_reward(reward, audio, 16000, PROMPTS, parts=True, group_ids=[0, 0, 1, 1])
+    direct = reward.evaluate(audio, 16000, PROMPTS, group_ids=[0, 0, 1, 1])
+    torch.testing.assert_close(parts.reward, direct.reward)
+    torch.testing.assert_close(parts.raw, direct.mi)  # the reward's own weights: MI alone
+    plain = dr.MusicReward(model)
+    values = call_reward(plain, audio, 16000, PROMPTS)
+    values.sum().backward()
+    assert values.shape == (4,) and audio.grad.abs().sum() > 0
+    column = call_reward(lambda a, s, p: torch.ones(len(p), 1, dtype=torch.int64), audio, 16000, PROMPTS)
+    assert column.dtype == torch.float32 and column.tolist() == [1.0] * 4
+    wrapped = call_reward(lambda a, s, p: plain.evaluate(a, s, p), audio, 16000, PROMPTS)
+    torch.testing.assert_close(wrapped, values)
+    with pytest.raises(ValueError, match="returned 3 values"):
+        call_reward(lambda a, s, p: torch.zeros(3), audio, 16000, PROMPTS)
+    with pytest.raises(ValueError, match="non-finite"):
+        call_reward(lambda a, s, p: torch.full((4,), float("nan")), audio, 16000, PROMPTS)

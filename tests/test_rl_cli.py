@@ -35,7 +35,7 @@ def _argv(tmp_path, out):
         "1e-2",
     ]
     argv += ["--num-generations", "2", "--prompts-per-step", "2", "--duration", "0.2", "--save-steps", "2"]
-    return argv + ["--logging-steps", "1", "--num-iterations", "2", "--sampling", "guidance_scale=1.0"]
+    return argv + ["--logging-steps", "1", "--num-iterations", "2", "--guidance-scale", "1"]
 
 
 def test_rl_cli_resumes_after_sigkill_to_the_uninterrupted_adapter(tmp_path, capsys):

@@ -21,9 +21,12 @@ from deramos_reward.integrations.rl import (
     group_advantages,
     group_embedding_distance,
     k3_kl,
+    policy_tokens,
     sample_embedding_distance,
     shaped_rewards,
     standardize_within_groups,
+    token_entropy,
+    token_kl,
 )
 
 REWARDS = torch.tensor([1.0, 2.0, 3.0, 6.0, 5.0, 5.0, 5.0, 5.0], dtype=torch.float64)
@@ -158,6 +161,43 @@ def test_k3_is_an_unbiased_kl_estimate():
     assert float(k3_kl(p.log(), p.log()).abs().max()) == 0.0
 
 
+def test_the_policy_distribution_and_both_kl_estimators():
+    """policy_tokens: one log-softmax of logits / T (nan logits at masked positions ignored, as AudioCraft
+    has them); the entropy, the exact KL and k3 read off it by hand; the loss takes either KL."""
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    ref = torch.randn(2, 2, 3, 5, generator=g, dtype=torch.float64, requires_grad=True)
+    codes = torch.randint(0, 5, (2, 2, 3), generator=g)
+    mask = torch.ones(2, 2, 3, dtype=torch.bool)
+    mask[1, 1, 2] = False
+    nan_masked = torch.where(mask[..., None], logits, torch.tensor(float("nan"), dtype=torch.float64))
+    pol = policy_tokens(nan_masked, codes, mask, temperature=1.5)
+    refs = policy_tokens(ref, codes, mask, temperature=1.5)
+    logp = torch.log_softmax(logits / 1.5, -1)
+    logq = torch.log_softmax(ref / 1.5, -1)
+    want = logp.gather(-1, codes[..., None]).squeeze(-1) * mask
+    torch.testing.assert_close(pol.logps, want)
+    assert torch.isfinite(pol.log_probs).all() and float(pol.logps[1, 1, 2]) == 0.0
+    p = logp.exp()
+    torch.testing.assert_close(token_entropy(pol.log_probs)[mask], (-(p * logp).sum(-1))[mask])
+    exact = token_kl("exact", pol.logps, refs.logps, pol.log_probs, refs.log_probs)
+    torch.testing.assert_close(exact[mask], (p * (logp - logq)).sum(-1)[mask])
+    k3 = token_kl("k3", pol.logps, refs.logps)
+    torch.testing.assert_close(k3, k3_kl(pol.logps, refs.logps))
+    exact[mask].sum().backward()
+    assert logits.grad.abs().sum() > 0 and ref.grad is None  # the reference is a constant
+    adv = torch.tensor([1.0, -1.0], dtype=torch.float64)
+    lp = pol.logps.detach().requires_grad_(True)
+    via_kl = clipped_policy_loss(lp, lp.detach(), adv, mask, beta=0.3, kl=k3_kl(lp, refs.logps.detach()))
+    via_ref = clipped_policy_loss(lp, lp.detach(), adv, mask, beta=0.3, ref_logps=refs.logps.detach())
+    torch.testing.assert_close(via_kl.loss, via_ref.loss)
+    torch.testing.assert_close(via_kl.kl, via_ref.kl)
+    with pytest.raises(ValueError, match="kl_estimator"):
+        token_kl("k2", pol.logps, refs.logps)
+    with pytest.raises(ValueError, match="exact KL needs"):
+        token_kl("exact", pol.logps, refs.logps)
+
+
 def test_diversity_measures_by_hand():
     e = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [2.0, 0.0], [4.0, 0.0], [1.0, 0.0]])
     # group 1 (size 3): distances 1, 1 - 1/sqrt2, 1 - 1/sqrt2; group 2: all the same direction
@@ -254,7 +294,11 @@ def test_config_uses_trl_grpo_names_and_round_trips(tmp_path):
         ({"max_steps": -1}, ValueError, "max_steps"),
         ({"top_k": -1}, ValueError, "top_k"),
         ({"diversity_warning": 1.0}, ValueError, "diversity_warning"),
-        ({"mi_weight": 0.0, "ta_weight": 0.0}, ValueError, "mi_weight"),
+        ({"guidance_scale": 0.5}, ValueError, "guidance_scale"),
+        ({"guidance_scale": True}, TypeError, "guidance_scale"),
+        ({"kl_estimator": "k2"}, ValueError, "kl_estimator"),
+        ({"generation_kwargs": {"cfg_coef": 1.0}}, ValueError, "config field guidance_scale"),
+        ({"mi_weight": 1.0}, TypeError, "mi_weight"),  # the reward's own weights are used
         ({"normalize_per_axis": 1}, TypeError, "normalize_per_axis"),
         ({"bf16": "auto"}, TypeError, "bf16"),
         ({"generation_kwargs": {"temperature": 2.0}}, ValueError, "temperature"),

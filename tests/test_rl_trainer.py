@@ -54,14 +54,9 @@ def _config(library: str, **kwargs) -> MusicRLConfig:
         duration=0.2 if library == "transformers" else 0.4,  # 10 frames (50 Hz / 25 Hz)
         logging_steps=5,
         report_to="none",
-        generation_kwargs=_model_options(library),
+        guidance_scale=1.0,  # the unguided policy (the guided one is tested on its own below)
     )
     return MusicRLConfig(**{**base, **kwargs})
-
-
-def _model_options(library: str) -> dict:
-    """Sampling without classifier-free guidance: the samples come from the policy itself."""
-    return {"guidance_scale": 1.0} if library == "transformers" else {"cfg_coef": 1.0}
 
 
 @pytest.mark.parametrize("library", ["transformers", "audiocraft"])
@@ -136,12 +131,14 @@ def test_deramos_reward_is_shaped_per_axis_and_logged(judge, tmp_path):
         uncertainty_penalty=0.5,
         diversity_weight=0.1,
         beta=0.1,
+        kl_estimator="exact",  # the reference next to each micro-batch (k3, the default, elsewhere)
+        guidance_scale=3.0,  # the guided policy: conditional and unconditional passes
         num_iterations=2,
         output_dir=str(tmp_path / "run"),
     )
     audio = 0.1 * torch.randn(8, 1, 6400, generator=torch.Generator().manual_seed(0))
     out = reward.evaluate(audio, 32000, TRAIN[:8])
-    parts = reward_parts(out, config, 4)
+    parts = reward_parts(out, config, 4, reward)
     assert set(parts.parts) == {"mi", "ta", "diversity"}
     torch.testing.assert_close(parts.parts["mi"], out.mi - 0.5 * out.mi_std)
     torch.testing.assert_close(parts.parts["ta"], out.ta - 0.5 * out.ta_std)

@@ -246,16 +246,20 @@ def test_gradient_reaches_the_lora_parameters_and_is_finite(hf, acm, name):
 @pytest.mark.parametrize("name", ["transformers", "audiocraft"])
 def test_policy_sampling_samples_the_unguided_distribution(backends, name):
     """At a tiny temperature, policy sampling is greedy on the teacher-forced logits (no guidance);
-    the library's default guidance picks other codes."""
+    guided sampling picks other codes: the argmax of the guided teacher-forced logits, at every
+    position of the delay pattern."""
     backend = backends[name]
     _, codes = backend.generate(PROMPTS, 8, seed=0, **backend.policy_sampling(temperature=1e-6))
     logits, _ = backend.code_logits(PROMPTS, codes)
     assert torch.equal(logits.argmax(-1), codes)
-    guided = dict(backend.policy_sampling(temperature=1e-6))
-    guided.update({"guidance_scale": 3.0} if name == "transformers" else {"cfg_coef": 3.0})
+    guided = backend.policy_sampling(temperature=1e-6, guidance_scale=3.0)
     _, codes = backend.generate(PROMPTS, 8, seed=0, **guided)
     logits, _ = backend.code_logits(PROMPTS, codes)
     assert not torch.equal(logits.argmax(-1), codes)
+    logits, _ = backend.code_logits(PROMPTS, codes, guidance_scale=3.0)
+    assert torch.equal(logits.argmax(-1), codes)
+    with pytest.raises(ValueError, match="guidance_scale"):
+        backend.policy_sampling(guidance_scale=0.5)
     with pytest.raises(ValueError, match="temperature"):
         backend.policy_sampling(temperature=0)
     with pytest.raises(ValueError, match="top_k"):

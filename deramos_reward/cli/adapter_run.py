@@ -45,7 +45,12 @@ def run_record(
     args: Any, config: Any, reward: dict[str, Any], prompts: list[str], eval_prompts: list[str] | None
 ) -> dict[str, Any]:
     """What made a run (flat keys, so a refusal names the very setting that changed)."""
-    sampling = {"temperature": config.temperature, "top_k": config.top_k, **(config.generation_kwargs or {})}
+    sampling = {
+        "guidance_scale": config.guidance_scale,
+        "temperature": config.temperature,
+        "top_k": config.top_k,
+        **(config.generation_kwargs or {}),
+    }
     return {
         "method": args.method,
         "backend": args.backend,

@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from .musicgen import parse_sampling
+from .musicgen import policy_sampling
 from .options import CommandError, make_config
 
 RL_ONLY = ("epsilon", "num_iterations", "advantage", "loss_type", "uncertainty_penalty", "diversity_weight")
@@ -70,7 +70,7 @@ def backprop_config(args: argparse.Namespace) -> Any:
     if args.bf16 is not None:
         fixed["bf16"] = args.bf16
     if args.sampling:
-        fixed["generation_kwargs"] = parse_sampling(args.sampling)
+        fixed["generation_kwargs"] = policy_sampling(args)
     return make_config(MusicBackpropConfig, args, **fixed)
 
 
@@ -80,14 +80,11 @@ def backprop_trainer(args: argparse.Namespace, config: Any, backend: Any, judge:
 
     from ..integrations.backprop import MusicRewardBackpropTrainer
 
-    weights = backprop_weights(args)
+    weights = judge_weights(args)
     reward = dr.MusicReward(judge, **weights, gradient_checkpointing=config.gradient_checkpointing)
     return MusicRewardBackpropTrainer(backend, reward, prompts, config, eval_prompts=eval_prompts)
 
 
-def backprop_weights(args: argparse.Namespace) -> dict[str, float]:
-    """``{"mi_weight", "ta_weight"}`` of the reward (0.5 each unless given)."""
-    return {
-        "mi_weight": 0.5 if args.mi_weight is None else args.mi_weight,
-        "ta_weight": 0.5 if args.ta_weight is None else args.ta_weight,
-    }
+def judge_weights(args: argparse.Namespace) -> dict[str, float]:
+    """``{"mi_weight", "ta_weight"}`` of the judge's reward, as ``--mi-weight`` / ``--ta-weight`` give them."""
+    return {"mi_weight": args.mi_weight, "ta_weight": args.ta_weight}

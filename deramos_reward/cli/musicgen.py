@@ -11,8 +11,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
+from ..seeding import derive_seed
 from ..validation import check_file
 from . import provenance
 from .options import CommandError
@@ -133,6 +132,22 @@ def check_sampling(backend: str, options: dict[str, Any]) -> dict[str, Any]:
         raise CommandError(f"--sampling: {err}") from err
 
 
+GUIDANCE_OPTIONS = ("guidance_scale", "cfg_coef")  # each library's name for classifier-free guidance
+
+
+def policy_sampling(args: argparse.Namespace) -> dict[str, Any]:
+    """``deramos rl``'s ``--sampling`` options, checked against the library (CommandError); guidance is
+    refused there: the trainers sample and score with one guidance, ``--guidance-scale``."""
+    options = check_sampling(args.backend, parse_sampling(args.sampling))
+    guided = [key for key in GUIDANCE_OPTIONS if key in options]
+    if guided:
+        raise CommandError(
+            f"--sampling {guided[0]}: deramos rl samples and takes log-probabilities with one guidance; "
+            "set it with --guidance-scale"
+        )
+    return options
+
+
 def generation_settings(args: argparse.Namespace, prompts: list[str]) -> dict[str, Any]:
     """The arguments of a best-of-N command that must match for a rerun to resume its output."""
     return {
@@ -237,7 +252,7 @@ def group_seed(seed: int | None, first_prompt: int) -> int | None:
     """A seed per group of prompts, so a resumed run generates what the full run would have."""
     if seed is None:
         return None
-    return int(np.random.SeedSequence([seed, first_prompt]).generate_state(1)[0])
+    return derive_seed(seed, first_prompt)
 
 
 def load_reward(args: argparse.Namespace, device: Any):

@@ -52,8 +52,8 @@ from .backprop import (
     add_method_arguments,
     backprop_config,
     backprop_trainer,
-    backprop_weights,
     check_method_arguments,
+    judge_weights,
 )
 from .musicgen import (
     add_musicgen_arguments,
@@ -62,7 +62,7 @@ from .musicgen import (
     check_reward_weights,
     check_sampling,
     load_backend,
-    parse_sampling,
+    policy_sampling,
     read_prompts,
     warn_long_prompts,
 )
@@ -94,14 +94,16 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--config", metavar="JSON", help="a MusicRLConfig JSON file (options override it)")
     add_config_options(p, MusicRLConfig)
+    p.add_argument("--mi-weight", type=float, default=0.5, help="weight of MI in the judge's reward")
+    p.add_argument("--ta-weight", type=float, default=0.5, help="weight of TA in the judge's reward")
     p.add_argument("--no-normalize-per-axis", action="store_true", help="sum MI and TA without standardising")
     p.add_argument(
         "--sampling",
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="a sampling option of the backend's library (repeatable), e.g. guidance_scale=1.0 (transformers) "
-        "or cfg_coef=1.0 (audiocraft); guidance 1 keeps the samples on-policy",
+        help="another sampling option of the backend's library (repeatable), e.g. top_p=0.9; guidance, "
+        "temperature and top-k have their own options",
     )
     p.add_argument(
         "--bf16", action=argparse.BooleanOptionalAction, default=None, help="bf16 autocast (default: on CUDA)"
@@ -129,7 +131,7 @@ def build_config(args: argparse.Namespace) -> Any:
     if args.sampling:
         values["generation_kwargs"] = {
             **(values.get("generation_kwargs") or {}),
-            **parse_sampling(args.sampling),
+            **policy_sampling(args),
         }
     return make_config(MusicRLConfig, args, values, output_dir=args.out)
 
@@ -154,11 +156,9 @@ def run(args: argparse.Namespace) -> int:
 
 def _settings(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
     """The trainer config and the reward settings of the command line (CommandError when invalid)."""
-    if args.method == "backprop":
-        config, reward = backprop_config(args), backprop_weights(args)
-    else:
-        config = build_config(args)
-        reward = {k: getattr(config, k) for k in REWARD_FIELDS if hasattr(config, k)}
+    config = backprop_config(args) if args.method == "backprop" else build_config(args)
+    # the judge's weights are the reward's own (--mi-weight / --ta-weight); the shaping is the config's
+    reward = {k: getattr(config, k) for k in REWARD_FIELDS if hasattr(config, k)} | judge_weights(args)
     check_reward_weights(reward["mi_weight"], reward["ta_weight"])
     check_sampling(args.backend, config.generation_kwargs or {})
     if args.method == "rl":
@@ -230,7 +230,7 @@ def _trainer(args, config, backend, judge, prompts, eval_prompts):
 
     from ..integrations.rl import MusicRLTrainer
 
-    reward = dr.MusicReward(judge, mi_weight=config.mi_weight, ta_weight=config.ta_weight)
+    reward = dr.MusicReward(judge, **judge_weights(args))
     return MusicRLTrainer(
         backend.model, reward, prompts, config, processor=backend.processor, eval_prompts=eval_prompts
     )

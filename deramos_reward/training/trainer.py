@@ -45,7 +45,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import soundfile as sf
 import torch
 from tqdm.auto import tqdm
@@ -59,6 +58,7 @@ from ..jsonl import append_rows, encode_rows, read_rows
 from ..losses import deramos_loss
 from ..metrics import evaluate_both, json_safe
 from ..model import DeRAMOS
+from ..seeding import derive_seed
 from . import run_folder
 from .config import TrainConfig
 from .distributed import gather, gather_with_grad
@@ -91,11 +91,6 @@ class TrainResult:
     best: dict[str, dict[str, Any]]
     history: list[dict[str, Any]] = field(default_factory=list)
     model: DeRAMOS | None = None
-
-
-def derive_seed(*parts: int) -> int:
-    """A 63-bit seed from integers (stable across runs, platforms and processes)."""
-    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> 1)
 
 
 def _improved(value: float, best: float | None, higher: bool) -> bool:
