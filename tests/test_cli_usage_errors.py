@@ -315,6 +315,4 @@ def test_an_rl_start_that_fails_inside_the_trainer_leaves_nothing(
     _nothing_in(given)
     monkeypatch.undo()
     capsys.readouterr()
-    assert (
-        main(_musicgen("rl", tiny_checkpoint, given, "transformers", "--guidance-scale", "1")) == 0
-    )
+    assert main(_musicgen("rl", tiny_checkpoint, given, "transformers", "--guidance-scale", "1")) == 0
