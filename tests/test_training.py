@@ -207,9 +207,12 @@ def test_training_learns_mi_and_ta_on_held_out_clips(trained, corpus):
     assert metrics["MI"]["system"]["SRCC"] > 0.8
     assert metrics["MI"]["utterance"]["SRCC"] > 0.7
     # TA follows whether the music obeys the prompt (instrument, tempo, mood, style): the pretrained text
-    # encoder makes that learnable. Tiny random encoders reach utterance SRCC 0.1-0.2 on this corpus.
+    # encoder makes that learnable. Tiny random encoders reach utterance SRCC 0.1-0.2 on this corpus, so
+    # the utterance level (112 clips) is what shows TA was learned. The system level ranks 8 systems: over
+    # training seeds this recipe gives 0.67-0.95 (BENCHMARKS.md, "Attentive pooling and positional
+    # encoding"), so its bound sits below that spread rather than on one seed's luck.
     assert metrics["TA"]["utterance"]["SRCC"] > 0.4
-    assert metrics["TA"]["system"]["SRCC"] > 0.7
+    assert metrics["TA"]["system"]["SRCC"] > 0.6
 
 
 def test_run_folder_has_log_and_the_three_checkpoints(trained, corpus):
