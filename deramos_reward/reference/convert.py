@@ -184,6 +184,7 @@ def _check_out_dir(out_dir: str | os.PathLike, overwrite: bool) -> Path:
 
 
 def _sha256(path: Path) -> str:
+    """The file's SHA-256, as ``sha256sum`` prints it (so a user can check the source they hold)."""
     digest = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
