@@ -73,7 +73,7 @@ def ref_mlp(dim, hidden, bins):
 class ReferenceModel(nn.Module):
     """The authors' dual-branch model at the tiny config's widths. ``variant``: deramos or astar."""
 
-    def __init__(self, cfg: dr.DeRAMOSConfig, variant: str):
+    def __init__(self, cfg: dr.DeRAMOSConfig, variant: str, contrastive_head: bool = False):
         super().__init__()
         self.variant = variant
         self.muq = build_muq(cfg.audio_encoder.backbone)
@@ -90,6 +90,9 @@ class ReferenceModel(nn.Module):
         self.fused_attentive_pool = RefPool(dt)
         if variant == "deramos":
             self.audio_contrastive_attentive_pool = RefPool(dt)
+        if contrastive_head:  # later ASTAR-NTU code: a training-only pool over raw frames + projection
+            self.audio_contrastive_attentive_pool = RefPool(da)
+            self.audio_contrastive_seq_proj = nn.Linear(da, dt)
         self.overall_mlp = ref_mlp(da, cfg.mi_mlp, cfg.n_bins)
         self.coherence_mlp = ref_mlp(dt, cfg.ta_mlp, cfg.n_bins)
         self.register_buffer("bin_centers", torch.linspace(1, 5, cfg.n_bins))
@@ -391,3 +394,22 @@ def _read(path):
     import soundfile
 
     return soundfile.read(path, dtype="float32")[0]
+
+
+def test_later_astar_code_with_its_contrastive_head_converts(tmp_path):
+    """Later ASTAR-NTU code saves a contrastive head its forward never reads: dropped for ``astar``; the
+    same pool without the projection is DeRA-MOS's and is refused for ``astar`` (see above)."""
+    torch.manual_seed(5)
+    ref = ReferenceModel(tiny_config(), "astar", contrastive_head=True).eval()
+    torch.save(ref.state_dict(), tmp_path / "astar.pth")
+    out = convert_reference_checkpoint(
+        tmp_path / "astar.pth", tmp_path / "judge", variant="astar", config=tiny_config()
+    )
+    model = dr.DeRAMOS.from_pretrained(out)
+    clips, prompts = clips_and_prompts()
+    got = reference_scores(model, clips[:2], prompts[:2], sample_rate=16_000)
+    np.testing.assert_allclose(
+        _table(got), _table(reference_loop(ref, clips[:2], 16_000, prompts[:2])), rtol=0, atol=1e-5
+    )
+    with pytest.raises(ValueError, match="unexpected weights"):
+        convert_reference_checkpoint(tmp_path / "astar.pth", tmp_path / "other", config=tiny_config())

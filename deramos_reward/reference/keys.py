@@ -34,6 +34,9 @@ MLPS = {"overall_mlp.": "heads.mi.head.mlp.", "coherence_mlp.": "heads.ta.head.m
 # Saved by the reference but not weights of the model: checked, then dropped.
 POSITION_TABLE = "audio_pos_encoder.pe"
 BIN_CENTRES = "bin_centers"
+# Later ASTAR-NTU code adds a contrastive head (a pool over the raw frames and a projection) that only
+# its training loss reads; DeRA-MOS's alignment pool (over the projected frames) comes without the projection.
+ASTAR_CONTRASTIVE_HEAD = ("audio_contrastive_attentive_pool.", "audio_contrastive_seq_proj.")
 # RoBERTa's pooler (the reference never uses it) and buffers older transformers saved.
 DROPPABLE = re.compile(r"^roberta\.(pooler\..*|embeddings\.(position_ids|token_type_ids))$")
 
@@ -45,6 +48,8 @@ def map_keys(reference: dict[str, torch.Tensor], ours: dict[str, torch.Tensor], 
     key that has no place (unexpected) or a weight of ours it does not provide (missing).
     """
     modules = {**MODULES, **(ALIGNMENT_POOL if variant == "deramos" else {})}
+    if variant == "astar" and any(k.startswith(ASTAR_CONTRASTIVE_HEAD[1]) for k in reference):
+        reference = {k: v for k, v in reference.items() if not k.startswith(ASTAR_CONTRASTIVE_HEAD)}
     mapped, unexpected = {}, []
     mlp_keys: dict[str, list[str]] = {prefix: [] for prefix in MLPS}
     for key, tensor in reference.items():
