@@ -42,14 +42,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, markdown_table  # noqa: E402
-from deramos_reward.integrations import audiocraft as ac  # noqa: E402
-from deramos_reward.integrations import transformers_musicgen as tm  # noqa: E402
-from deramos_reward.integrations.audio_rewards import LowBandEnergyReward  # noqa: E402
-from deramos_reward.integrations.backprop import (  # noqa: E402
-    MusicBackpropConfig,
-    MusicRewardBackpropTrainer,
-    evaluate_policy,
-)
+
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac  # noqa: E402
+from deramos_reward.integrations.musicgen.transformers import builders as tm  # noqa: E402
+from deramos_reward.integrations.rewards.synthetic import LowBandEnergyReward  # noqa: E402
+from deramos_reward.integrations.training.backprop.config import MusicBackpropConfig
+from deramos_reward.integrations.training.backprop.trainer import MusicRewardBackpropTrainer, evaluate_policy
 
 REWARD = LowBandEnergyReward(cutoff_hz=4000.0)
 BUILT: dict[str, tuple] = {}

@@ -29,9 +29,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, markdown_table, median  # noqa: E402
-from deramos_reward.integrations import best_of_n, musicgen_backend, progressive_best_of_n  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
+from deramos_reward.integrations import best_of_n, musicgen_backend, progressive_best_of_n  # noqa: E402
 
 PROMPTS = ["a calm piano piece", "fast techno with heavy bass", "ambient synth pads", "a jazz trio"]
 
@@ -72,7 +72,7 @@ def build(backend: str, size: str):
     """-> (run(mode, prompts, n, reward, seed) -> result, counter, generation timer)."""
     gen_timer = Timer()
     if backend == "transformers":
-        from deramos_reward.integrations import transformers_musicgen as tm
+        from deramos_reward.integrations.musicgen.transformers import builders as tm
 
         model, processor = (tm.tiny_musicgen if size == "tiny" else tm.musicgen_small_architecture)(seed=0)
         if size == "tiny":  # zero codebooks decode every sequence alike; random ones make candidates differ
@@ -100,7 +100,7 @@ def build(backend: str, size: str):
             )  # fmt: skip
 
     else:
-        from deramos_reward.integrations import audiocraft as ac
+        from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
         musicgen = (ac.tiny_musicgen if size == "tiny" else ac.musicgen_small_architecture)(seed=0)
 

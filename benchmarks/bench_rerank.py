@@ -42,10 +42,10 @@ from common import (  # noqa: E402
     peak_memory,
     process_peak_rss_mb,
 )
-from deramos_reward.integrations import best_of_n, progressive_best_of_n  # noqa: E402
-from deramos_reward.integrations import transformers_musicgen as tm  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
+from deramos_reward.integrations import best_of_n, progressive_best_of_n  # noqa: E402
+from deramos_reward.integrations.musicgen.transformers import builders as tm  # noqa: E402
 
 PROMPTS = ["a calm piano piece", "fast techno with heavy bass", "ambient synth pads", "a jazz trio"]
 

@@ -38,10 +38,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_rerank import PROMPTS, Stopwatch  # noqa: E402
 from common import header, load_average, markdown_table, median  # noqa: E402
-from deramos_reward.integrations import best_of_n  # noqa: E402
-from deramos_reward.integrations import transformers_musicgen as tm  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
+from deramos_reward.integrations import best_of_n  # noqa: E402
+from deramos_reward.integrations.musicgen.transformers import builders as tm  # noqa: E402
 
 
 def setups(judge: dr.DeRAMOS) -> dict[str, tuple[dr.MusicReward, bool]]:

@@ -33,9 +33,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, markdown_table, process_peak_rss_mb  # noqa: E402
-from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer  # noqa: E402
 
 import deramos_reward as dr  # noqa: E402
+from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer  # noqa: E402
 
 PROMPTS = ["a calm piano piece", "fast techno with heavy bass", "ambient synth pads", "a jazz trio"]
 
@@ -43,11 +43,11 @@ PROMPTS = ["a calm piano piece", "fast techno with heavy bass", "ambient synth p
 def build_model(library: str, size: str):
     """-> (model, processor)."""
     if library == "transformers":
-        from deramos_reward.integrations import transformers_musicgen as tm
+        from deramos_reward.integrations.musicgen.transformers import builders as tm
 
         build = tm.tiny_musicgen if size == "tiny" else tm.musicgen_small_architecture
         return build(seed=0)
-    from deramos_reward.integrations import audiocraft as ac
+    from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
     build = ac.tiny_musicgen if size == "tiny" else ac.musicgen_small_architecture
     return build(seed=0), None

@@ -56,6 +56,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from gpu_runtime import Clock, Device, Results, SimulatedOOM, is_oom, median  # noqa: E402
 
+from deramos_reward.integrations.training.dpo.pairs import build_pairs  # noqa: E402
+
 FLOP_METHOD = (
     "torch.utils.flop_counter.FlopCounterMode over one eager float32 forward of one clip (batch 1, "
     "one prompt): 2 FLOPs per multiply-add of every matrix product, linear layer, convolution and "
@@ -303,7 +305,7 @@ def judge_bf16(ctx: Context):
 def musicgen(ctx: Context):
     """(transformers MusicGen, processor) of musicgen-small's shape (or tiny) on the device."""
     if "musicgen" not in ctx.cache:
-        from deramos_reward.integrations import transformers_musicgen as tm
+        from deramos_reward.integrations.musicgen.transformers import builders as tm
 
         build = tm.tiny_musicgen if ctx.plan.musicgen == "tiny" else tm.musicgen_small_architecture
         model, processor = build(seed=0)
@@ -724,8 +726,8 @@ def best_of_n(ctx: Context) -> None:
 # with .train() and .policy; the first call gets the plain model.
 def dpo_trainer(ctx: Context, policy, max_steps: int):
     from deramos_reward.integrations import musicgen_backend
-    from deramos_reward.integrations import preference as pf
-    from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
+    from deramos_reward.integrations.dpo import MusicDPOTrainer
+    from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
 
     plan = ctx.plan
     model, processor = musicgen(ctx)
@@ -734,9 +736,7 @@ def dpo_trainer(ctx: Context, policy, max_steps: int):
     count = plan.train_batch * max_steps
     g = torch.Generator().manual_seed(max_steps)
     codes = torch.randint(0, card, (count, 2, k, frames), generator=g)
-    pairs = pf.build_pairs(
-        [f"{PROMPT} ({i})" for i in range(count)], codes, torch.tensor([[1.0, 0.0]] * count)
-    )
+    pairs = build_pairs([f"{PROMPT} ({i})" for i in range(count)], codes, torch.tensor([[1.0, 0.0]] * count))
     config = MusicDPOConfig(
         per_device_train_batch_size=plan.train_batch, max_steps=max_steps, logging_steps=1
     )
@@ -745,9 +745,8 @@ def dpo_trainer(ctx: Context, policy, max_steps: int):
 
 def rl_trainer(ctx: Context, policy, max_steps: int):
     """GRPO: one prompt x ``train_batch`` samples per step, scored by the paper-size judge."""
-    from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
-
     import deramos_reward as dr
+    from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
     plan = ctx.plan
     _, processor = musicgen(ctx)

@@ -29,12 +29,13 @@ import math
 import tempfile
 
 import torch
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import preference as pf
-from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer, load_adapter
-from deramos_reward.integrations.rl import AudioRewardFunction
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.dpo import MusicDPOTrainer, load_adapter
+from deramos_reward.integrations.rl import AudioRewardFunction
+from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
+from deramos_reward.integrations.training.dpo.pairs import musicgen_pairs
 
 DURATION = 0.2  # seconds per clip: 10 frames at 50 Hz (transformers), 5 at 25 Hz (AudioCraft)
 
@@ -51,7 +52,7 @@ def tiny_transformers_musicgen():
     random EnCodec codebook vectors (a random-init EnCodec has all-zero codebooks, so every code would
     decode to the same audio) and output heads of std 0.5 (at std 0.02 the next-code distribution is
     almost uniform and no adapter on the decoder layers can move it)."""
-    from deramos_reward.integrations import transformers_musicgen as tm
+    from deramos_reward.integrations.musicgen.transformers import builders as tm
 
     model, processor = tm.tiny_musicgen(seed=0)
     g = torch.Generator().manual_seed(0)
@@ -94,11 +95,11 @@ def main() -> None:
         backend = musicgen_backend(*tiny_transformers_musicgen())
         sampling = {"guidance_scale": 1.0}
     else:
-        from deramos_reward.integrations import audiocraft as ac
+        from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
         backend = musicgen_backend(ac.tiny_musicgen(seed=0, head_std=0.5))
         sampling = {}
-    pairs = pf.musicgen_pairs(backend, train_prompts, args.n, reward, duration=DURATION, seed=0, **sampling)
+    pairs = musicgen_pairs(backend, train_prompts, args.n, reward, duration=DURATION, seed=0, **sampling)
     frames = backend.frames_for(DURATION)
 
     def sample_codes():

@@ -16,10 +16,10 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import best_of_n, progressive_best_of_n
 
 import deramos_reward as dr
+from deramos_reward.integrations import best_of_n, progressive_best_of_n
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
 
 def main() -> None:

@@ -15,10 +15,10 @@ from pathlib import Path
 
 import soundfile as sf
 import torch
-from deramos_reward.integrations import best_of_n, progressive_best_of_n
-from deramos_reward.integrations import transformers_musicgen as tm
 
 import deramos_reward as dr
+from deramos_reward.integrations import best_of_n, progressive_best_of_n
+from deramos_reward.integrations.musicgen.transformers import builders as tm
 
 
 def main() -> None:

@@ -27,10 +27,10 @@ import math
 import tempfile
 
 import torch
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
 
 def lowband(audio: torch.Tensor, sample_rate: int, prompts: list[str]) -> torch.Tensor:
@@ -45,10 +45,10 @@ def lowband(audio: torch.Tensor, sample_rate: int, prompts: list[str]) -> torch.
 def tiny_model(backend: str):
     """-> (model, processor)."""
     if backend == "transformers":
-        from deramos_reward.integrations import transformers_musicgen as tm
+        from deramos_reward.integrations.musicgen.transformers import builders as tm
 
         return tm.tiny_musicgen(seed=0, head_std=0.5)
-    from deramos_reward.integrations import audiocraft as ac
+    from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
     return ac.tiny_musicgen(seed=0, head_std=0.5), None
 

@@ -5,30 +5,31 @@ its own loop, configured with trl's ``GRPOConfig`` field names::
 
     from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
-The parts live in small modules re-exported here:
+The parts live in :mod:`deramos_reward.integrations.training.rl` and are re-exported here:
 
-- :mod:`.rl_trainer`: :class:`MusicRLTrainer`, the loop (sampling, scoring, updates, logs, resume);
-- :mod:`.rl_config`: :class:`MusicRLConfig`;
-- :mod:`.rl_objective`: group advantages (GRPO, RLOO), per-axis reward shaping, the clipped policy
-  loss, the policy's per-token distribution and its entropy, and the KL estimators (exact, k3) shared
-  with reward backpropagation;
-- :mod:`.rl_diversity`: within-group diversity measures, the diversity bonus and the collapse warning;
-- :mod:`.reward_function`: :class:`AudioRewardFunction`, DeRA-MOS (or any audio reward) with trl's
+- ``training/rl/trainer.py``: :class:`MusicRLTrainer`, the loop (sampling, scoring, updates, logs, resume);
+- ``training/rl/config.py``: :class:`MusicRLConfig`;
+- ``training/rl/objective.py``: group advantages (GRPO, RLOO), per-axis reward shaping, the clipped
+  policy loss, the policy's per-token distribution and its entropy, and the KL estimators (exact, k3)
+  shared with reward backpropagation;
+- ``training/rl/diversity.py``: within-group diversity measures, the diversity bonus and the collapse
+  warning;
+- ``rewards/function.py``: :class:`AudioRewardFunction`, DeRA-MOS (or any audio reward) with trl's
   reward-function signature, and :func:`codes_decoder`.
 """
 
 from __future__ import annotations
 
-from .reward_function import AudioRewardFunction, codes_decoder, prompt_text
-from .rl_config import TRL_SHARED_FIELDS, MusicRLConfig
-from .rl_diversity import (
+from deramos_reward.integrations.rewards.function import AudioRewardFunction, codes_decoder, prompt_text
+from deramos_reward.integrations.training.rl.config import TRL_SHARED_FIELDS, MusicRLConfig
+from deramos_reward.integrations.training.rl.diversity import (
     DiversityCollapseWarning,
     DiversityGuard,
     code_entropy,
     group_embedding_distance,
     sample_embedding_distance,
 )
-from .rl_objective import (
+from deramos_reward.integrations.training.rl.objective import (
     KL_ESTIMATORS,
     PolicyLoss,
     PolicyTokens,
@@ -44,7 +45,7 @@ from .rl_objective import (
     token_entropy,
     token_kl,
 )
-from .rl_trainer import MusicRLTrainer, Rollout
+from deramos_reward.integrations.training.rl.trainer import MusicRLTrainer, Rollout
 
 __all__ = [
     "KL_ESTIMATORS",

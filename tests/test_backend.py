@@ -6,12 +6,17 @@ from __future__ import annotations
 import peft
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
+
 from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.backend import load_musicgen_backend, maybe_musicgen_backend
-from deramos_reward.integrations.backend_base import MusicGenBackend, adapter_disabled
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import audiocraft_sequence_logprobs
+from deramos_reward.integrations.musicgen.base import MusicGenBackend, adapter_disabled
+from deramos_reward.integrations.musicgen.factory import load_musicgen_backend, maybe_musicgen_backend
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
 
 PROMPTS = ["a calm piano piece", "fast drums"]
 
@@ -59,7 +64,7 @@ def test_a_peft_model_is_accepted_and_generates_with_its_adapter():
     pol = adapted.sequence_logprobs(PROMPTS, codes).logps
     assert not torch.allclose(ref, pol)  # the adapter (random B) changes the policy; reference() removes it
     with wrapped.disable_adapter():
-        base = lp.transformers_sequence_logprobs(model, *_text(processor), codes).logps
+        base = transformers_sequence_logprobs(model, *_text(processor), codes).logps
     torch.testing.assert_close(ref, base)
     # the one adapter-off context: it unwraps training wrappers and is a no-op without an adapter
     with adapter_disabled(torch.nn.DataParallel(wrapped)):
@@ -69,7 +74,7 @@ def test_a_peft_model_is_accepted_and_generates_with_its_adapter():
 
 
 def _text(processor):
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
+    inputs = transformers_text_inputs(processor, PROMPTS)
     return inputs["input_ids"], inputs["attention_mask"]
 
 
@@ -95,9 +100,9 @@ def test_code_logits_and_logprobs_match_the_library_functions(backend):
     expected = torch.log_softmax(logits.float(), -1).gather(-1, codes[..., None]).squeeze(-1).sum((1, 2))
     torch.testing.assert_close(out.logps, expected)
     if backend.name == "transformers":
-        direct = lp.transformers_sequence_logprobs(backend.model, *_text(backend.processor), codes)
+        direct = transformers_sequence_logprobs(backend.model, *_text(backend.processor), codes)
     else:
-        direct = lp.audiocraft_sequence_logprobs(backend.model.lm, codes, PROMPTS)
+        direct = audiocraft_sequence_logprobs(backend.model.lm, codes, PROMPTS)
     torch.testing.assert_close(out.logps, direct.logps)
     valid = backend.sequence_logprobs(PROMPTS, codes, keep_only_valid_steps=True)
     k = backend.num_codebooks

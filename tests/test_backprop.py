@@ -10,18 +10,15 @@ import math
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.audio_rewards import LowBandEnergyReward, low_band_energy_fraction
-from deramos_reward.integrations.backprop import (
-    MusicBackpropConfig,
-    MusicRewardBackpropTrainer,
-    evaluate_policy,
-)
-from deramos_reward.integrations.backprop_objective import backprop_loss, token_kl, truncate_gradient
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.rewards.synthetic import LowBandEnergyReward, low_band_energy_fraction
+from deramos_reward.integrations.training.backprop.config import MusicBackpropConfig
+from deramos_reward.integrations.training.backprop.objective import backprop_loss, token_kl, truncate_gradient
+from deramos_reward.integrations.training.backprop.trainer import MusicRewardBackpropTrainer, evaluate_policy
 
 REWARD = LowBandEnergyReward(cutoff_hz=4000.0)
 PROMPTS = [f"train prompt {i}" for i in range(6)]
@@ -286,7 +283,7 @@ sys.path.insert(0, sys.argv[1])
 import accelerate, torch
 from safetensors.torch import save_file
 from test_backprop import PROMPTS, REWARD, config, learnable
-from deramos_reward.integrations.backprop import MusicRewardBackpropTrainer
+from deramos_reward.integrations.training.backprop.trainer import MusicRewardBackpropTrainer
 
 torch.set_num_threads(1)
 model, processor = learnable("transformers")

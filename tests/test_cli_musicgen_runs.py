@@ -10,10 +10,10 @@ import sys
 
 import pytest
 import torch
-from deramos_reward.integrations import preference as pf
 
 import deramos_reward as dr
 from deramos_reward.cli import main
+from deramos_reward.integrations.training.dpo.pairs import PAIRS_SETTINGS, build_pairs, save_pairs
 
 
 def _musicgen_command(command, checkpoint, out, n, seed, *extra):
@@ -65,8 +65,8 @@ def test_device_and_model_errors_are_one_line_and_leave_no_folder(
     out = tmp_path / "out"
     run = {"generate": _generate, "pairs": _pairs}.get(command)
     if command == "dpo":
-        pf.save_pairs(
-            pf.build_pairs(
+        save_pairs(
+            build_pairs(
                 ["a", "b"], torch.randint(0, 64, (2, 2, 4, 5)), torch.tensor([[1.0, 2.0], [2.0, 1.0]])
             ),
             tmp_path / "p",
@@ -134,13 +134,13 @@ def test_pairs_refuses_another_judge_and_starts_over_when_asked(
     err = capsys.readouterr().err
     assert "pairs: 100%" in err and "2/2" in err and "batch" not in err
     assert "scores = reward: 0.5*MI + 0.5*TA, not normalised: a MOS on 1-5" in err
-    settings = json.loads((out / pf.PAIRS_SETTINGS).read_text())
+    settings = json.loads((out / PAIRS_SETTINGS).read_text())
     assert settings["reward_function"]["normalize"] == "none" and settings["reward"]["sha256"]
     assert _pairs(other_judge, out) == 2
     line = _one_line(capsys)
     assert "made with other settings (reward:" in line and "--overwrite" in line
     assert _pairs(other_judge, out, "--overwrite") == 0
-    assert json.loads((out / pf.PAIRS_SETTINGS).read_text())["reward"]["path"] == str(other_judge)
+    assert json.loads((out / PAIRS_SETTINGS).read_text())["reward"]["path"] == str(other_judge)
     capsys.readouterr()
     # an interrupted run's candidates (made with the first judge) are not mixed with another judge's
     generation = {k: v for k, v in settings.items() if k not in ("margin", "max_pairs_per_prompt")}
@@ -152,14 +152,14 @@ def test_pairs_refuses_another_judge_and_starts_over_when_asked(
 def test_dpo_reruns_are_checked_against_what_made_the_adapter(tmp_path, capsys, monkeypatch):
     codes = torch.randint(0, 128, (4, 3, 4, 5))
     scores = torch.tensor([[1.0, 2.0, 3.0]] * 4)
-    pf.save_pairs(pf.build_pairs(["a", "b", "c", "d"], codes, scores), tmp_path / "pairs")
+    save_pairs(build_pairs(["a", "b", "c", "d"], codes, scores), tmp_path / "pairs")
     out = tmp_path / "adapter"
     assert _dpo(tmp_path / "pairs", out) == 0
     record = json.loads((out / "dpo_run.json").read_text())
     assert record["pairs"]["sha256"] and record["config"]["beta"] == 0.1
     capsys.readouterr()
 
-    import deramos_reward.integrations.dpo as dpo_module
+    import deramos_reward.integrations.training.dpo.trainer as dpo_module
 
     def refuse(*args, **kwargs):
         raise AssertionError("a finished run must not train again")
@@ -182,8 +182,8 @@ def test_dpo_reruns_are_checked_against_what_made_the_adapter(tmp_path, capsys, 
         assert "never replaced" in _one_line(capsys)
     assert (mine / "notes.txt").read_text() == "keep me"
     # pairs made with another MusicGen (codes outside this one's codebooks) are named before training
-    pf.save_pairs(
-        pf.build_pairs(["a"], torch.full((1, 2, 4, 5), 500), torch.tensor([[1.0, 2.0]])), tmp_path / "big"
+    save_pairs(
+        build_pairs(["a"], torch.full((1, 2, 4, 5), 500), torch.tensor([[1.0, 2.0]])), tmp_path / "big"
     )
     assert _dpo(tmp_path / "big", tmp_path / "x") == 2
     assert "outside 0..127" in _one_line(capsys) and not (tmp_path / "x").exists()

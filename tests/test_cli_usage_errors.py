@@ -9,11 +9,11 @@ import socket
 from pathlib import Path
 
 import pytest
-from deramos_reward.integrations.backend import check_sampling
 from rating_helpers import write_clips
 
 from deramos_reward.cli import main
 from deramos_reward.cli.musicgen import parse_sampling
+from deramos_reward.integrations.musicgen.factory import check_sampling
 from deramos_reward.rating import RatingLog, build_items, read_clips
 
 
@@ -155,7 +155,7 @@ def test_pairs_refuses_options_that_cannot_work(extra, needles, tiny_checkpoint,
 def test_a_failed_first_group_leaves_no_folder_and_the_fixed_command_runs(
     tiny_checkpoint, tmp_path, capsys, monkeypatch
 ):
-    import deramos_reward.integrations.musicgen_rerank as rerank
+    import deramos_reward.integrations.rerank as rerank
 
     def broken(*args, **kwargs):
         raise RuntimeError("the first group fails")
@@ -300,12 +300,13 @@ def test_agreement_options_out_of_range_are_one_line(extra, needles, clips, tmp_
 def test_an_rl_start_that_fails_inside_the_trainer_leaves_nothing(
     tiny_checkpoint, tmp_path, capsys, monkeypatch
 ):
-    from deramos_reward.integrations import tuning
 
     def broken(*args, **kwargs):  # after the trainer wrote settings.json, before any checkpoint
         raise RuntimeError("the first step fails")
 
-    monkeypatch.setattr(tuning, "load_training_state", broken)
+    import deramos_reward.integrations.training.rl.trainer as rl_trainer
+
+    monkeypatch.setattr(rl_trainer, "load_training_state", broken)
     given = tmp_path / "given"
     given.mkdir()  # a folder the user made for the run: it stays, empty
     for out in (tmp_path / "new", given):

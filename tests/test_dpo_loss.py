@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from deramos_reward.integrations.preference import DPO_LOSS_TYPES, dpo_loss
+
+from deramos_reward.integrations.training.dpo.loss import DPO_LOSS_TYPES, dpo_loss
 
 
 def _log_sigmoid(x: np.ndarray) -> np.ndarray:

@@ -11,10 +11,10 @@ import sys
 import time
 
 import torch
-from deramos_reward.integrations import preference as pf
 from safetensors.torch import load_file
 
 from deramos_reward.cli import main
+from deramos_reward.integrations.training.dpo.pairs import build_pairs, save_pairs
 
 
 def _argv(tmp_path, out):
@@ -23,7 +23,7 @@ def _argv(tmp_path, out):
         g = torch.Generator().manual_seed(0)
         codes = torch.randint(0, 128, (6, 2, 4, 5), generator=g)
         prompts = [f"prompt {i}" for i in range(6)]
-        pf.save_pairs(pf.build_pairs(prompts, codes, torch.tensor([[1.0, 0.0]] * 6)), pairs)
+        save_pairs(build_pairs(prompts, codes, torch.tensor([[1.0, 0.0]] * 6)), pairs)
     argv = [
         "dpo",
         "--backend",

@@ -10,19 +10,29 @@ import math
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import preference as pf
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.dpo import (
-    TRL_SHARED_FIELDS,
-    MusicDPOConfig,
-    MusicDPOTrainer,
-    load_adapter,
-)
-from deramos_reward.integrations.rl import AudioRewardFunction
 
 from deramos_reward.cli import main
+from deramos_reward.integrations.dpo import MusicDPOTrainer, load_adapter
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import (
+    audiocraft_generate_with_codes,
+    audiocraft_sequence_logprobs,
+)
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
+    generate_with_codes,
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
+from deramos_reward.integrations.rl import AudioRewardFunction
+from deramos_reward.integrations.training.dpo.config import TRL_SHARED_FIELDS, MusicDPOConfig
+from deramos_reward.integrations.training.dpo.loss import dpo_loss
+from deramos_reward.integrations.training.dpo.pairs import (
+    build_pairs,
+    collate_pairs,
+    generate_pairs,
+    save_pairs,
+)
 
 PROMPTS = ["rock guitar with drums", "soft piano ballad", "dark ambient drone", "fast techno"]
 
@@ -31,7 +41,7 @@ def _random_pairs(card: int, frames: int, count: int = 4, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     codes = torch.randint(0, card, (count, 2, 4, frames), generator=g)
     scores = torch.tensor([[1.0, 0.0]] * count)
-    return pf.build_pairs((PROMPTS * count)[:count], codes, scores)
+    return build_pairs((PROMPTS * count)[:count], codes, scores)
 
 
 def _backend(name: str):
@@ -66,7 +76,7 @@ def test_only_the_adapter_trains_and_the_reference_stays_fixed(backend):
     assert {n for n, p in trainer.policy.named_parameters() if p.requires_grad} == set(lora)
     lora_before = {n: p.detach().clone() for n, p in lora.items()}
 
-    prompts, chosen, rejected = pf.collate_pairs(list(pairs))
+    prompts, chosen, rejected = collate_pairs(list(pairs))
     codes = torch.cat([chosen, rejected])
     ref_before = trainer.sequence_logps(prompts * 2, codes, reference=True).logps
     policy_before = trainer.sequence_logps(prompts * 2, codes).logps
@@ -108,28 +118,28 @@ def test_adapter_save_and_reload(tmp_path, backend):
         p.name for p in path.iterdir()
     }
     assert MusicDPOConfig(**json.loads((path / "dpo_config.json").read_text())) == trainer.args
-    prompts, chosen, _ = pf.collate_pairs(list(pairs))
+    prompts, chosen, _ = collate_pairs(list(pairs))
     expected = trainer.sequence_logps(prompts, chosen).logps
     reference = trainer.sequence_logps(prompts, chosen, reference=True).logps
 
     fresh, _, _, _ = _backend(backend)
     loaded = load_adapter(fresh, path)
     if backend == "transformers":
-        inputs = lp.transformers_text_inputs(processor, prompts)
-        got = lp.transformers_sequence_logprobs(loaded, inputs["input_ids"], inputs["attention_mask"], chosen)
+        inputs = transformers_text_inputs(processor, prompts)
+        got = transformers_sequence_logprobs(loaded, inputs["input_ids"], inputs["attention_mask"], chosen)
         with loaded.disable_adapter():
-            base = lp.transformers_sequence_logprobs(
+            base = transformers_sequence_logprobs(
                 fresh, inputs["input_ids"], inputs["attention_mask"], chosen
             )
     else:
-        got = lp.audiocraft_sequence_logprobs(loaded, chosen, prompts)
+        got = audiocraft_sequence_logprobs(loaded, chosen, prompts)
         with loaded.disable_adapter():
-            base = lp.audiocraft_sequence_logprobs(fresh.lm, chosen, prompts)
+            base = audiocraft_sequence_logprobs(fresh.lm, chosen, prompts)
     assert torch.allclose(got.logps, expected, atol=1e-5)
     assert torch.allclose(base.logps, reference, atol=1e-5)
     assert not torch.allclose(got.logps, base.logps)
     if backend == "audiocraft":  # the adapter is injected in place: MusicGen generates with it
-        _, codes = lp.audiocraft_generate_with_codes(fresh, PROMPTS[:1], duration=0.2, seed=0)
+        _, codes = audiocraft_generate_with_codes(fresh, PROMPTS[:1], duration=0.2, seed=0)
         assert codes.shape == (1, 4, 5)
     with pytest.raises(FileNotFoundError, match="adapter_config"):
         load_adapter(_backend(backend)[0], tmp_path)
@@ -158,12 +168,12 @@ def test_evaluate_matches_dpo_loss_and_gradient_accumulation_matches_a_larger_ba
     assert all(torch.allclose(one[n], two[n], atol=1e-6) for n in one)
     assert trainer.global_step == 2
 
-    prompts, chosen, rejected = pf.collate_pairs(list(pairs))
+    prompts, chosen, rejected = collate_pairs(list(pairs))
     pc = trainer.sequence_logps(prompts, chosen)
     pr = trainer.sequence_logps(prompts, rejected)
     rc = trainer.sequence_logps(prompts, chosen, reference=True).logps
     rr = trainer.sequence_logps(prompts, rejected, reference=True).logps
-    out = pf.dpo_loss(
+    out = dpo_loss(
         pc.logps,
         pr.logps,
         rc,
@@ -278,7 +288,7 @@ def test_trainer_rejects_bad_input():
 
 
 def test_dpo_cli_trains_and_saves_an_adapter(tmp_path, capsys):
-    pf.save_pairs(_random_pairs(128, frames=5, seed=4), tmp_path / "pairs")
+    save_pairs(_random_pairs(128, frames=5, seed=4), tmp_path / "pairs")
     argv = ["dpo", "--backend", "transformers", "--musicgen", "tiny", "--pairs", str(tmp_path / "pairs")]
     argv += ["--out", str(tmp_path / "adapter"), "--max-steps", "3", "--batch-size", "2", "--lr", "1e-2"]
     argv += ["--eval-pairs", str(tmp_path / "pairs"), "--logging-steps", "1"]
@@ -331,20 +341,20 @@ def dpo_effect(seed: int = 0) -> dict[str, float]:
     model, processor = _peaked_tiny_musicgen()
 
     def generate(prompts):
-        _, codes = lp.generate_with_codes(model, processor, prompts, STEPS, guidance_scale=1.0)
+        _, codes = generate_with_codes(model, processor, prompts, STEPS, guidance_scale=1.0)
         return render(codes), codes
 
     reward_fn = AudioRewardFunction(low_band_energy, decoder=render, sample_rate=SR, name="low_band")
-    train = pf.generate_pairs(
+    train = generate_pairs(
         generate, [f"train prompt {i}" for i in range(64)], 8, low_band_energy, SR, seed=seed
     )
-    held_out = pf.generate_pairs(
+    held_out = generate_pairs(
         generate, [f"held-out prompt {i}" for i in range(32)], 8, low_band_energy, SR, seed=seed + 1
     )
     fresh = [f"fresh prompt {i}" for i in range(16) for _ in range(8)]
 
     def sample_reward() -> tuple[float, float]:
-        _, codes = lp.generate_with_codes(model, processor, fresh, STEPS, seed=seed + 2, guidance_scale=1.0)
+        _, codes = generate_with_codes(model, processor, fresh, STEPS, seed=seed + 2, guidance_scale=1.0)
         r = torch.tensor(reward_fn(fresh, list(codes)))
         return float(r.mean()), float(r.std() / math.sqrt(len(r)))
 
@@ -389,9 +399,10 @@ def test_dpo_learns_a_clear_preference():
 
 _DDP_SCRIPT = """
 import sys, torch
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
-from deramos_reward.integrations.preference import load_pairs
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
+from deramos_reward.integrations.dpo import MusicDPOTrainer
+from deramos_reward.integrations.training.dpo.pairs import load_pairs
 model, processor = tm.tiny_musicgen(seed=0)
 args = MusicDPOConfig(learning_rate=1e-2, max_steps=2, per_device_train_batch_size=1, seed=5)
 trainer = MusicDPOTrainer(model, load_pairs(sys.argv[1]), args, processor=processor)
@@ -411,7 +422,7 @@ def test_two_process_data_parallel_matches_one_process_with_the_global_batch(tmp
     from safetensors.torch import load_file
 
     pairs = _random_pairs(128, frames=5, count=4, seed=6)
-    pf.save_pairs(pairs, tmp_path / "pairs")
+    save_pairs(pairs, tmp_path / "pairs")
     script = tmp_path / "ddp.py"
     script.write_text(_DDP_SCRIPT)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.musicgen_rerank import best_of_n, progressive_best_of_n
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.rerank import best_of_n, progressive_best_of_n
 
 PROMPTS = ["a calm piano piece", "fast drums"]
 

@@ -11,9 +11,19 @@ import copy
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import transformers_musicgen as tm
+
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import (
+    audiocraft_conditions,
+    audiocraft_generate_with_codes,
+    audiocraft_sequence_logprobs,
+)
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
+    generate_with_codes,
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
 
 PROMPTS = ["rock guitar with drums", "soft piano ballad"]
 
@@ -67,8 +77,8 @@ def _hf_prefix_reference(model, inputs, codes):
 
 def test_generate_with_codes_matches_generate_and_its_own_logits(hf):
     model, processor = hf
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
-    audio, codes = lp.generate_with_codes(
+    inputs = transformers_text_inputs(processor, PROMPTS)
+    audio, codes = generate_with_codes(
         model, processor, PROMPTS, max_new_tokens=12, seed=5, guidance_scale=1.0
     )
     assert codes.shape == (2, 4, 12 + 1 - 4) and codes.dtype == torch.long
@@ -100,17 +110,17 @@ def test_generate_with_codes_matches_generate_and_its_own_logits(hf):
     for k in range(4):
         for t in range(steps):
             expected += logp[torch.arange(2), k, t + k, codes[:, k, t]]
-    res = lp.transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
+    res = transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
     assert torch.allclose(res.logps, expected, atol=1e-4)
     assert res.mask.all() and res.mask.shape == codes.shape
 
 
 def test_transformers_logprobs_match_prefix_reference_float64(hf, hf64):
     _, processor = hf
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
+    inputs = transformers_text_inputs(processor, PROMPTS)
     gen = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 128, (2, 4, 7), generator=gen)
-    res = lp.transformers_sequence_logprobs(hf64, inputs["input_ids"], inputs["attention_mask"], codes)
+    res = transformers_sequence_logprobs(hf64, inputs["input_ids"], inputs["attention_mask"], codes)
     expected = _hf_prefix_reference(hf64, inputs, codes)
     assert res.logps.dtype == torch.float64
     assert torch.allclose(res.logps, expected, atol=1e-9, rtol=0)
@@ -118,7 +128,7 @@ def test_transformers_logprobs_match_prefix_reference_float64(hf, hf64):
     # one code changed late in codebook 0 changes only that code and codes that see it later
     changed = codes.clone()
     changed[0, 0, 5] = (changed[0, 0, 5] + 1) % 128
-    res2 = lp.transformers_sequence_logprobs(hf64, inputs["input_ids"], inputs["attention_mask"], changed)
+    res2 = transformers_sequence_logprobs(hf64, inputs["input_ids"], inputs["attention_mask"], changed)
     assert torch.equal(res2.token_logps[1], res.token_logps[1])
     assert torch.equal(res2.token_logps[0, 0, :5], res.token_logps[0, 0, :5])
     assert not torch.equal(res2.token_logps[0, 0, 5], res.token_logps[0, 0, 5])
@@ -126,10 +136,10 @@ def test_transformers_logprobs_match_prefix_reference_float64(hf, hf64):
 
 def test_transformers_valid_steps_mask(hf):
     model, processor = hf
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
+    inputs = transformers_text_inputs(processor, PROMPTS)
     codes = torch.randint(0, 128, (2, 4, 9), generator=torch.Generator().manual_seed(1))
-    full = lp.transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
-    valid = lp.transformers_sequence_logprobs(
+    full = transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
+    valid = transformers_sequence_logprobs(
         model, inputs["input_ids"], inputs["attention_mask"], codes, keep_only_valid_steps=True
     )
     assert int(full.mask.sum()) == 2 * 4 * 9
@@ -141,10 +151,10 @@ def test_transformers_valid_steps_mask(hf):
 
 def test_transformers_logprobs_are_differentiable(hf):
     model, processor = hf
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
+    inputs = transformers_text_inputs(processor, PROMPTS)
     codes = torch.randint(0, 128, (2, 4, 5), generator=torch.Generator().manual_seed(2))
     model.zero_grad()
-    lp.transformers_sequence_logprobs(
+    transformers_sequence_logprobs(
         model, inputs["input_ids"], inputs["attention_mask"], codes
     ).logps.sum().backward()
     head = model.decoder.lm_heads[0].weight.grad
@@ -156,24 +166,24 @@ def test_transformers_logprobs_are_differentiable(hf):
 
 def test_transformers_logprobs_validate_inputs(hf):
     model, processor = hf
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
+    inputs = transformers_text_inputs(processor, PROMPTS)
     ids, mask = inputs["input_ids"], inputs["attention_mask"]
     with pytest.raises(ValueError, match="K=4"):
-        lp.transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 3, 5, dtype=torch.long))
+        transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 3, 5, dtype=torch.long))
     with pytest.raises(ValueError, match=r"\[0, 128\)"):
-        lp.transformers_sequence_logprobs(model, ids, mask, torch.full((2, 4, 5), 128))
+        transformers_sequence_logprobs(model, ids, mask, torch.full((2, 4, 5), 128))
     with pytest.raises(TypeError, match="integer"):
-        lp.transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 4, 5))
+        transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 4, 5))
     with pytest.raises(ValueError, match="input_ids"):
-        lp.transformers_sequence_logprobs(model, ids[:1], mask[:1], torch.zeros(2, 4, 5, dtype=torch.long))
+        transformers_sequence_logprobs(model, ids[:1], mask[:1], torch.zeros(2, 4, 5, dtype=torch.long))
     with pytest.raises(ValueError, match="frames"):
-        lp.transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 4, 2, dtype=torch.long))
+        transformers_sequence_logprobs(model, ids, mask, torch.zeros(2, 4, 2, dtype=torch.long))
     with pytest.raises(ValueError, match="num_return_sequences"):
-        lp.generate_with_codes(model, processor, PROMPTS, 8, num_return_sequences=2)
+        generate_with_codes(model, processor, PROMPTS, 8, num_return_sequences=2)
     with pytest.raises(ValueError, match="max_new_tokens"):
-        lp.generate_with_codes(model, processor, PROMPTS, 5)
+        generate_with_codes(model, processor, PROMPTS, 5)
     with pytest.raises(TypeError, match="prompts"):
-        lp.generate_with_codes(model, processor, "one prompt", 8)
+        generate_with_codes(model, processor, "one prompt", 8)
 
 
 # ------------------------------------------------------------------------------------------ AudioCraft
@@ -198,7 +208,7 @@ def _ac_prefix_reference(lm, prompts, codes):
     for k in range(k_books):
         seq[:, k, k + 1 : k + 1 + steps] = codes[:, k]
     provider = lm.condition_provider
-    tensors = provider(provider.tokenize(lp.audiocraft_conditions(prompts)))
+    tensors = provider(provider.tokenize(audiocraft_conditions(prompts)))
     total = torch.zeros(batch, dtype=torch.float64)
     is_argmax = torch.zeros(codes.shape, dtype=torch.bool)
     with torch.no_grad():
@@ -214,44 +224,44 @@ def _ac_prefix_reference(lm, prompts, codes):
 
 def test_audiocraft_logprobs_match_prefix_reference_float64(ac_lm64):
     codes = torch.randint(0, ac_lm64.card, (2, 4, 6), generator=torch.Generator().manual_seed(0))
-    res = lp.audiocraft_sequence_logprobs(ac_lm64, codes, PROMPTS)
+    res = audiocraft_sequence_logprobs(ac_lm64, codes, PROMPTS)
     expected, _ = _ac_prefix_reference(ac_lm64, PROMPTS, codes)
     assert res.logps.dtype == torch.float64 and res.token_logps.shape == codes.shape
     assert torch.allclose(res.logps, expected, atol=1e-9, rtol=0)
-    same = lp.audiocraft_sequence_logprobs(ac_lm64, codes, lp.audiocraft_conditions(PROMPTS))
+    same = audiocraft_sequence_logprobs(ac_lm64, codes, audiocraft_conditions(PROMPTS))
     assert torch.equal(same.logps, res.logps)
 
 
 def test_audiocraft_greedy_generation_is_the_argmax_of_the_reference(acm, ac_lm64):
-    audio, codes = lp.audiocraft_generate_with_codes(
+    audio, codes = audiocraft_generate_with_codes(
         acm, PROMPTS, duration=0.24, use_sampling=False, cfg_coef=1.0
     )
     assert codes.shape == (2, 4, 6)
     assert torch.allclose(acm.generate_audio(codes), audio)
     expected, is_argmax = _ac_prefix_reference(ac_lm64, PROMPTS, codes)
     assert is_argmax.all()  # the hand-built layout is the one generation used
-    res = lp.audiocraft_sequence_logprobs(ac_lm64, codes, PROMPTS)
+    res = audiocraft_sequence_logprobs(ac_lm64, codes, PROMPTS)
     assert torch.allclose(res.logps, expected, atol=1e-9, rtol=0)
 
 
 def test_audiocraft_generate_with_codes_is_seeded_and_restores_settings(acm):
     acm.set_generation_params(duration=1.0, top_k=50)
     before = (acm.duration, dict(acm.generation_params))
-    a1, c1 = lp.audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=3, temperature=1.5)
-    a2, c2 = lp.audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=3, temperature=1.5)
-    _, c3 = lp.audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=4, temperature=1.5)
+    a1, c1 = audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=3, temperature=1.5)
+    a2, c2 = audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=3, temperature=1.5)
+    _, c3 = audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, seed=4, temperature=1.5)
     assert torch.equal(c1, c2) and torch.equal(a1, a2) and not torch.equal(c1, c3)
     assert c1.shape == (2, 4, 5) and a1.shape == (2, 1, 5 * 1280)
     assert (acm.duration, acm.generation_params) == before
     with pytest.raises(ValueError, match="generation_params"):
-        lp.audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, topk=3)
+        audiocraft_generate_with_codes(acm, PROMPTS, duration=0.2, topk=3)
 
 
 def test_audiocraft_valid_steps_mask_and_gradients(acm):
     lm = acm.lm
     codes = torch.randint(0, lm.card, (2, 4, 8), generator=torch.Generator().manual_seed(3))
-    full = lp.audiocraft_sequence_logprobs(lm, codes, PROMPTS)
-    valid = lp.audiocraft_sequence_logprobs(lm, codes, PROMPTS, keep_only_valid_steps=True)
+    full = audiocraft_sequence_logprobs(lm, codes, PROMPTS)
+    valid = audiocraft_sequence_logprobs(lm, codes, PROMPTS, keep_only_valid_steps=True)
     assert int(full.mask.sum()) == 2 * 4 * 8
     assert int(valid.mask.sum()) == 2 * (4 * 8 - (0 + 1 + 2 + 3))
     assert torch.allclose(valid.token_logps, full.token_logps * valid.mask, atol=1e-5)
@@ -269,19 +279,19 @@ def test_audiocraft_logprobs_ignore_condition_dropout_in_training_mode(acm):
     lm = copy.deepcopy(acm.lm)
     lm.cfg_dropout.p = 1.0  # would drop every description if the LM's own dropout were applied
     codes = torch.randint(0, lm.card, (2, 4, 4), generator=torch.Generator().manual_seed(4))
-    reference = lp.audiocraft_sequence_logprobs(lm, codes, PROMPTS).logps
+    reference = audiocraft_sequence_logprobs(lm, codes, PROMPTS).logps
     lm.train()
-    assert torch.allclose(lp.audiocraft_sequence_logprobs(lm, codes, PROMPTS).logps, reference, atol=1e-6)
+    assert torch.allclose(audiocraft_sequence_logprobs(lm, codes, PROMPTS).logps, reference, atol=1e-6)
 
 
 def test_audiocraft_logprobs_validate_inputs(acm):
     lm = acm.lm
     codes = torch.zeros(2, 4, 3, dtype=torch.long)
     with pytest.raises(ValueError, match="one entry per sequence"):
-        lp.audiocraft_sequence_logprobs(lm, codes, PROMPTS[:1])
+        audiocraft_sequence_logprobs(lm, codes, PROMPTS[:1])
     with pytest.raises(ValueError, match="K=4"):
-        lp.audiocraft_sequence_logprobs(lm, torch.zeros(2, 2, 3, dtype=torch.long), PROMPTS)
+        audiocraft_sequence_logprobs(lm, torch.zeros(2, 2, 3, dtype=torch.long), PROMPTS)
     with pytest.raises(ValueError, match=r"\[0, 400\)"):
-        lp.audiocraft_sequence_logprobs(lm, torch.full((2, 4, 3), 400), PROMPTS)
+        audiocraft_sequence_logprobs(lm, torch.full((2, 4, 3), 400), PROMPTS)
     with pytest.raises(TypeError, match="conditions"):
-        lp.audiocraft_sequence_logprobs(lm, codes, "rock")
+        audiocraft_sequence_logprobs(lm, codes, "rock")

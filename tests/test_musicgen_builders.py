@@ -6,8 +6,9 @@ import hashlib
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import transformers_musicgen as tm
+
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
 
 PROMPTS = ["rock guitar with drums", "soft piano ballad"]
 
@@ -54,7 +55,7 @@ def test_audiocraft_tiny_generates_expected_shapes_and_same_seed_same_output(ac_
 def test_audiocraft_tiny_conditioning_depends_on_prompt(ac_pair):
     lm = ac_pair[0].lm
     provider = lm.condition_provider
-    from deramos_reward.integrations.logprobs import audiocraft_conditions
+    from deramos_reward.integrations.musicgen.audiocraft.logprobs import audiocraft_conditions
 
     tokenized = provider.tokenize(audiocraft_conditions(PROMPTS))
     tokens, _ = tokenized["description"]
@@ -166,7 +167,7 @@ def test_transformers_small_architecture_dimensions():
 def test_missing_audiocraft_raises_import_error_naming_the_recipe(monkeypatch):
     import sys
 
-    from deramos_reward.integrations.logprobs import audiocraft_conditions
+    from deramos_reward.integrations.musicgen.audiocraft.logprobs import audiocraft_conditions
 
     # a None entry in sys.modules makes `import` fail as if the package were not installed
     monkeypatch.setitem(sys.modules, "audiocraft.models.builders", None)

@@ -8,27 +8,34 @@ import math
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import transformers_musicgen as tm
+
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import (
+    audiocraft_generate_with_codes,
+    audiocraft_sequence_logprobs,
+)
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
+    generate_with_codes,
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
 
 PROMPTS = [f"prompt {i}" for i in range(8)]
 
 
 def _nll_transformers(head_std):
     model, processor = tm.tiny_musicgen(seed=0, head_std=head_std)
-    _, codes = lp.generate_with_codes(model, processor, PROMPTS, 13, seed=0, guidance_scale=1.0, top_k=0)
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
-    out = lp.transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
+    _, codes = generate_with_codes(model, processor, PROMPTS, 13, seed=0, guidance_scale=1.0, top_k=0)
+    inputs = transformers_text_inputs(processor, PROMPTS)
+    out = transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes)
     return model, -float(out.token_logps.mean())
 
 
 def _nll_audiocraft(head_std):
     musicgen = ac.tiny_musicgen(seed=0, head_std=head_std)
-    _, codes = lp.audiocraft_generate_with_codes(
-        musicgen, PROMPTS, duration=0.4, seed=0, top_k=0, cfg_coef=1.0
-    )
-    return musicgen, -float(lp.audiocraft_sequence_logprobs(musicgen.lm, codes, PROMPTS).token_logps.mean())
+    _, codes = audiocraft_generate_with_codes(musicgen, PROMPTS, duration=0.4, seed=0, top_k=0, cfg_coef=1.0)
+    return musicgen, -float(audiocraft_sequence_logprobs(musicgen.lm, codes, PROMPTS).token_logps.mean())
 
 
 @pytest.mark.parametrize("backend", ["transformers", "audiocraft"])

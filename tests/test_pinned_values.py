@@ -10,13 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import preference as pf
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
-from deramos_reward.integrations.musicgen_rerank import best_of_n
 
 import deramos_reward as dr
+from deramos_reward.integrations.dpo import MusicDPOTrainer
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.rerank import best_of_n
+from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
+from deramos_reward.integrations.training.dpo.pairs import build_pairs
 
 PROMPTS = ["soft piano ballad", "fast techno"]
 # The architecture this package had before it followed the authors' code: its pinned values must not move.
@@ -83,7 +84,7 @@ def test_fixed_seed_dpo_run_is_pinned():
     model, processor = tm.tiny_musicgen(seed=0)
     g = torch.Generator().manual_seed(0)
     codes = torch.randint(0, 128, (4, 2, 4, 6), generator=g)
-    pairs = pf.build_pairs(["a b", "c d", "e f", "g h"], codes, torch.tensor([[1.0, 0.0]] * 4))
+    pairs = build_pairs(["a b", "c d", "e f", "g h"], codes, torch.tensor([[1.0, 0.0]] * 4))
     config = MusicDPOConfig(
         learning_rate=1e-2, max_steps=3, per_device_train_batch_size=2, logging_steps=1, seed=7
     )

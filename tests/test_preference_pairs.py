@@ -9,15 +9,25 @@ import json
 import numpy as np
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import musicgen_rerank as mr
-from deramos_reward.integrations import preference as pf
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.rl import codes_decoder
 
 import deramos_reward as dr
 from deramos_reward.cli import main
+from deramos_reward.integrations import rerank as mr
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import generate_with_codes
+from deramos_reward.integrations.rl import codes_decoder
+from deramos_reward.integrations.training.dpo.pairs import (
+    PAIR_COLUMNS,
+    PAIRS_SETTINGS,
+    build_pairs,
+    collate_pairs,
+    generate_pairs,
+    load_pairs,
+    musicgen_pairs,
+    save_pairs,
+    select_pairs,
+)
 
 PROMPTS = ["rock guitar with drums", "soft piano ballad", "dark ambient drone"]
 
@@ -37,7 +47,7 @@ def _brute_force(scores, margin, cap):
 @pytest.mark.parametrize("cap", [1, 3, None])
 def test_select_pairs_matches_brute_force(seed, margin, cap):
     scores = np.random.default_rng(seed).normal(size=6).round(1)  # rounding makes ties
-    got = pf.select_pairs(torch.tensor(scores), margin=margin, max_pairs=cap)
+    got = select_pairs(torch.tensor(scores), margin=margin, max_pairs=cap)
     expected = _brute_force(scores.tolist(), margin, cap)
     assert [(i, j) for i, j, _ in got] == [(i, j) for i, j, _ in expected]
     np.testing.assert_allclose([d for *_, d in got], [d for *_, d in expected], rtol=1e-12)
@@ -45,21 +55,21 @@ def test_select_pairs_matches_brute_force(seed, margin, cap):
 
 def test_select_pairs_default_is_best_versus_worst():
     scores = [0.2, 0.9, -0.5, 0.4]
-    assert pf.select_pairs(scores) == [(1, 2, pytest.approx(1.4))]
-    assert pf.select_pairs([1.0, 1.0, 1.0]) == []  # no preference, no pair
-    assert pf.select_pairs(scores, margin=1.4) == []  # strictly greater than the margin
-    assert len(pf.select_pairs(scores, max_pairs=None)) == 6  # every ordered pair of distinct scores
+    assert select_pairs(scores) == [(1, 2, pytest.approx(1.4))]
+    assert select_pairs([1.0, 1.0, 1.0]) == []  # no preference, no pair
+    assert select_pairs(scores, margin=1.4) == []  # strictly greater than the margin
+    assert len(select_pairs(scores, max_pairs=None)) == 6  # every ordered pair of distinct scores
 
 
 def test_select_pairs_rejects_bad_input():
     with pytest.raises(ValueError, match="finite"):
-        pf.select_pairs([0.1, float("nan")])
+        select_pairs([0.1, float("nan")])
     with pytest.raises(ValueError, match="N >= 2"):
-        pf.select_pairs([0.1])
+        select_pairs([0.1])
     with pytest.raises(ValueError, match="margin"):
-        pf.select_pairs([0.1, 0.2], margin=-1.0)
+        select_pairs([0.1, 0.2], margin=-1.0)
     with pytest.raises(ValueError, match="max_pairs"):
-        pf.select_pairs([0.1, 0.2], max_pairs=0)
+        select_pairs([0.1, 0.2], max_pairs=0)
 
 
 # ------------------------------------------------------------------------------------------ dataset
@@ -73,11 +83,9 @@ def _candidates(p=3, n=4, k=4, s=5, seed=0):
 def test_build_pairs_rows_come_from_the_right_candidates():
     codes, scores = _candidates()
     mi, ta = scores + 3.0, scores - 3.0
-    ds = pf.build_pairs(PROMPTS, codes, scores, margin=0.1, max_pairs_per_prompt=2, mi=mi, ta=ta)
-    assert set(pf.PAIR_COLUMNS) <= set(ds.column_names)
-    expected = [
-        (p, i, j) for p in range(3) for i, j, _ in pf.select_pairs(scores[p], margin=0.1, max_pairs=2)
-    ]
+    ds = build_pairs(PROMPTS, codes, scores, margin=0.1, max_pairs_per_prompt=2, mi=mi, ta=ta)
+    assert set(PAIR_COLUMNS) <= set(ds.column_names)
+    expected = [(p, i, j) for p in range(3) for i, j, _ in select_pairs(scores[p], margin=0.1, max_pairs=2)]
     assert len(ds) == len(expected) > 3
     for row, (p, i, j) in zip(ds, expected):
         assert row["prompt"] == PROMPTS[p] and row["prompt_index"] == p
@@ -98,38 +106,38 @@ def test_build_pairs_rows_come_from_the_right_candidates():
 def test_build_pairs_validates_shapes():
     codes, scores = _candidates()
     with pytest.raises(ValueError, match=r"\[P, N, K, S\]"):
-        pf.build_pairs(PROMPTS, codes[0], scores)
+        build_pairs(PROMPTS, codes[0], scores)
     with pytest.raises(ValueError, match="same P and N"):
-        pf.build_pairs(PROMPTS, codes, scores[:, :3])
+        build_pairs(PROMPTS, codes, scores[:, :3])
     with pytest.raises(ValueError, match="same P and N"):
-        pf.build_pairs(PROMPTS[:2], codes, scores)
+        build_pairs(PROMPTS[:2], codes, scores)
     with pytest.raises(TypeError, match="integer"):
-        pf.build_pairs(PROMPTS, codes.float(), scores)
+        build_pairs(PROMPTS, codes.float(), scores)
     with pytest.raises(ValueError, match="together"):
-        pf.build_pairs(PROMPTS, codes, scores, mi=scores)
+        build_pairs(PROMPTS, codes, scores, mi=scores)
 
 
 def test_save_load_round_trip_and_collate(tmp_path):
     codes, scores = _candidates()
-    ds = pf.build_pairs(PROMPTS, codes, scores, max_pairs_per_prompt=None)
-    path = pf.save_pairs(ds, tmp_path / "pairs", settings={"n": 4})
-    assert json.loads((path / pf.PAIRS_SETTINGS).read_text()) == {"n": 4}
+    ds = build_pairs(PROMPTS, codes, scores, max_pairs_per_prompt=None)
+    path = save_pairs(ds, tmp_path / "pairs", settings={"n": 4})
+    assert json.loads((path / PAIRS_SETTINGS).read_text()) == {"n": 4}
     assert [p.name for p in tmp_path.iterdir()] == ["pairs"]  # no temporary folder left behind
-    back = pf.load_pairs(path)
+    back = load_pairs(path)
     assert back.to_dict() == ds.to_dict()
-    prompts, chosen, rejected = pf.collate_pairs([back[0], back[1]])
+    prompts, chosen, rejected = collate_pairs([back[0], back[1]])
     assert prompts == [back[0]["prompt"], back[1]["prompt"]]
     assert chosen.shape == rejected.shape == (2, 4, 5) and chosen.dtype == torch.long
     assert torch.equal(chosen[1], torch.tensor(back[1]["chosen_codes"]))
     with pytest.raises(FileExistsError):
-        pf.save_pairs(ds, path)
+        save_pairs(ds, path)
     with pytest.raises(FileNotFoundError):
-        pf.load_pairs(tmp_path / "missing")
+        load_pairs(tmp_path / "missing")
     ds.remove_columns("rejected_codes").save_to_disk(str(tmp_path / "bad"))
     with pytest.raises(ValueError, match="rejected_codes"):
-        pf.load_pairs(tmp_path / "bad")
+        load_pairs(tmp_path / "bad")
     with pytest.raises(ValueError, match="one shape"):
-        pf.collate_pairs([back[0], {**back[1], "chosen_codes": [[1, 2]] * 4}])
+        collate_pairs([back[0], {**back[1], "chosen_codes": [[1, 2]] * 4}])
 
 
 # ------------------------------------------------------------------------- real tiny MusicGens
@@ -143,7 +151,7 @@ def reward():
 
 def test_audiocraft_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     musicgen = ac.tiny_musicgen(seed=0)
-    ds = pf.musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
+    ds = musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
     assert len(ds) == 4
     chosen = torch.tensor(list(ds["chosen_codes"]))
     rejected = torch.tensor(list(ds["rejected_codes"]))
@@ -156,7 +164,7 @@ def test_audiocraft_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     assert all(c > r for c, r in zip(ds["chosen_score"], ds["rejected_score"]))
     assert ds[0]["chosen_score"] == pytest.approx(max(ds[0]["scores"]))
     assert ds[0]["rejected_score"] == pytest.approx(min(ds[0]["scores"]))
-    again = pf.musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
+    again = musicgen_pairs(musicgen, PROMPTS[:2], 4, reward, duration=0.24, seed=3, max_pairs_per_prompt=2)
     assert list(again["chosen_codes"]) == list(ds["chosen_codes"])  # seeded
 
 
@@ -167,7 +175,7 @@ def test_transformers_pairs_scores_match_the_reward_of_the_stored_codes(reward):
     with torch.no_grad():
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(generator=torch.Generator().manual_seed(0))
-    ds = pf.musicgen_pairs(
+    ds = musicgen_pairs(
         model, PROMPTS, 3, reward, processor=processor, duration=0.14, seed=1, guidance_scale=1.0
     )
     assert len(ds) == 3 and list(ds["prompt"]) == PROMPTS
@@ -183,22 +191,22 @@ def test_generate_pairs_with_any_generator_and_reward():
     model, processor = tm.tiny_musicgen(seed=0)
 
     def generate(prompts):
-        _, codes = lp.generate_with_codes(model, processor, prompts, 4 + 6 - 1, guidance_scale=1.0)
+        _, codes = generate_with_codes(model, processor, prompts, 4 + 6 - 1, guidance_scale=1.0)
         audio = codes.float().mean(1, keepdim=True).repeat_interleave(160, dim=-1) / 128 - 0.5
         return audio, codes
 
     def mean_level(audio, sample_rate, prompts):  # a reward of the audio: its mean level
         return audio.mean(dim=(1, 2))
 
-    ds = pf.generate_pairs(generate, PROMPTS[:2], 5, mean_level, 16000, seed=0, max_pairs_per_prompt=None)
+    ds = generate_pairs(generate, PROMPTS[:2], 5, mean_level, 16000, seed=0, max_pairs_per_prompt=None)
     chosen, rejected = torch.tensor(list(ds["chosen_codes"])), torch.tensor(list(ds["rejected_codes"]))
     # the reward is the mean code id, up to the affine map: chosen codes have the larger mean
     assert ((chosen.double().mean((1, 2)) - rejected.double().mean((1, 2))) > 0).all()
     assert len(ds) == sum(
-        len(pf.select_pairs(s, max_pairs=None)) for s in torch.tensor(list(ds["scores"]))[[0, -1]]
+        len(select_pairs(s, max_pairs=None)) for s in torch.tensor(list(ds["scores"]))[[0, -1]]
     )
     with pytest.raises(ValueError, match="n must be"):
-        pf.generate_pairs(generate, PROMPTS[:2], 1, mean_level, 16000)
+        generate_pairs(generate, PROMPTS[:2], 1, mean_level, 16000)
 
 
 # ----------------------------------------------------------------------------------------------- CLI
@@ -238,11 +246,11 @@ def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsy
     args = ("--max-pairs-per-prompt", "0", "--max-batch", "3")
     out = tmp_path / "pairs"
     assert _pairs_cli(tmp_path, tiny_checkpoint, out, *args) == 0
-    ds = pf.load_pairs(out)
+    ds = load_pairs(out)
     assert sorted(set(ds["prompt_index"])) == [0, 1, 2] and len(ds) > 3  # all pairs of 3 candidates
     assert all(r["chosen_score"] > r["rejected_score"] for r in ds)
     assert {"chosen_mi", "chosen_ta"} <= set(ds.column_names)
-    settings = json.loads((out / pf.PAIRS_SETTINGS).read_text())
+    settings = json.loads((out / PAIRS_SETTINGS).read_text())
     assert settings["n"] == 3 and settings["prompts"] == PROMPTS
     assert not (tmp_path / "pairs.partial.jsonl").exists()
     assert _pairs_cli(tmp_path, tiny_checkpoint, out, *args) == 0
@@ -265,7 +273,7 @@ def test_pairs_cli_writes_a_dataset_and_resumes(tmp_path, tiny_checkpoint, capsy
     monkeypatch.setattr(mr, "best_of_n", lambda *a, **k: (calls.append(a[1]), real(*a, **k))[1])
     assert _pairs_cli(tmp_path, tiny_checkpoint, again, *args) == 0
     assert calls == [[PROMPTS[0]], [PROMPTS[1]], [PROMPTS[1]], [PROMPTS[2]]]
-    assert pf.load_pairs(again).to_dict() == ds.to_dict()
+    assert load_pairs(again).to_dict() == ds.to_dict()
 
 
 def test_pairs_cli_reports_bad_arguments(tmp_path, tiny_checkpoint, capsys):

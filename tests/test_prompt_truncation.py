@@ -4,11 +4,11 @@ keeps its first 512 tokens, end-of-text last; the judge its first `max_tokens`. 
 from __future__ import annotations
 
 import torch
-from deramos_reward.integrations.backend import load_musicgen_backend
-from deramos_reward.integrations.logprobs import transformers_text_inputs
-from deramos_reward.integrations.transformers_musicgen import T5_MAX_TOKENS
 
 from deramos_reward.cli import main
+from deramos_reward.integrations.musicgen.factory import load_musicgen_backend
+from deramos_reward.integrations.musicgen.transformers.builders import T5_MAX_TOKENS
+from deramos_reward.integrations.musicgen.transformers.logprobs import transformers_text_inputs
 
 LONG = "a calm piano piece with soft strings and a slow pulse, " * 40  # 2200 bytes: 1 token per byte
 

@@ -206,8 +206,8 @@ def test_agreement_cli_scores_with_the_judge(tmp_path, tiny_checkpoint, capsys):
 
 
 def test_ab_votes_on_musicgen_candidates_feed_deramos_dpo(tmp_path):
-    from deramos_reward.integrations import transformers_musicgen as tm
-    from deramos_reward.integrations.logprobs import generate_with_codes
+    from deramos_reward.integrations.musicgen.transformers import builders as tm
+    from deramos_reward.integrations.musicgen.transformers.logprobs import generate_with_codes
 
     model, processor = tm.tiny_musicgen(seed=0)
     prompts = [p for p in ("rock guitar with drums", "soft piano ballad") for _ in range(3)]

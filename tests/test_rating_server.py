@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from deramos_reward.integrations.preference import PAIR_COLUMNS, load_pairs
 from rating_helpers import SYSTEMS, request, serving, snapshot, write_clips
 
 from deramos_reward.cli import main
 from deramos_reward.data import load_dataset_split
+from deramos_reward.integrations.training.dpo.pairs import PAIR_COLUMNS, load_pairs
 from deramos_reward.rating import (
     AlreadyRated,
     RatingLog,

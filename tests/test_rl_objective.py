@@ -11,6 +11,7 @@ import warnings
 
 import pytest
 import torch
+
 from deramos_reward.integrations.rl import (
     TRL_SHARED_FIELDS,
     DiversityCollapseWarning,

@@ -11,15 +11,16 @@ import functools
 import peft
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.audio_rewards import LowBandEnergyReward
-from deramos_reward.integrations.backprop import MusicBackpropConfig, MusicRewardBackpropTrainer
-from deramos_reward.integrations.preference import musicgen_pairs
-from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.rewards.synthetic import LowBandEnergyReward
+from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
+from deramos_reward.integrations.training.backprop.config import MusicBackpropConfig
+from deramos_reward.integrations.training.backprop.trainer import MusicRewardBackpropTrainer
+from deramos_reward.integrations.training.dpo.pairs import musicgen_pairs
 
 PROMPT = "calm piano"
 

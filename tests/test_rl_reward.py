@@ -6,12 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.rl import AudioRewardFunction, codes_decoder, prompt_text
 
 import deramos_reward as dr
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import audiocraft_generate_with_codes
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.logprobs import generate_with_codes
+from deramos_reward.integrations.rl import AudioRewardFunction, codes_decoder, prompt_text
 
 PROMPTS = ["rock guitar with drums", "soft piano ballad", "dark ambient drone"]
 
@@ -85,7 +86,7 @@ def test_codes_decoded_by_a_transformers_musicgen(reward):
     with torch.no_grad():  # random codebooks (the tiny EnCodec's are zeros), so codes change the audio
         for layer in model.audio_encoder.quantizer.layers:
             layer.codebook.embed.normal_(generator=torch.Generator().manual_seed(0))
-    audio, codes = lp.generate_with_codes(model, processor, PROMPTS, 4 + 8 - 1, seed=0, guidance_scale=1.0)
+    audio, codes = generate_with_codes(model, processor, PROMPTS, 4 + 8 - 1, seed=0, guidance_scale=1.0)
     fn = AudioRewardFunction(reward, decoder=model)
     got = fn(PROMPTS, list(codes))
     with torch.no_grad():
@@ -97,7 +98,7 @@ def test_codes_decoded_by_a_transformers_musicgen(reward):
 
 def test_codes_decoded_by_an_audiocraft_musicgen(reward):
     musicgen = ac.tiny_musicgen(seed=0)
-    audio, codes = lp.audiocraft_generate_with_codes(musicgen, PROMPTS, duration=0.4, seed=0)
+    audio, codes = audiocraft_generate_with_codes(musicgen, PROMPTS, duration=0.4, seed=0)
     got = AudioRewardFunction(reward, decoder=musicgen)(PROMPTS, list(codes))
     with torch.no_grad():
         direct = reward(audio, musicgen.sample_rate, PROMPTS)

@@ -12,15 +12,15 @@ import sys
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.dpo import load_adapter
-from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer, sample_embedding_distance
-from deramos_reward.integrations.rl_rollout import reward_parts
 from safetensors.torch import load_file
 
 import deramos_reward as dr
+from deramos_reward.integrations import musicgen_backend
+from deramos_reward.integrations.dpo import load_adapter
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer, sample_embedding_distance
+from deramos_reward.integrations.training.rl.rollout import reward_parts
 
 TRAIN = [f"train prompt {i}" for i in range(64)]
 FRESH = [f"fresh prompt {i}" for i in range(16)]

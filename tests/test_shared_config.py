@@ -5,16 +5,16 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from deramos_reward.integrations.adapter_config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
-from deramos_reward.integrations.backprop_config import MusicBackpropConfig
-from deramos_reward.integrations.dpo_config import MusicDPOConfig
-from deramos_reward.integrations.rl_config import MusicRLConfig
 
 from deramos_reward.cli import build_parser
 from deramos_reward.cli.dpo import _config as dpo_config_of
 from deramos_reward.cli.options import CONFIG_OPTIONS, CommandError, config_options
 from deramos_reward.cli.rl import build_config as rl_config_of
 from deramos_reward.data.synthetic import check_corpus_args, split_names
+from deramos_reward.integrations.training.backprop.config import MusicBackpropConfig
+from deramos_reward.integrations.training.common.config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
+from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
+from deramos_reward.integrations.training.rl.config import MusicRLConfig
 from deramos_reward.jsonl import json_object
 from deramos_reward.training.config import TrainConfig
 

@@ -11,10 +11,24 @@ import copy
 
 import pytest
 import torch
-from deramos_reward.integrations import audiocraft as ac
-from deramos_reward.integrations import straight_through as st
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations.logprobs import audiocraft_generate_with_codes, generate_with_codes
+
+from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen.audiocraft.decoding import (
+    audiocraft_decode_differentiable,
+    audiocraft_soft_decode,
+)
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import audiocraft_generate_with_codes
+from deramos_reward.integrations.musicgen.straight_through import (
+    soft_codebook_lookup,
+    straight_through_one_hot,
+)
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.decoding import (
+    transformers_decode_differentiable,
+    transformers_soft_decode,
+)
+from deramos_reward.integrations.musicgen.transformers.logprobs import generate_with_codes
+from deramos_reward.integrations.training.common.lora import attach_lora
 
 PROMPTS = ["a calm piano piece", "fast drums"]
 
@@ -43,7 +57,7 @@ def random_logits(codes, card, seed=0):
 def test_straight_through_one_hot_value_and_gradient():
     codes = torch.tensor([[[0, 2, 1]], [[1, 1, 0]]])  # [2, 1, 3]
     logits = random_logits(codes, 3)
-    one_hot = st.straight_through_one_hot(codes, logits)
+    one_hot = straight_through_one_hot(codes, logits)
     assert one_hot.dtype == torch.float32
     assert torch.equal(one_hot, torch.nn.functional.one_hot(codes, 3).float())  # exactly, no rounding
     upstream = torch.randn(one_hot.shape, generator=torch.Generator().manual_seed(1))
@@ -59,11 +73,11 @@ def test_soft_codebook_lookup_value_is_the_hard_lookup_under_bf16_autocast():
     codes = torch.randint(0, 7, (3, 4), generator=g)
     weights = torch.softmax(torch.randn(3, 4, 7, generator=g), -1).requires_grad_(True)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        out = st.soft_codebook_lookup(weights, codebook, codes)
+        out = soft_codebook_lookup(weights, codebook, codes)
     assert out.dtype == torch.float32 and torch.equal(out, codebook[codes])
     out.sum().backward()
     torch.testing.assert_close(weights.grad, codebook.sum(1).expand(3, 4, 7), atol=0.05, rtol=0.02)  # bf16
-    torch.testing.assert_close(st.soft_codebook_lookup(weights, codebook), weights.detach() @ codebook)
+    torch.testing.assert_close(soft_codebook_lookup(weights, codebook), weights.detach() @ codebook)
 
 
 @pytest.mark.parametrize(
@@ -85,7 +99,7 @@ def test_soft_codebook_lookup_value_is_the_hard_lookup_under_bf16_autocast():
 )
 def test_straight_through_one_hot_rejects_bad_input(codes, logits, error, match):
     with pytest.raises(error, match=match):
-        st.straight_through_one_hot(codes, logits)
+        straight_through_one_hot(codes, logits)
 
 
 # ---- transformers -----------------------------------------------------------------------------
@@ -94,9 +108,9 @@ def test_transformers_forward_equals_generate_and_decode(hf):
     audio, codes = generate_with_codes(model, processor, PROMPTS, 12, seed=0)
     logits = random_logits(codes, 128)
     with torch.no_grad():  # the library decodes under no_grad: bit for bit
-        assert torch.equal(st.transformers_decode_differentiable(model, codes, logits), audio)
+        assert torch.equal(transformers_decode_differentiable(model, codes, logits), audio)
         assert torch.equal(hf_decode(model, codes), audio)
-    out = st.transformers_decode_differentiable(model, codes, logits)
+    out = transformers_decode_differentiable(model, codes, logits)
     # With grad enabled torch picks another LSTM kernel: same as the library's decode in grad mode,
     # float rounding away from the no-grad value.
     assert torch.equal(out, hf_decode(model, codes))
@@ -115,7 +129,7 @@ def test_transformers_stereo_decodes_even_and_odd_codebooks_as_channels():
     for layer in model.audio_encoder.quantizer.layers:
         torch.nn.init.normal_(layer.codebook.embed)
     codes = torch.randint(0, 128, (2, 8, 5), generator=torch.Generator().manual_seed(0))
-    out = st.transformers_decode_differentiable(model, codes, random_logits(codes, 128))
+    out = transformers_decode_differentiable(model, codes, random_logits(codes, 128))
     expected = torch.cat([hf_decode(model, codes[:, ::2]), hf_decode(model, codes[:, 1::2])], dim=1)
     assert out.shape == (2, 2, 5 * 640) and torch.equal(out, expected)
 
@@ -124,18 +138,18 @@ def test_transformers_rejects_mismatched_logits(hf):
     model, _ = hf
     codes = torch.zeros(1, 4, 3, dtype=torch.long)
     with pytest.raises(ValueError, match=r"\[B, 4, S, 128\]"):
-        st.transformers_decode_differentiable(model, codes, torch.zeros(1, 4, 3, 100))
+        transformers_decode_differentiable(model, codes, torch.zeros(1, 4, 3, 100))
     with pytest.raises(ValueError, match="K=4"):
-        st.transformers_decode_differentiable(model, codes[:, :3], torch.zeros(1, 3, 3, 128))
+        transformers_decode_differentiable(model, codes[:, :3], torch.zeros(1, 3, 3, 128))
     with pytest.raises(TypeError, match="MusicgenForConditionalGeneration"):
-        st.transformers_decode_differentiable(torch.nn.Linear(2, 2), codes, torch.zeros(1, 4, 3, 128))
+        transformers_decode_differentiable(torch.nn.Linear(2, 2), codes, torch.zeros(1, 4, 3, 128))
 
 
 # ---- AudioCraft -------------------------------------------------------------------------------
 def test_audiocraft_forward_equals_generate_audio(acm):
     audio, codes = audiocraft_generate_with_codes(acm, PROMPTS, duration=0.4, seed=0)
     logits = random_logits(codes, acm.lm.card)
-    out = st.audiocraft_decode_differentiable(acm, codes, logits, gradient_checkpointing=True)
+    out = audiocraft_decode_differentiable(acm, codes, logits, gradient_checkpointing=True)
     assert out.shape == audio.shape and torch.equal(out, audio)
     assert torch.equal(out, acm.compression_model.decode(codes, None))
     out.square().sum().backward()
@@ -147,7 +161,7 @@ def test_audiocraft_checkpointing_gives_the_same_gradient(acm):
     grads = []
     for ckpt in (False, True):
         logits = random_logits(codes, acm.lm.card, seed=4)
-        st.audiocraft_decode_differentiable(acm, codes, logits, gradient_checkpointing=ckpt).sum().backward()
+        audiocraft_decode_differentiable(acm, codes, logits, gradient_checkpointing=ckpt).sum().backward()
         grads.append(logits.grad)
     torch.testing.assert_close(grads[0], grads[1], rtol=1e-5, atol=1e-7)
 
@@ -159,7 +173,7 @@ def test_audiocraft_interleaved_stereo(acm):
     musicgen = copy.copy(acm)  # a shallow copy: the fixture keeps its mono codec
     musicgen.compression_model = stereo
     codes = torch.randint(0, acm.lm.card, (2, 8, 5), generator=torch.Generator().manual_seed(0))
-    out = st.audiocraft_decode_differentiable(musicgen, codes, random_logits(codes, acm.lm.card))
+    out = audiocraft_decode_differentiable(musicgen, codes, random_logits(codes, acm.lm.card))
     assert out.shape[:2] == (2, 2) and torch.equal(out, stereo.decode(codes, None))
 
 
@@ -172,10 +186,10 @@ def soft_decoders(hf, acm):
     musicgen64.compression_model = copy.deepcopy(acm.compression_model).double()
     model64.audio_encoder.double()
     return {
-        "transformers": (lambda w, c=None: st.transformers_soft_decode(hf[0], w, c), 128),
-        "audiocraft": (lambda w, c=None: st.audiocraft_soft_decode(acm, w, c), 400),
-        "transformers64": (lambda w: st.transformers_soft_decode(model64, w), 128),
-        "audiocraft64": (lambda w: st.audiocraft_soft_decode(musicgen64, w), 400),
+        "transformers": (lambda w, c=None: transformers_soft_decode(hf[0], w, c), 128),
+        "audiocraft": (lambda w, c=None: audiocraft_soft_decode(acm, w, c), 400),
+        "transformers64": (lambda w: transformers_soft_decode(model64, w), 128),
+        "audiocraft64": (lambda w: audiocraft_soft_decode(musicgen64, w), 400),
     }
 
 
@@ -195,7 +209,7 @@ def test_straight_through_gradient_is_the_soft_gradient_at_the_one_hot(soft_deco
     g = torch.Generator().manual_seed(7)
     codes = torch.randint(0, card, (2, 4, 3), generator=g)
     logits = torch.randn(2, 4, 3, card, generator=g).requires_grad_(True)
-    one_hot = st.straight_through_one_hot(codes, logits)
+    one_hot = straight_through_one_hot(codes, logits)
     decode(one_hot, codes).square().mean().backward()
     point = torch.nn.functional.one_hot(codes, card).float().requires_grad_(True)
     decode(point).square().mean().backward()  # plain soft path at the one-hot
@@ -226,11 +240,11 @@ def test_backend_decode_differentiable_equals_decode(backends, name):
 
 @pytest.mark.parametrize("name", ["transformers", "audiocraft"])
 def test_gradient_reaches_the_lora_parameters_and_is_finite(hf, acm, name):
-    from deramos_reward.integrations import musicgen_backend, tuning
+    from deramos_reward.integrations import musicgen_backend
 
     model = copy.deepcopy(hf[0] if name == "transformers" else acm)
     backend = musicgen_backend(model, hf[1] if name == "transformers" else None)
-    policy = tuning.attach_lora(backend, r=2, seed=0)
+    policy = attach_lora(backend, r=2, seed=0)
     backend.set_trainable_module(policy)
     _, codes = backend.generate(PROMPTS, 6, seed=2, **backend.policy_sampling())
     logits, _ = backend.code_logits(PROMPTS, codes)

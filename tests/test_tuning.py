@@ -11,27 +11,41 @@ import warnings
 import numpy as np
 import pytest
 import torch
-from deramos_reward.integrations import logprobs as lp
-from deramos_reward.integrations import transformers_musicgen as tm
-from deramos_reward.integrations import tuning
-from deramos_reward.integrations.backend import musicgen_backend
-from deramos_reward.integrations.backend_transformers import TRANSFORMERS_LORA_TARGETS
 
+from deramos_reward.integrations.musicgen.base import adapter_disabled
+from deramos_reward.integrations.musicgen.factory import musicgen_backend
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen.transformers.backend import TRANSFORMERS_LORA_TARGETS
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
+    transformers_sequence_logprobs,
+    transformers_text_inputs,
+)
+from deramos_reward.integrations.training.common.checkpoints import load_training_state, save_training_state
+from deramos_reward.integrations.training.common.lora import attach_lora, lora_config, trainable_parameters
+from deramos_reward.integrations.training.common.run_log import RunLogger
+from deramos_reward.integrations.training.common.runtime import (
+    accelerator_device,
+    autocast,
+    grad_norm,
+    make_accelerator,
+    make_scheduler,
+    resolve_bf16,
+)
+from deramos_reward.integrations.training.common.settings import check_run_settings
 from deramos_reward.jsonl import read_rows
+from deramos_reward.seeding import derive_seed
 
 PROMPTS = ["soft piano", "loud drums"]
 
 
 def _policy(seed: int = 0):
     model, processor = tm.tiny_musicgen(seed=0)
-    return tuning.attach_lora(musicgen_backend(model, processor), r=4, alpha=8, seed=seed), model, processor
+    return attach_lora(musicgen_backend(model, processor), r=4, alpha=8, seed=seed), model, processor
 
 
 def _logps(model, processor, codes):
-    inputs = lp.transformers_text_inputs(processor, PROMPTS)
-    return lp.transformers_sequence_logprobs(
-        model, inputs["input_ids"], inputs["attention_mask"], codes
-    ).logps
+    inputs = transformers_text_inputs(processor, PROMPTS)
+    return transformers_sequence_logprobs(model, inputs["input_ids"], inputs["attention_mask"], codes).logps
 
 
 def _codes(seed=0):
@@ -48,8 +62,8 @@ def _train_steps(policy, model, processor, optimizer, scheduler, steps):
 
 
 def _optim(policy):
-    optimizer = torch.optim.AdamW(tuning.trainable_parameters(policy), lr=1e-2)
-    return optimizer, tuning.make_scheduler(optimizer, "linear", 1, 6)
+    optimizer = torch.optim.AdamW(trainable_parameters(policy), lr=1e-2)
+    return optimizer, make_scheduler(optimizer, "linear", 1, 6)
 
 
 def test_attach_lora_trains_only_the_adapter_and_disabling_it_gives_the_base_model():
@@ -66,22 +80,20 @@ def test_attach_lora_trains_only_the_adapter_and_disabling_it_gives_the_base_mod
     optimizer, scheduler = _optim(policy)
     _train_steps(policy, model, processor, optimizer, scheduler, 2)
     trained = _logps(model, processor, _codes())  # the model object itself carries the adapter
-    with tuning.adapter_disabled(policy):
+    with adapter_disabled(policy):
         reference = _logps(model, processor, _codes())
     torch.testing.assert_close(reference, base)
     assert not torch.allclose(trained, base)
     # a PeftModel is trained further as it is; a second config for it is refused
-    assert tuning.attach_lora(musicgen_backend(policy, processor)) is policy
+    assert attach_lora(musicgen_backend(policy, processor)) is policy
     with pytest.raises(ValueError, match="peft_config"):
-        tuning.attach_lora(
-            musicgen_backend(policy, processor), peft_config=tuning.lora_config(TRANSFORMERS_LORA_TARGETS)
-        )
+        attach_lora(musicgen_backend(policy, processor), peft_config=lora_config(TRANSFORMERS_LORA_TARGETS))
     with pytest.raises(ValueError, match="not a PeftModel"):
-        tuning.attach_lora(musicgen_backend(model, processor))
+        attach_lora(musicgen_backend(model, processor))
     with pytest.raises(ValueError, match="no trainable parameters|target"):
-        tuning.attach_lora(musicgen_backend(*tm.tiny_musicgen(seed=0)), target_modules=r"nothing\.matches")
+        attach_lora(musicgen_backend(*tm.tiny_musicgen(seed=0)), target_modules=r"nothing\.matches")
     with pytest.raises(ValueError, match="LoRA r"):
-        tuning.lora_config(TRANSFORMERS_LORA_TARGETS, r=0)
+        lora_config(TRANSFORMERS_LORA_TARGETS, r=0)
 
 
 def test_checkpoint_restores_adapter_optimizer_scheduler_and_rng_exactly(tmp_path):
@@ -92,7 +104,7 @@ def test_checkpoint_restores_adapter_optimizer_scheduler_and_rng_exactly(tmp_pat
     np.random.seed(12)
     random.seed(13)
     rows = [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.25}]
-    tuning.save_training_state(
+    save_training_state(
         tmp_path, policy, optimizer, scheduler, step=2, logs=rows, extra={"baseline": [1.0, 2.0]}
     )
     draws = (torch.rand(3), np.random.rand(3), random.random())
@@ -101,7 +113,7 @@ def test_checkpoint_restores_adapter_optimizer_scheduler_and_rng_exactly(tmp_pat
 
     fresh, fresh_model, _ = _policy(seed=99)  # another initialisation: the checkpoint overrides it
     fresh_opt, fresh_sched = _optim(fresh)
-    state = tuning.load_training_state(tmp_path, fresh, fresh_opt, fresh_sched)
+    state = load_training_state(tmp_path, fresh, fresh_opt, fresh_sched)
     assert (state.step, state.logs, state.extra) == (2, rows, {"baseline": [1.0, 2.0]})
     assert torch.equal(torch.rand(3), draws[0])
     assert np.array_equal(np.random.rand(3), draws[1]) and random.random() == draws[2]
@@ -118,25 +130,25 @@ def test_checkpoint_restores_adapter_optimizer_scheduler_and_rng_exactly(tmp_pat
 def test_a_kill_between_the_renames_leaves_the_previous_checkpoint_readable(tmp_path):
     policy, _, _ = _policy()
     optimizer, scheduler = _optim(policy)
-    tuning.save_training_state(tmp_path, policy, optimizer, scheduler, step=4)
+    save_training_state(tmp_path, policy, optimizer, scheduler, step=4)
     os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.old")  # as if killed between the renames
     (tmp_path / ".checkpoint.tmp").mkdir()  # and a half-written new one
-    assert tuning.load_training_state(tmp_path, policy, optimizer, scheduler).step == 4
-    tuning.save_training_state(tmp_path, policy, optimizer, scheduler, step=6)
+    assert load_training_state(tmp_path, policy, optimizer, scheduler).step == 4
+    save_training_state(tmp_path, policy, optimizer, scheduler, step=6)
     assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
-    assert tuning.load_training_state(tmp_path, policy, optimizer).step == 6
-    assert tuning.load_training_state(tmp_path / "none", policy, optimizer) is None
+    assert load_training_state(tmp_path, policy, optimizer).step == 6
+    assert load_training_state(tmp_path / "none", policy, optimizer) is None
 
 
 def test_run_settings_are_recorded_then_compared(tmp_path):
     settings = {"learning_rate": 1e-4, "seed": 1, "logging_steps": 10, "targets": ["a", "b"]}
-    assert tuning.check_run_settings(tmp_path, settings) is False
-    assert tuning.check_run_settings(tmp_path, dict(settings)) is True
-    assert tuning.check_run_settings(tmp_path, {**settings, "logging_steps": 1}, ignore=["logging_steps"])
+    assert check_run_settings(tmp_path, settings) is False
+    assert check_run_settings(tmp_path, dict(settings)) is True
+    assert check_run_settings(tmp_path, {**settings, "logging_steps": 1}, ignore=["logging_steps"])
     with pytest.raises(ValueError, match=r"learning_rate: 0\.0001 -> 0\.001.*new output folder"):
-        tuning.check_run_settings(tmp_path, {**settings, "learning_rate": 1e-3})
+        check_run_settings(tmp_path, {**settings, "learning_rate": 1e-3})
     with pytest.raises(ValueError, match="extra"):
-        tuning.check_run_settings(tmp_path, {**settings, "extra": 1})
+        check_run_settings(tmp_path, {**settings, "extra": 1})
 
 
 def test_run_logger_rows_resume_and_trackers(tmp_path):
@@ -160,11 +172,9 @@ def test_run_logger_rows_resume_and_trackers(tmp_path):
             self.logged.append((step, values))
 
     recorder = Recorder()
-    accelerator = tuning.make_accelerator(report_to=[recorder])
+    accelerator = make_accelerator(report_to=[recorder])
     path = tmp_path / "log.jsonl"
-    logger = tuning.RunLogger(
-        path, total=3, accelerator=accelerator, tracker_config={"lr": 0.1, "targets": ["x"]}
-    )
+    logger = RunLogger(path, total=3, accelerator=accelerator, tracker_config={"lr": 0.1, "targets": ["x"]})
     logger.log({"loss": torch.tensor(0.5), "kl": float("nan"), "note": "a"}, step=1)
     logger.advance()
     logger.log({"loss": 0.25}, step=2)
@@ -173,52 +183,52 @@ def test_run_logger_rows_resume_and_trackers(tmp_path):
     assert recorder.config == {"lr": 0.1, "targets": '["x"]'}
     assert recorder.logged == [(1, {"loss": 0.5}), (2, {"loss": 0.25})]
     # a resumed run starts from the checkpoint's rows: later rows in the file are dropped
-    resumed = tuning.RunLogger(path, total=3, initial=1, rows=read_rows(path)[:1])
+    resumed = RunLogger(path, total=3, initial=1, rows=read_rows(path)[:1])
     resumed.log({"loss": 0.3}, step=2)
     resumed.close()
     assert read_rows(path) == [{"step": 1, "loss": 0.5, "kl": None, "note": "a"}, {"step": 2, "loss": 0.3}]
-    assert tuning.make_accelerator(report_to="none").log_with == []
+    assert make_accelerator(report_to="none").log_with == []
 
 
 def test_small_helpers(monkeypatch):
     g = int.from_bytes(hashlib.sha256(b"g").digest()[:8], "big")  # a string key enters as its hash
     state = np.random.SeedSequence([7, 3, g]).generate_state(1, dtype=np.uint64)
-    assert tuning.derive_seed(7, 3, "g") == int(state[0]) % 2**63
-    assert tuning.derive_seed(7, 3) != tuning.derive_seed(7, 4)
-    assert tuning.resolve_bf16(None, "cpu") is False and tuning.resolve_bf16(True, "cpu") is True
+    assert derive_seed(7, 3, "g") == int(state[0]) % 2**63
+    assert derive_seed(7, 3) != derive_seed(7, 4)
+    assert resolve_bf16(None, "cpu") is False and resolve_bf16(True, "cpu") is True
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
-    assert tuning.accelerator_device() == torch.device("cpu")
+    assert accelerator_device() == torch.device("cpu")
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "all" with no tracker installed is quiet
-        assert tuning.make_accelerator(report_to="all").log_with == []
+        assert make_accelerator(report_to="all").log_with == []
     with pytest.raises(TypeError, match="bf16"):
-        tuning.resolve_bf16("yes", "cpu")
-    with tuning.autocast("cpu", True):
+        resolve_bf16("yes", "cpu")
+    with autocast("cpu", True):
         assert torch.get_autocast_dtype("cpu") == torch.bfloat16 and torch.is_autocast_enabled("cpu")
     assert not torch.is_autocast_enabled("cpu")
     with pytest.raises(ValueError, match="lr_scheduler_type"):
-        tuning.make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), "poly", 0, 1)
+        make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), "poly", 0, 1)
     w = torch.nn.Parameter(torch.ones(3))
     (w * torch.tensor([3.0, 0.0, 4.0])).sum().backward()
-    accelerator = tuning.make_accelerator(report_to="none")
-    assert tuning.grad_norm(accelerator, [w], 0.0) == pytest.approx(5.0)
-    assert tuning.grad_norm(accelerator, [w], 1.0) == pytest.approx(5.0)
+    accelerator = make_accelerator(report_to="none")
+    assert grad_norm(accelerator, [w], 0.0) == pytest.approx(5.0)
+    assert grad_norm(accelerator, [w], 1.0) == pytest.approx(5.0)
     assert float(w.grad.norm()) == pytest.approx(1.0, rel=1e-5)  # clipped
 
 
 def test_attach_lora_on_audiocraft_goes_on_the_lm_and_the_backend_runs_it():
-    from deramos_reward.integrations import audiocraft as ac
+    from deramos_reward.integrations.musicgen.audiocraft import builders as ac
 
     musicgen = ac.tiny_musicgen(seed=0)
     backend = musicgen_backend(musicgen)
     codes = torch.randint(0, backend.card, (2, 4, 5), generator=torch.Generator().manual_seed(0))
     base = backend.sequence_logprobs(PROMPTS, codes).logps.detach()
-    policy = tuning.attach_lora(backend, r=4, seed=0)
+    policy = attach_lora(backend, r=4, seed=0)
     assert backend.trainable_module() is policy and policy.get_base_model() is musicgen.lm
     with torch.no_grad():
         for name, p in policy.named_parameters():
             if "lora_B" in name:
                 p.fill_(0.1)  # a non-zero adapter
     assert not torch.allclose(backend.sequence_logprobs(PROMPTS, codes).logps, base)
-    with tuning.adapter_disabled(policy):
+    with adapter_disabled(policy):
         torch.testing.assert_close(backend.sequence_logprobs(PROMPTS, codes).logps, base)

@@ -63,7 +63,7 @@ def check_method_arguments(args: argparse.Namespace) -> None:
 
 def backprop_config(args: argparse.Namespace) -> Any:
     """The :class:`MusicBackpropConfig` of a ``deramos rl --method backprop`` command line."""
-    from ..integrations.backprop_config import MusicBackpropConfig
+    from ..integrations.training.backprop.config import MusicBackpropConfig
 
     fixed: dict[str, Any] = {"output_dir": args.out, "truncate_frames": args.truncate_frames}
     fixed["gradient_checkpointing"] = args.gradient_checkpointing

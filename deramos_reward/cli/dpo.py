@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from .._optional import require
-from ..integrations.dpo_config import MusicDPOConfig
+from ..integrations.training.dpo.config import MusicDPOConfig
 from . import provenance
 from .musicgen import add_musicgen_arguments, load_backend
 from .options import (
@@ -83,7 +83,7 @@ def _pairs_identity(path: str) -> dict:
 
 def _read_pairs(path: str, backend, what: str):
     """The pairs dataset at ``path``, checked against the MusicGen that will learn from it."""
-    from ..integrations.preference import load_pairs
+    from ..integrations.training.dpo.pairs import load_pairs
 
     try:
         pairs = load_pairs(path)

@@ -124,7 +124,7 @@ def check_reward_weights(mi_weight: float | None, ta_weight: float | None) -> No
 def check_sampling(backend: str, options: dict[str, Any]) -> dict[str, Any]:
     """``options`` checked against the sampling options of the ``--backend`` library (CommandError)."""
     from ..errors import InputError
-    from ..integrations.backend import check_sampling as check_library_sampling
+    from ..integrations.musicgen.factory import check_sampling as check_library_sampling
 
     try:
         return check_library_sampling(backend, options)
@@ -184,7 +184,7 @@ def load_backend(args: argparse.Namespace, device: Any = "cpu"):
     A model that cannot be loaded (no such folder or hub id, the hub unreachable or offline) is a
     CommandError naming ``--musicgen``'s value.
     """
-    from ..integrations.backend import load_musicgen_backend
+    from ..integrations.musicgen.factory import load_musicgen_backend
 
     try:
         return load_musicgen_backend(args.backend, args.musicgen, device=device)
@@ -266,7 +266,7 @@ def load_reward(args: argparse.Namespace, device: Any):
 def make_reranker(args: argparse.Namespace, backend: Any, progressive: bool = False, **options: Any):
     """-> ``rerank(prompts, reward, seed) -> BestOfNResult`` with the command's ``--n``, duration, batch and
     sampling options; ``options`` go to ``best_of_n`` (or ``progressive_best_of_n``)."""
-    from ..integrations.musicgen_rerank import best_of_n, progressive_best_of_n
+    from ..integrations.rerank import best_of_n, progressive_best_of_n
 
     fn = progressive_best_of_n if progressive else best_of_n
 

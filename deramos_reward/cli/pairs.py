@@ -78,7 +78,7 @@ def _start(args: argparse.Namespace, out: Path, partial: Path, settings: dict, g
 
     Returns True when ``out`` already holds this very dataset (nothing to do).
     """
-    from ..integrations.preference import PAIRS_SETTINGS
+    from ..integrations.training.dpo.pairs import PAIRS_SETTINGS
 
     saved = out / PAIRS_SETTINGS
     if out.exists():
@@ -139,7 +139,7 @@ def _generate(args, prompts, todo, done, partial, generation, device) -> None:
 def run(args: argparse.Namespace) -> int:
     import torch
 
-    from ..integrations.preference import build_pairs, save_pairs
+    from ..integrations.training.dpo.pairs import build_pairs, save_pairs
     from ..reward import describe_reward
 
     require("datasets")  # before the slow part: the dataset is written with it

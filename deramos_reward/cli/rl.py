@@ -35,7 +35,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from ..integrations.rl_config import MusicRLConfig
+from ..integrations.training.rl.config import MusicRLConfig
 from . import provenance
 from .adapter_run import (
     REWARD_FIELDS,
@@ -185,7 +185,8 @@ def _train(args: argparse.Namespace) -> int:
     """Check everything, then train into RUN (created only now; removed again if the start fails)."""
     import deramos_reward as dr
 
-    from ..integrations import tuning
+    from ..integrations.training.common.checkpoints import checkpoint_folder
+    from ..integrations.training.common.runtime import accelerator_device
 
     config, reward_settings = _settings(args)
     prompts = read_prompts(args)
@@ -197,10 +198,10 @@ def _train(args: argparse.Namespace) -> int:
     main = is_main_process()
 
     def finished(folder: Path) -> bool:
-        return tuning.checkpoint_folder(folder) is not None or (folder / "adapter").is_dir()
+        return checkpoint_folder(folder) is not None or (folder / "adapter").is_dir()
 
     with first_start(out, finished) if main else contextlib.nullcontext():
-        device = tuning.accelerator_device()
+        device = accelerator_device()
         backend = load_backend(args, device=device)
         check_frames(backend, config.duration)
         judge = dr.DeRAMOS.from_pretrained(args.judge, device=device)

@@ -1,7 +1,7 @@
 """Write generated candidates (audio + codes) as a clips folder for A/B rating and DPO export.
 
 ```python
-from deramos_reward.integrations.logprobs import generate_with_codes
+from deramos_reward.integrations.musicgen.transformers.logprobs import generate_with_codes
 prompts = [p for p in ["fast techno", "calm piano"] for _ in range(4)]   # 4 candidates per prompt
 audio, codes = generate_with_codes(model, processor, prompts, max_new_tokens=256)
 write_candidates("ab_set", prompts, audio, codes, model.config.audio_encoder.sampling_rate)

@@ -106,7 +106,7 @@ def export_pairs(
     """Write the DPO pairs of an A/B session to ``out`` (see the module doc); returns the dataset."""
     import torch
 
-    from ..integrations.preference import build_pairs, save_pairs
+    from ..integrations.training.dpo.pairs import build_pairs, save_pairs
 
     rows = read_answers(ratings, "ab")
     shares = vote_shares(rows, clips)

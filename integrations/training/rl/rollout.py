@@ -9,11 +9,10 @@ from typing import Any
 
 import torch
 
+from deramos_reward.integrations.training.rl.config import MusicRLConfig
+from deramos_reward.integrations.training.rl.diversity import sample_embedding_distance
 from deramos_reward.reward import RewardOutput, call_reward
-
-from .rl_config import MusicRLConfig
-from .rl_diversity import sample_embedding_distance
-from .tuning import derive_seed
+from deramos_reward.seeding import derive_seed
 
 __all__ = [
     "RewardParts",
@@ -28,7 +27,7 @@ __all__ = [
 
 def policy_sampling_options(backend: Any, config: Any) -> dict[str, Any]:
     """The ``generate`` options that sample an online config's policy: the backend's
-    :meth:`~.backend_base.MusicGenBackend.policy_sampling` at ``config``'s temperature, top-k and
+    :meth:`~deramos_reward.integrations.musicgen.base.MusicGenBackend.policy_sampling` at ``config``'s temperature, top-k and
     guidance, plus its ``generation_kwargs`` (other options of the library)."""
     options = backend.policy_sampling(config.temperature, config.top_k, config.guidance_scale)
     return {**options, **(config.generation_kwargs or {})}

@@ -1,7 +1,7 @@
 """The one interface every MusicGen consumer talks to (best-of-N, pairs, DPO, RL, the CLI).
 
-A backend wraps one MusicGen model of one library (:mod:`.backend_transformers` or
-:mod:`.backend_audiocraft`) and speaks in codes ``[B, K, S]`` (int64, frame layout, no delay
+A backend wraps one MusicGen model of one library (:mod:`deramos_reward.integrations.musicgen.transformers.backend` or
+:mod:`deramos_reward.integrations.musicgen.audiocraft.backend`) and speaks in codes ``[B, K, S]`` (int64, frame layout, no delay
 padding) and audio ``[B, C, T]``. :func:`deramos_reward.integrations.musicgen_backend` picks the
 implementation; it is the only code that looks at which library a model comes from.
 """
@@ -19,8 +19,13 @@ import torch
 from torch import nn
 
 from deramos_reward.errors import InputError, InputTypeError
-
-from .logprobs import SequenceLogProbs, check_guidance_scale, check_prompt_list, gather_logprobs, seeded
+from deramos_reward.integrations.musicgen.logprobs import (
+    SequenceLogProbs,
+    check_guidance_scale,
+    check_prompt_list,
+    gather_logprobs,
+    seeded,
+)
 
 
 class SamplingOptions(NamedTuple):
@@ -269,7 +274,7 @@ class MusicGenBackend(ABC):
     ) -> torch.Tensor:
         """codes ``[B, K, S]`` -> audio ``[B, C, T]`` whose gradient reaches ``logits [B, K, S, card]``.
 
-        Straight-through decoding (:mod:`deramos_reward.integrations.straight_through`): the value is
+        Straight-through decoding (:mod:`deramos_reward.integrations.musicgen.straight_through`): the value is
         that of :meth:`decode` (float rounding only: grad mode may pick other kernels), the gradient
         flows through ``softmax(logits)``, a soft lookup in the codec's codebooks and its decoder.
         ``gradient_checkpointing`` recomputes the codec's activations during backward.

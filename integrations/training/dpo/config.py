@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from deramos_reward.errors import InputError
+from deramos_reward.integrations.training.common.config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
+from deramos_reward.integrations.training.dpo.loss import DPO_LOSS_TYPES
 from deramos_reward.validation import (
     check_bool,
     check_choice,
@@ -13,9 +15,6 @@ from deramos_reward.validation import (
     check_positive_float,
     check_positive_int,
 )
-
-from .adapter_config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
-from .preference import DPO_LOSS_TYPES
 
 __all__ = ["TRL_SHARED_FIELDS", "MusicDPOConfig"]
 
@@ -35,7 +34,7 @@ TRL_SHARED_FIELDS = (
 @dataclass
 class MusicDPOConfig(AdapterTrainingConfig):
     """DPO settings; the :data:`TRL_SHARED_FIELDS` (the shared ones inherited from
-    :class:`~.adapter_config.AdapterTrainingConfig`) mirror trl's ``DPOConfig``: same names, meanings and
+    :class:`~deramos_reward.integrations.training.common.config.AdapterTrainingConfig`) mirror trl's ``DPOConfig``: same names, meanings and
     defaults, except ``learning_rate`` (trl's 1e-6 is for full fine-tuning; a LoRA adapter takes
     1e-4-sized steps).
 

@@ -1,6 +1,6 @@
 """Which MusicGen library a model comes from is decided here, and only here.
 
-:func:`musicgen_backend` turns a model into a :class:`~.backend_base.MusicGenBackend`;
+:func:`musicgen_backend` turns a model into a :class:`~deramos_reward.integrations.musicgen.base.MusicGenBackend`;
 :func:`load_musicgen_backend` loads one by name (the CLI's ``--backend`` / ``--musicgen``).
 """
 
@@ -9,11 +9,11 @@ from __future__ import annotations
 from typing import Any
 
 from deramos_reward._optional import require
-
-from . import backend_audiocraft, backend_transformers
-from .backend_audiocraft import AudioCraftMusicGen
-from .backend_base import MusicGenBackend, check_sampling_options
-from .backend_transformers import TransformersMusicGen
+from deramos_reward.integrations.musicgen.audiocraft import backend as backend_audiocraft
+from deramos_reward.integrations.musicgen.audiocraft.backend import AudioCraftMusicGen
+from deramos_reward.integrations.musicgen.base import MusicGenBackend, check_sampling_options
+from deramos_reward.integrations.musicgen.transformers import backend as backend_transformers
+from deramos_reward.integrations.musicgen.transformers.backend import TransformersMusicGen
 
 LIBRARIES = ("audiocraft", "transformers")
 """Values of ``library`` in :func:`load_musicgen_backend` (the CLI's ``--backend``)."""
@@ -84,7 +84,7 @@ def load_musicgen_backend(library: str, spec: str, device: Any = "cpu") -> Music
     library's tiny random model (seed 0, built offline; makes noise, for tests and demos)."""
     if library == "audiocraft":
         if spec == "tiny":
-            from .audiocraft import tiny_musicgen
+            from deramos_reward.integrations.musicgen.audiocraft.builders import tiny_musicgen
 
             return AudioCraftMusicGen(tiny_musicgen(0, device=device))
         models = require("audiocraft.models")
@@ -92,7 +92,7 @@ def load_musicgen_backend(library: str, spec: str, device: Any = "cpu") -> Music
     if library != "transformers":
         raise ValueError(f"library must be one of {LIBRARIES}, got {library!r}")
     if spec == "tiny":
-        from .transformers_musicgen import tiny_musicgen
+        from deramos_reward.integrations.musicgen.transformers.builders import tiny_musicgen
 
         return TransformersMusicGen(*tiny_musicgen(0, device=device))
     transformers = require("transformers")

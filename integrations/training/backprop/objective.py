@@ -24,12 +24,11 @@ from typing import Any
 import torch
 from torch.utils.checkpoint import checkpoint
 
+from deramos_reward.integrations.musicgen.logprobs import masked_log_softmax
+from deramos_reward.integrations.training.rl.objective import policy_tokens
+from deramos_reward.integrations.training.rl.objective import token_entropy as rl_token_entropy
+from deramos_reward.integrations.training.rl.objective import token_kl as rl_token_kl
 from deramos_reward.reward import call_reward
-
-from .logprobs import masked_log_softmax
-from .rl_objective import policy_tokens
-from .rl_objective import token_entropy as rl_token_entropy
-from .rl_objective import token_kl as rl_token_kl
 
 __all__ = ["backprop_loss", "reward_values", "token_entropy", "token_kl", "truncate_gradient"]
 

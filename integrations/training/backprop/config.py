@@ -1,8 +1,8 @@
 """``MusicBackpropConfig``: the settings of reward backpropagation into MusicGen.
 
-Field names follow trl's ``GRPOConfig`` (and :class:`~deramos_reward.integrations.rl_config.MusicRLConfig`)
+Field names follow trl's ``GRPOConfig`` (and :class:`~deramos_reward.integrations.training.rl.config.MusicRLConfig`)
 where they mean the same thing, so the two trainers are configured alike: both subclass
-:class:`~.adapter_config.OnlineTrainingConfig`. Our own fields: ``truncate_frames`` (DRaFT-K) and
+:class:`~deramos_reward.integrations.training.common.config.OnlineTrainingConfig`. Our own fields: ``truncate_frames`` (DRaFT-K) and
 ``gradient_checkpointing`` (through the codec decoder and the reward).
 """
 
@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from deramos_reward.integrations.training.common.config import OnlineTrainingConfig
 from deramos_reward.validation import check_bool, check_positive_int
-
-from .adapter_config import OnlineTrainingConfig
 
 __all__ = ["MusicBackpropConfig"]
 

@@ -1,6 +1,6 @@
 """Best-of-N and progressive best-of-N with MusicGen, for both libraries through one backend.
 
-``best_of_n(model, prompts, n, reward, ...)`` takes a :class:`~.backend_base.MusicGenBackend` or a model
+``best_of_n(model, prompts, n, reward, ...)`` takes a :class:`~deramos_reward.integrations.musicgen.base.MusicGenBackend` or a model
 (turned into one with ``processor``); one argument order and one ``**sampling`` for both libraries.
 Sampling options keep the library's own names (transformers: ``do_sample``, ``guidance_scale``,
 ``top_k``...; AudioCraft: ``use_sampling``, ``temp``/``temperature``, ``top_k``, ``cfg_coef``...).
@@ -13,13 +13,12 @@ from typing import Any
 
 import torch
 
+from deramos_reward.integrations.musicgen.base import MusicGenBackend
+from deramos_reward.integrations.musicgen.factory import musicgen_backend
 from deramos_reward.progressive import progressive_best_of_n as progressive_rerank
 from deramos_reward.progressive import stage_frames
 from deramos_reward.rerank import BestOfNResult
 from deramos_reward.rerank import best_of_n as rerank
-
-from .backend import musicgen_backend
-from .backend_base import MusicGenBackend
 
 
 def candidate_frames(backend: MusicGenBackend, duration: float | None) -> int:

@@ -17,10 +17,13 @@ import torch
 from torch import nn
 
 from deramos_reward._optional import require
-
-from .backend_base import MusicGenBackend, SamplingOptions, check_policy_sampling
-from .logprobs import audiocraft_code_logits, audiocraft_generation_params, audiocraft_unguided_generation
-from .straight_through import audiocraft_decode_differentiable
+from deramos_reward.integrations.musicgen.audiocraft.decoding import audiocraft_decode_differentiable
+from deramos_reward.integrations.musicgen.audiocraft.logprobs import (
+    audiocraft_code_logits,
+    audiocraft_generation_params,
+    audiocraft_unguided_generation,
+)
+from deramos_reward.integrations.musicgen.base import MusicGenBackend, SamplingOptions, check_policy_sampling
 
 AUDIOCRAFT_LORA_TARGETS = (
     r"(.*\.)?transformer\.layers\.\d+\.(self_attn\.out_proj|cross_attention\.out_proj|linear1|linear2)"

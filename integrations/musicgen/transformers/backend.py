@@ -14,14 +14,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from .backend_base import MusicGenBackend, SamplingOptions, check_policy_sampling
-from .logprobs import (
+from deramos_reward.integrations.musicgen.base import MusicGenBackend, SamplingOptions, check_policy_sampling
+from deramos_reward.integrations.musicgen.transformers.decoding import transformers_decode_differentiable
+from deramos_reward.integrations.musicgen.transformers.logprobs import (
     generate_with_codes,
     text_token_limit,
     transformers_code_logits,
     transformers_text_inputs,
 )
-from .straight_through import transformers_decode_differentiable
 
 TRANSFORMERS_LORA_TARGETS = (
     r"(.*\.)?decoder\.layers\.\d+\.((self_attn|encoder_attn)\.(q_proj|k_proj|v_proj|out_proj)|fc1|fc2)"

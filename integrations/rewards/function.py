@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from deramos_reward.integrations.musicgen.factory import maybe_musicgen_backend
 from deramos_reward.reward import call_reward
 from deramos_reward.validation import check_sample_rate
-
-from .backend import maybe_musicgen_backend
 
 __all__ = ["AudioRewardFunction", "codes_decoder", "prompt_text"]
 
@@ -34,7 +33,7 @@ def codes_decoder(decoder: Any) -> tuple[Decoder, int | None]:
     """A codes -> audio function and its sample rate (None when unknown) from a model or a callable.
 
     Accepts a MusicGen backend or model of either library (decodes with its codec, see
-    :func:`~deramos_reward.integrations.backend.musicgen_backend`), or any callable
+    :func:`~deramos_reward.integrations.musicgen.factory.musicgen_backend`), or any callable
     ``codes [B, K, S] -> audio [B, C, T]``.
     """
     backend = maybe_musicgen_backend(decoder)

@@ -1,6 +1,6 @@
 """``MusicRLTrainer``: online RL (GRPO / RLOO) of a LoRA adapter on MusicGen with an audio reward.
 
-One step (see :class:`~.rl_config.MusicRLConfig` for every knob)::
+One step (see :class:`~deramos_reward.integrations.training.rl.config.MusicRLConfig` for every knob)::
 
     prompts of the step (prompts_per_step, split between processes, never a group)
       -> num_generations samples per prompt from the current policy (backend.generate, one seeded
@@ -35,10 +35,36 @@ from typing import Any
 
 import torch
 
-from . import tuning
-from .rl_config import MusicRLConfig
-from .rl_diversity import DiversityGuard, code_entropy, group_embedding_distance
-from .rl_objective import (
+from deramos_reward.integrations.musicgen.base import adapter_disabled
+from deramos_reward.integrations.training.common.checkpoints import (
+    load_training_state,
+    save_adapter,
+    save_training_state,
+)
+from deramos_reward.integrations.training.common.lora import (
+    ForwardModule,
+    set_up_policy,
+    trainable_parameters,
+    training_prompts,
+)
+from deramos_reward.integrations.training.common.run_log import RunLogger
+from deramos_reward.integrations.training.common.runtime import (
+    accelerator_device,
+    autocast,
+    eval_mode,
+    grad_norm,
+    make_accelerator,
+    make_scheduler,
+    resolve_bf16,
+)
+from deramos_reward.integrations.training.common.settings import check_run_settings
+from deramos_reward.integrations.training.rl.config import MusicRLConfig
+from deramos_reward.integrations.training.rl.diversity import (
+    DiversityGuard,
+    code_entropy,
+    group_embedding_distance,
+)
+from deramos_reward.integrations.training.rl.objective import (
     clipped_policy_loss,
     group_advantages,
     policy_tokens,
@@ -46,7 +72,7 @@ from .rl_objective import (
     token_entropy,
     token_kl,
 )
-from .rl_rollout import (
+from deramos_reward.integrations.training.rl.rollout import (
     RewardParts,
     policy_sampling_options,
     prompt_schedule,
@@ -56,6 +82,7 @@ from .rl_rollout import (
     score_audio,
     split,
 )
+from deramos_reward.seeding import derive_seed
 
 __all__ = ["MusicRLTrainer", "Rollout"]
 
@@ -122,7 +149,7 @@ class MusicRLTrainer:
             ``ta_weight``) or any callable ``(audio [B, C, T], sample_rate, prompts) -> [B]`` or
             ``-> RewardOutput``.
         prompts: training prompts, visited in a seeded random order (``prompts_per_step`` per step).
-        config: :class:`~.rl_config.MusicRLConfig`.
+        config: :class:`~deramos_reward.integrations.training.rl.config.MusicRLConfig`.
         processor: the transformers model's ``MusicgenProcessor``.
         eval_prompts: prompts whose fresh samples (fixed seeds) are scored at the start, every
             ``eval_steps`` and at the end (``eval/...`` log rows).
@@ -142,20 +169,20 @@ class MusicRLTrainer:
         eval_prompts: Sequence[str] | None = None,
     ):
         self.args = config
-        setup = tuning.set_up_policy(model, processor, reward, prompts, eval_prompts, config, MusicRLConfig)
+        setup = set_up_policy(model, processor, reward, prompts, eval_prompts, config, MusicRLConfig)
         self.backend, self.policy, self.prompts, self.eval_prompts, self.frames = setup
         self.model, self.processor, self.reward = model, processor, reward
         self.accelerator = self._new_accelerator()
         self.policy.to(self.accelerator.device)
-        self._forward = tuning.ForwardModule(self.policy, self._code_logits)
+        self._forward = ForwardModule(self.policy, self._code_logits)
         self.guard = DiversityGuard(config.diversity_warning)
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
 
     # ---- setup ----------------------------------------------------------------------------------
     def _new_accelerator(self) -> Any:
-        self.bf16 = tuning.resolve_bf16(self.args.bf16, tuning.accelerator_device())
-        return tuning.make_accelerator(
+        self.bf16 = resolve_bf16(self.args.bf16, accelerator_device())
+        return make_accelerator(
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             bf16=False,  # accelerate's precision is process-wide and fixed once set; autocast is ours
             report_to=self.args.report_to,
@@ -204,7 +231,7 @@ class MusicRLTrainer:
         return self.accelerator.device
 
     def _autocast(self):
-        return tuning.autocast(self.device, self.bf16)
+        return autocast(self.device, self.bf16)
 
     # ---- sampling and scoring -------------------------------------------------------------------
     def _sample(self, prompts: list[str], seeds: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -212,7 +239,7 @@ class MusicRLTrainer:
         g = self.args.num_generations
         sampling = policy_sampling_options(self.backend, self.args)
         audios, codes = [], []
-        with tuning.eval_mode(self.policy), self._autocast():
+        with eval_mode(self.policy), self._autocast():
             for prompt, seed in zip(prompts, seeds):
                 audio, c = self.backend.generate([prompt] * g, self.frames, seed=seed, **sampling)
                 audios.append(audio.float())
@@ -249,8 +276,8 @@ class MusicRLTrainer:
     def _logps(self, prompts: list[str], codes: torch.Tensor, reference: bool) -> torch.Tensor:
         """Token log-probs [N, K, S] of the sampling distribution, no gradient, in micro-batches."""
         out = []
-        adapter = tuning.adapter_disabled(self.policy) if reference else contextlib.nullcontext()
-        with torch.no_grad(), tuning.eval_mode(self.policy), adapter, self._autocast():
+        adapter = adapter_disabled(self.policy) if reference else contextlib.nullcontext()
+        with torch.no_grad(), eval_mode(self.policy), adapter, self._autocast():
             self.policy.train(not self.args.disable_dropout)
             for sl in split(len(prompts), self.args.gradient_accumulation_steps):
                 logits, mask = self._code_logits(prompts[sl], codes[sl])
@@ -259,7 +286,7 @@ class MusicRLTrainer:
 
     def _reference_log_probs(self, prompts: list[str], codes: torch.Tensor) -> torch.Tensor:
         """The reference's log-softmax [B, K, S, card] of one micro-batch (exact KL), no gradient."""
-        with torch.no_grad(), tuning.adapter_disabled(self.policy):
+        with torch.no_grad(), adapter_disabled(self.policy):
             logits, mask = self._code_logits(prompts, codes)
             return policy_tokens(logits, codes, mask, self.args.temperature).log_probs
 
@@ -270,9 +297,7 @@ class MusicRLTrainer:
         positions = range(acc.process_index * per_rank, (acc.process_index + 1) * per_rank)
         prompts = [self.prompts[order[j]] for j in positions]
         t0 = time.perf_counter()
-        audio, codes = self._sample(
-            prompts, [tuning.derive_seed(a.seed, "sample", batch, j) for j in positions]
-        )
+        audio, codes = self._sample(prompts, [derive_seed(a.seed, "sample", batch, j) for j in positions])
         t1 = time.perf_counter()
         flat = repeat_prompts(prompts, g)
         with self._autocast():
@@ -345,7 +370,7 @@ class MusicRLTrainer:
                 with acc.accumulate(forward), self._autocast():
                     metrics = self._micro_step(forward, ro, sl)
                     if acc.sync_gradients:
-                        norm = tuning.grad_norm(acc, params, a.max_grad_norm)
+                        norm = grad_norm(acc, params, a.max_grad_norm)
                     optimizer.step()
                     optimizer.zero_grad()
                 for k, v in metrics.items():
@@ -370,20 +395,20 @@ class MusicRLTrainer:
         self._check_layout()
         run_dir = None if a.output_dir is None else Path(a.output_dir)
         if run_dir is not None:
-            tuning.check_run_settings(
+            check_run_settings(
                 run_dir, self._settings(), ignore=_RUNTIME_FIELDS, is_main_process=acc.is_main_process
             )
             acc.wait_for_everyone()
-        params = tuning.trainable_parameters(self.policy)
+        params = trainable_parameters(self.policy)
         optimizer = torch.optim.AdamW(params, lr=a.learning_rate, weight_decay=a.weight_decay)
-        scheduler = tuning.make_scheduler(optimizer, a.lr_scheduler_type, a.warmup_steps, a.max_steps)
+        scheduler = make_scheduler(optimizer, a.lr_scheduler_type, a.warmup_steps, a.max_steps)
         forward, optimizer = acc.prepare(self._forward, optimizer)
         return forward, optimizer, scheduler, params, run_dir
 
     def _resume(self, run_dir: Path | None, optimizer: Any, scheduler: Any) -> tuple[_Loop, list[dict]]:
         state = None
         if run_dir is not None:
-            state = tuning.load_training_state(
+            state = load_training_state(
                 run_dir, self.policy, optimizer, scheduler, accelerator=self.accelerator
             )
         if state is None:
@@ -398,7 +423,7 @@ class MusicRLTrainer:
         if run_dir is None:
             return
         loop.guard = self.guard.state()
-        tuning.save_training_state(
+        save_training_state(
             run_dir, self.policy, optimizer, scheduler, step=self.global_step, logs=rows,
             extra=asdict(loop), accelerator=self.accelerator,
         )  # fmt: skip
@@ -423,7 +448,7 @@ class MusicRLTrainer:
         a = self.args
         forward, optimizer, scheduler, params, run_dir = self._prepare()
         loop, rows = self._resume(run_dir, optimizer, scheduler)
-        logger = tuning.RunLogger(
+        logger = RunLogger(
             None if run_dir is None else run_dir / LOG_FILE, total=a.max_steps, initial=self.global_step,
             rows=rows, desc="rl", accelerator=self.accelerator, tracker_project="deramos-rl",
             tracker_config=a.to_dict(), postfix=("reward", "kl"),
@@ -469,12 +494,12 @@ class MusicRLTrainer:
 
         Returns ``eval/reward``, ``eval/reward_std``, ``eval/reward_sem`` (standard error), the per-axis
         ``eval/rewards/...`` means and ``eval/diversity/...``."""
-        prompts = self.eval_prompts if prompts is None else tuning.training_prompts(prompts)
+        prompts = self.eval_prompts if prompts is None else training_prompts(prompts)
         if prompts is None:
             raise ValueError("no prompts: pass some or give eval_prompts to the trainer")
         a, g = self.args, self.args.num_generations
         seed = a.seed if seed is None else seed
-        seeds = [tuning.derive_seed(seed, "eval", i) for i in range(len(prompts))]
+        seeds = [derive_seed(seed, "eval", i) for i in range(len(prompts))]
         audio, codes = self._sample(list(prompts), seeds)
         flat = repeat_prompts(prompts, g)
         with self._autocast():
@@ -503,4 +528,4 @@ class MusicRLTrainer:
                 raise ValueError("path is required when config.output_dir is None")
             path = Path(self.args.output_dir) / "adapter"
         files = {"rl_config.json": self.args.to_dict(), "log_history.json": self.log_history}
-        return tuning.save_adapter(self.policy, path, files=files, accelerator=self.accelerator)
+        return save_adapter(self.policy, path, files=files, accelerator=self.accelerator)

@@ -31,7 +31,7 @@ from typing import NamedTuple
 
 import torch
 
-from .logprobs import masked_log_softmax
+from deramos_reward.integrations.musicgen.logprobs import masked_log_softmax
 
 __all__ = [
     "KL_ESTIMATORS",

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from deramos_reward.errors import InputError, InputTypeError
+from deramos_reward.integrations.training.rl.objective import KL_ESTIMATORS
 from deramos_reward.validation import (
     check_bool,
     check_choice,
@@ -23,8 +24,6 @@ from deramos_reward.validation import (
     check_positive_float,
     check_positive_int,
 )
-
-from .rl_objective import KL_ESTIMATORS
 
 __all__ = ["SCHEDULERS", "TRL_TRAINING_FIELDS", "AdapterTrainingConfig", "OnlineTrainingConfig"]
 

@@ -24,8 +24,7 @@ from typing import Any
 
 from deramos_reward import validation
 from deramos_reward.errors import InputError
-
-from .adapter_config import TRL_TRAINING_FIELDS, OnlineTrainingConfig
+from deramos_reward.integrations.training.common.config import TRL_TRAINING_FIELDS, OnlineTrainingConfig
 
 __all__ = ["ADVANTAGES", "LOSS_TYPES", "SCALE_REWARDS", "TRL_SHARED_FIELDS", "MusicRLConfig"]
 

@@ -1,0 +1,241 @@
+"""Resumable training state of a fine-tuning run: written atomically, never pickled."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+
+from deramos_reward._optional import require
+from deramos_reward.checkpoint import atomic_write_bytes
+from deramos_reward.integrations.musicgen.base import unwrap_module
+from deramos_reward.integrations.training.common.settings import SETTINGS_FILE
+from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
+
+# ------------------------------------------------------------------------------------ checkpoints
+
+
+CHECKPOINT_DIR = "checkpoint"
+"""Name of the checkpoint folder inside a run folder."""
+_STATE_FILE = "trainer_state.json"
+
+
+class TrainingState(NamedTuple):
+    """What :func:`load_training_state` restored: ``step``, ``logs`` (the log rows written up to the
+    checkpoint), ``extra`` (the trainer's own JSON state) and the checkpoint ``folder``."""
+
+    step: int
+    logs: list[dict[str, Any]]
+    extra: dict[str, Any]
+    folder: Path
+
+
+def process_rank(accelerator: Any) -> tuple[int, int, bool]:
+    if accelerator is None:
+        return 0, 1, True
+    return accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+
+
+def _barrier(accelerator: Any) -> None:
+    if accelerator is not None:
+        accelerator.wait_for_everyone()
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """This process's RNG states as tensors + JSON metadata (no pickling)."""
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        for i, state in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = state
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["numpy"] = torch.from_numpy(np.asarray(keys, dtype=np.int64))
+    version, internal, gauss = random.getstate()
+    meta = {
+        "numpy": json.dumps([kind, int(pos), int(has_gauss), float(cached)]),
+        "python": json.dumps([version, list(internal), gauss]),
+    }
+    return tensors, meta
+
+
+def _set_rng_state(path: Path) -> None:
+    with safe_open(os.fspath(path), framework="pt") as f:
+        meta = f.metadata() or {}
+        tensors = {k: f.get_tensor(k) for k in f.keys()}
+    torch.set_rng_state(tensors["torch"])
+    cuda = sorted((k for k in tensors if k.startswith("cuda.")), key=lambda k: int(k.split(".")[1]))
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([tensors[k] for k in cuda][: torch.cuda.device_count()])
+    kind, pos, has_gauss, cached = json.loads(meta["numpy"])
+    np.random.set_state((kind, tensors["numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+    version, internal, gauss = json.loads(meta["python"])
+    random.setstate((version, tuple(internal), gauss))
+
+
+def _scheduler_json(scheduler: Any) -> Any:
+    if scheduler is None:
+        return None
+    try:
+        return json.loads(json.dumps(scheduler.state_dict()))
+    except TypeError as err:
+        raise TypeError(f"the scheduler's state is not JSON ({err}); use make_scheduler") from err
+
+
+def save_training_state(
+    run_dir: str | os.PathLike,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any = None,
+    *,
+    step: int,
+    logs: Sequence[Mapping[str, Any]] = (),
+    extra: Mapping[str, Any] | None = None,
+    accelerator: Any = None,
+) -> Path:
+    """Write ``run_dir/checkpoint`` atomically (layout in the module docstring); call on every process.
+
+    ``policy``: the ``peft.PeftModel`` (accelerate/DDP wrappers are unwrapped); ``extra``: JSON-ready
+    trainer state. The main process writes the adapter, optimizer and state; each process its RNG states.
+    """
+    run_dir = Path(run_dir)
+    rank, world, main = process_rank(accelerator)
+    tmp = run_dir / f".{CHECKPOINT_DIR}.tmp"
+    _barrier(accelerator)
+    if main:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    _barrier(accelerator)
+    tensors, meta = _rng_state()
+    save_file(tensors, os.fspath(tmp / f"rng-{rank}.safetensors"), metadata=meta)
+    if main:
+        unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
+        opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
+        save_file(opt_tensors, os.fspath(tmp / "optimizer.safetensors"), metadata=opt_meta)
+        state = {
+            "step": int(step),
+            "num_processes": world,
+            "scheduler": _scheduler_json(scheduler),
+            "extra": dict(extra or {}),
+            "logs": [dict(r) for r in logs],
+        }
+        atomic_write_bytes(tmp / _STATE_FILE, json.dumps(state, allow_nan=False).encode())
+    _barrier(accelerator)
+    if main:
+        last, old = run_dir / CHECKPOINT_DIR, run_dir / f"{CHECKPOINT_DIR}.old"
+        shutil.rmtree(old, ignore_errors=True)
+        if last.exists():
+            os.replace(last, old)
+        os.replace(tmp, last)
+        shutil.rmtree(old, ignore_errors=True)
+    _barrier(accelerator)
+    return run_dir / CHECKPOINT_DIR
+
+
+def checkpoint_folder(run_dir: str | os.PathLike) -> Path | None:
+    """The latest complete checkpoint folder of a run, or None."""
+    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
+        folder = Path(run_dir) / name
+        if (folder / _STATE_FILE).is_file() and (folder / "adapter").is_dir():
+            return folder
+    return None
+
+
+def load_training_state(
+    run_dir: str | os.PathLike,
+    policy: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any = None,
+    *,
+    accelerator: Any = None,
+    restore_rng: bool = True,
+) -> TrainingState | None:
+    """Restore the latest checkpoint of ``run_dir`` into ``policy`` (adapter weights), ``optimizer``,
+    ``scheduler`` and this process's RNG states; None when the run has no checkpoint yet.
+
+    Raises ``ValueError`` when the checkpoint was written by a different number of processes."""
+    folder = checkpoint_folder(run_dir)
+    if folder is None:
+        return None
+    rank, world, _ = process_rank(accelerator)
+    try:
+        state = json.loads((folder / _STATE_FILE).read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{folder / _STATE_FILE} is not valid JSON ({err}); remove {folder} to restart"
+        ) from err
+    if state.get("num_processes", 1) != world:
+        raise ValueError(
+            f"{folder} was written by {state.get('num_processes')} processes; resume it with the same "
+            f"number (got {world})"
+        )
+    peft = require("peft")
+    weights = load_file(os.fspath(folder / "adapter" / "adapter_model.safetensors"))
+    model = unwrap_module(policy)
+    device = next(model.parameters()).device
+    result = peft.set_peft_model_state_dict(model, {k: v.to(device) for k, v in weights.items()})
+    if getattr(result, "unexpected_keys", None):
+        raise ValueError(
+            f"{folder}/adapter does not fit this model (unexpected {result.unexpected_keys[:3]})"
+        )
+    optimizer.load_state_dict(optimizer_state_dict(folder / "optimizer.safetensors"))
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if restore_rng:
+        _set_rng_state(folder / f"rng-{rank}.safetensors")
+    return TrainingState(
+        int(state["step"]), list(state.get("logs", [])), dict(state.get("extra", {})), folder
+    )
+
+
+RUN_STATE = (CHECKPOINT_DIR, SETTINGS_FILE, "log.jsonl")
+"""What a run folder holds besides an adapter: kept by ``save_adapter(..., keep=RUN_STATE)``."""
+
+
+def save_adapter(
+    policy: Any,
+    path: str | os.PathLike,
+    *,
+    files: Mapping[str, Any] | None = None,
+    keep: Sequence[str] = (),
+    accelerator: Any = None,
+) -> Path:
+    """Save the adapter with peft (``adapter_config.json`` + ``adapter_model.safetensors``) into ``path``,
+    plus one JSON file per ``files`` entry (name -> JSON-ready value), e.g. the config and the logs.
+
+    Written to a temporary sibling folder and renamed into place, by the main process only; every
+    process waits for it. An existing folder is replaced, except its entries named in ``keep`` (e.g.
+    :data:`RUN_STATE` when the adapter goes into its run folder), which are copied over first.
+    Load it back with ``load_adapter``."""
+    path = Path(path)
+    _, _, main = process_rank(accelerator)
+    _barrier(accelerator)
+    if main:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
+        try:
+            unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
+            for name, value in (files or {}).items():
+                data = json.dumps(value, indent=2, allow_nan=False) + "\n"
+                (tmp / "adapter" / name).write_text(data)
+            for name in keep:
+                old = path / name
+                if old.is_dir():
+                    shutil.copytree(old, tmp / "adapter" / name)
+                elif old.is_file():
+                    shutil.copy2(old, tmp / "adapter" / name)
+            if path.exists():
+                os.replace(path, tmp / "old")
+            os.replace(tmp / "adapter", path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    _barrier(accelerator)
+    return path
