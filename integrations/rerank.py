@@ -55,7 +55,7 @@ def best_of_n(
     """Best-of-N with a MusicGen: ``n`` candidates per prompt, keep the best by ``reward``.
 
     Args:
-        model: a backend, or a MusicGen of either library (see :func:`~.backend.musicgen_backend`).
+        model: a backend, or a MusicGen of either library (see :func:`~deramos_reward.integrations.musicgen.factory.musicgen_backend`).
         prompts, n, reward, max_batch, seed, return_candidates, progress: as
             :func:`deramos_reward.best_of_n` (prompts are repeated in the batch, at most ``max_batch``
             per ``generate`` call).

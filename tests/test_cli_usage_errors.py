@@ -304,9 +304,9 @@ def test_an_rl_start_that_fails_inside_the_trainer_leaves_nothing(
     def broken(*args, **kwargs):  # after the trainer wrote settings.json, before any checkpoint
         raise RuntimeError("the first step fails")
 
-    import deramos_reward.integrations.training.rl.trainer as rl_trainer
+    import deramos_reward.integrations.training.common.trainer as trainer_base
 
-    monkeypatch.setattr(rl_trainer, "load_training_state", broken)
+    monkeypatch.setattr(trainer_base, "resolve_checkpoint", broken)
     given = tmp_path / "given"
     given.mkdir()  # a folder the user made for the run: it stays, empty
     for out in (tmp_path / "new", given):

@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+from run_helpers import latest_step
 from safetensors.torch import load_file
 
 from deramos_reward.cli import main
@@ -50,16 +51,15 @@ def test_dpo_resumes_after_sigkill_to_the_uninterrupted_adapter(tmp_path, capsys
     cmd = [sys.executable, "-m", "deramos_reward.cli", *_argv(tmp_path, out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = out / "checkpoint" / "trainer_state.json"
     try:
-        while not (state.exists() and json.loads(state.read_text())["step"] >= 5):
+        while (latest_step(out) or 0) < 5:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.005)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = json.loads(state.read_text())["step"]
+    killed_at = latest_step(out)
     assert 5 <= killed_at < 24
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -71,7 +71,7 @@ def test_dpo_resumes_after_sigkill_to_the_uninterrupted_adapter(tmp_path, capsys
     ref_rows = [json.loads(line) for line in (reference / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in rows] == list(range(1, 25)) and rows == ref_rows
     # the run folder keeps its resume state next to the adapter: the same command again has nothing to do
-    assert (out / "checkpoint").is_dir() and (out / "settings.json").is_file()
+    assert latest_step(out) == 24 and (out / "settings.json").is_file()
     assert main(_argv(tmp_path, out)) == 0
     assert json.loads(capsys.readouterr().out)["global_step"] == 24
     assert load_file(str(out / "adapter_model.safetensors")).keys() == got.keys()

@@ -11,6 +11,7 @@ import sys
 import time
 
 import torch
+from run_helpers import latest_step
 from safetensors.torch import load_file
 
 import deramos_reward as dr
@@ -48,16 +49,15 @@ def test_rl_cli_resumes_after_sigkill_to_the_uninterrupted_adapter(tmp_path, cap
     cmd = [sys.executable, "-m", "deramos_reward.cli", *_argv(tmp_path, out)]
     env = {**os.environ, "OMP_NUM_THREADS": str(torch.get_num_threads()), "CUDA_VISIBLE_DEVICES": ""}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    state = out / "checkpoint" / "trainer_state.json"
     try:
-        while not state.exists():
+        while latest_step(out) is None:
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
             time.sleep(0.01)
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    killed_at = json.loads((out / "checkpoint" / "trainer_state.json").read_text())["step"]
+    killed_at = latest_step(out)
     assert 2 <= killed_at < 6 and not (out / "adapter").exists()
     done = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]

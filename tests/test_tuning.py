@@ -1,12 +1,11 @@
 """The shared fine-tuning loop infrastructure: LoRA on a real tiny MusicGen, checkpoints that restore the
-adapter, optimizer, scheduler and RNG states exactly, run settings, log rows and trackers."""
+adapter, optimizer, scheduler and RNG states exactly, run settings, log rows."""
 
 from __future__ import annotations
 
 import hashlib
 import os
 import random
-import warnings
 
 import numpy as np
 import pytest
@@ -20,7 +19,13 @@ from deramos_reward.integrations.musicgen.transformers.logprobs import (
     transformers_sequence_logprobs,
     transformers_text_inputs,
 )
-from deramos_reward.integrations.training.common.checkpoints import load_training_state, save_training_state
+from deramos_reward.integrations.training.common.checkpoints import (
+    checkpoint_folder,
+    checkpoint_folders,
+    load_training_state,
+    resolve_checkpoint,
+    save_training_state,
+)
 from deramos_reward.integrations.training.common.lora import attach_lora, lora_config, trainable_parameters
 from deramos_reward.integrations.training.common.run_log import RunLogger
 from deramos_reward.integrations.training.common.runtime import (
@@ -127,17 +132,56 @@ def test_checkpoint_restores_adapter_optimizer_scheduler_and_rng_exactly(tmp_pat
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(os.listdir(state.folder / "adapter"))
 
 
-def test_a_kill_between_the_renames_leaves_the_previous_checkpoint_readable(tmp_path):
+def test_checkpoints_are_numbered_rotated_and_a_kill_mid_save_leaves_the_last_complete_one(tmp_path):
     policy, _, _ = _policy()
     optimizer, scheduler = _optim(policy)
-    save_training_state(tmp_path, policy, optimizer, scheduler, step=4)
-    os.replace(tmp_path / "checkpoint", tmp_path / "checkpoint.old")  # as if killed between the renames
-    (tmp_path / ".checkpoint.tmp").mkdir()  # and a half-written new one
+    for step in (2, 4, 6):
+        save_training_state(tmp_path, policy, optimizer, scheduler, step=step, save_total_limit=2)
+    assert sorted(os.listdir(tmp_path)) == ["checkpoint-4", "checkpoint-6"]
+    assert [f.name for f in checkpoint_folders(tmp_path)] == ["checkpoint-4", "checkpoint-6"]
+    # killed while writing checkpoint-8: the temporary folder is not a checkpoint
+    (tmp_path / ".checkpoint-8.tmp" / "adapter").mkdir(parents=True)
+    # and a folder that lost its state file is not one either
+    os.remove(tmp_path / "checkpoint-6" / "trainer_state.json")
+    assert checkpoint_folder(tmp_path).name == "checkpoint-4"
     assert load_training_state(tmp_path, policy, optimizer, scheduler).step == 4
-    save_training_state(tmp_path, policy, optimizer, scheduler, step=6)
-    assert sorted(os.listdir(tmp_path)) == ["checkpoint"]
-    assert load_training_state(tmp_path, policy, optimizer).step == 6
+    save_training_state(tmp_path, policy, optimizer, scheduler, step=8, save_total_limit=1)
+    assert sorted(p for p in os.listdir(tmp_path) if not p.startswith(".")) == [
+        "checkpoint-6",
+        "checkpoint-8",
+    ]
+    assert load_training_state(tmp_path, policy, optimizer).step == 8
+    # None keeps every checkpoint
+    save_training_state(tmp_path, policy, optimizer, step=10)
+    assert [f.name for f in checkpoint_folders(tmp_path)] == ["checkpoint-8", "checkpoint-10"]
     assert load_training_state(tmp_path / "none", policy, optimizer) is None
+
+
+def test_resume_from_checkpoint_values_and_the_earlier_unnumbered_layout(tmp_path):
+    policy, _, _ = _policy()
+    optimizer, scheduler = _optim(policy)
+    assert resolve_checkpoint(tmp_path, None) is None and resolve_checkpoint(None, None) is None
+    with pytest.raises(ValueError, match="resume_from_checkpoint=True.*no complete checkpoint"):
+        resolve_checkpoint(tmp_path, True)
+    with pytest.raises(ValueError, match="not a complete checkpoint folder"):
+        resolve_checkpoint(tmp_path, str(tmp_path / "checkpoint-3"))
+    with pytest.raises(TypeError, match="resume_from_checkpoint"):
+        resolve_checkpoint(tmp_path, 3)
+    first = save_training_state(tmp_path, policy, optimizer, scheduler, step=3)
+    save_training_state(tmp_path, policy, optimizer, scheduler, step=5)
+    assert resolve_checkpoint(tmp_path, True).name == "checkpoint-5"
+    assert resolve_checkpoint(tmp_path, str(first)) == first
+    assert load_training_state(None, policy, optimizer, folder=first).step == 3
+    # a run folder of the earlier layout (one unnumbered checkpoint) is read, and replaced on the next save
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    os.replace(first, legacy / "checkpoint")
+    assert (
+        checkpoint_folder(legacy).name == "checkpoint"
+        and load_training_state(legacy, policy, optimizer).step == 3
+    )
+    save_training_state(legacy, policy, optimizer, step=4)
+    assert sorted(os.listdir(legacy)) == ["checkpoint-4"]
 
 
 def test_run_settings_are_recorded_then_compared(tmp_path):
@@ -151,43 +195,19 @@ def test_run_settings_are_recorded_then_compared(tmp_path):
         check_run_settings(tmp_path, {**settings, "extra": 1})
 
 
-def test_run_logger_rows_resume_and_trackers(tmp_path):
-    from accelerate.tracking import GeneralTracker
-
-    class Recorder(GeneralTracker):
-        name, requires_logging_directory, main_process_only = "recorder", False, True
-
-        def __init__(self):
-            super().__init__()
-            self.logged, self.config = [], None
-
-        @property
-        def tracker(self):
-            return self
-
-        def store_init_configuration(self, values):
-            self.config = values
-
-        def log(self, values, step=None, **kwargs):
-            self.logged.append((step, values))
-
-    recorder = Recorder()
-    accelerator = make_accelerator(report_to=[recorder])
+def test_run_logger_rows_and_resume(tmp_path):
     path = tmp_path / "log.jsonl"
-    logger = RunLogger(path, total=3, accelerator=accelerator, tracker_config={"lr": 0.1, "targets": ["x"]})
+    logger = RunLogger(path, total=3)
     logger.log({"loss": torch.tensor(0.5), "kl": float("nan"), "note": "a"}, step=1)
     logger.advance()
     logger.log({"loss": 0.25}, step=2)
     logger.close()
     assert read_rows(path) == [{"step": 1, "loss": 0.5, "kl": None, "note": "a"}, {"step": 2, "loss": 0.25}]
-    assert recorder.config == {"lr": 0.1, "targets": '["x"]'}
-    assert recorder.logged == [(1, {"loss": 0.5}), (2, {"loss": 0.25})]
     # a resumed run starts from the checkpoint's rows: later rows in the file are dropped
     resumed = RunLogger(path, total=3, initial=1, rows=read_rows(path)[:1])
     resumed.log({"loss": 0.3}, step=2)
     resumed.close()
     assert read_rows(path) == [{"step": 1, "loss": 0.5, "kl": None, "note": "a"}, {"step": 2, "loss": 0.3}]
-    assert make_accelerator(report_to="none").log_with == []
 
 
 def test_small_helpers(monkeypatch):
@@ -198,9 +218,6 @@ def test_small_helpers(monkeypatch):
     assert resolve_bf16(None, "cpu") is False and resolve_bf16(True, "cpu") is True
     monkeypatch.setenv("ACCELERATE_USE_CPU", "1")
     assert accelerator_device() == torch.device("cpu")
-    with warnings.catch_warnings():
-        warnings.simplefilter("error")  # "all" with no tracker installed is quiet
-        assert make_accelerator(report_to="all").log_with == []
     with pytest.raises(TypeError, match="bf16"):
         resolve_bf16("yes", "cpu")
     with autocast("cpu", True):
@@ -210,7 +227,7 @@ def test_small_helpers(monkeypatch):
         make_scheduler(torch.optim.SGD([torch.zeros(1, requires_grad=True)], lr=1), "poly", 0, 1)
     w = torch.nn.Parameter(torch.ones(3))
     (w * torch.tensor([3.0, 0.0, 4.0])).sum().backward()
-    accelerator = make_accelerator(report_to="none")
+    accelerator = make_accelerator()
     assert grad_norm(accelerator, [w], 0.0) == pytest.approx(5.0)
     assert grad_norm(accelerator, [w], 1.0) == pytest.approx(5.0)
     assert float(w.grad.norm()) == pytest.approx(1.0, rel=1e-5)  # clipped

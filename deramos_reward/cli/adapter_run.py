@@ -23,7 +23,17 @@ from .options import CommandError, new_folder, resolve_device
 
 RUN_RECORD = "rl_run.json"
 # what a run of deramos rl writes into RUN (besides RUN_RECORD); --overwrite removes these only
-RUN_FILES = ("settings.json", "log.jsonl", "checkpoint", "checkpoint.old", ".checkpoint.tmp", "adapter")
+RUN_FILES = (
+    "settings.json",
+    "log.jsonl",
+    "checkpoint",
+    "checkpoint.old",
+    ".checkpoint.tmp",
+    "adapter",
+    "runs",
+)
+# numbered checkpoints (checkpoint-<step>) and their temporary folders, removed by --overwrite too
+RUN_PATTERNS = ("checkpoint-*", ".checkpoint-*")
 # reward settings of MusicRLConfig (MusicBackpropConfig has none: its weights are options of the command)
 REWARD_FIELDS = ("mi_weight", "ta_weight", "normalize_per_axis", "uncertainty_penalty", "diversity_weight")
 
@@ -96,8 +106,9 @@ def clear_run(out: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    for tmp in out.glob(".adapter.*"):  # an adapter save interrupted half-way
-        shutil.rmtree(tmp, ignore_errors=True)
+    for pattern in (*RUN_PATTERNS, ".adapter.*"):  # checkpoints; an adapter save interrupted half-way
+        for tmp in out.glob(pattern):
+            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -10,8 +10,8 @@ the logits the codes were sampled from (guided when sampling guides)::
              to softmax(ref_logits / temperature), by kl_estimator                # [B]
     loss   = -mean(reward) + beta * mean(kl)
 
-The per-token KL and the entropy are online RL's (:func:`~.rl_objective.token_kl`,
-:func:`~.rl_objective.token_entropy`): ``exact`` sums over all ``card`` entries of each sampled
+The per-token KL and the entropy are online RL's (:func:`~deramos_reward.integrations.training.rl.objective.token_kl`,
+:func:`~deramos_reward.integrations.training.rl.objective.token_entropy`): ``exact`` sums over all ``card`` entries of each sampled
 position, ``k3`` is trl's one-sample estimate. The KL's gradient does not include the dependence of the
 visited positions on the policy (as in trl).
 """

@@ -30,6 +30,8 @@ DDP on the teacher-forced pass) come from :mod:`deramos_reward.integrations.trai
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import os
 import time
@@ -43,28 +45,20 @@ import torch
 from deramos_reward.integrations.musicgen.base import adapter_disabled
 from deramos_reward.integrations.training.backprop.config import MusicBackpropConfig
 from deramos_reward.integrations.training.backprop.objective import backprop_loss, reward_values, token_kl
-from deramos_reward.integrations.training.common.checkpoints import (
-    TrainingState,
-    load_training_state,
-    save_adapter,
-    save_training_state,
-)
+from deramos_reward.integrations.training.common.checkpoints import save_adapter
 from deramos_reward.integrations.training.common.lora import (
     ForwardModule,
     set_up_policy,
     trainable_parameters,
     training_prompts,
 )
-from deramos_reward.integrations.training.common.run_log import RunLogger
 from deramos_reward.integrations.training.common.runtime import (
     autocast,
     eval_mode,
     grad_norm,
-    make_accelerator,
     make_scheduler,
-    resolve_bf16,
 )
-from deramos_reward.integrations.training.common.settings import check_run_settings
+from deramos_reward.integrations.training.common.trainer import AdapterTrainer
 from deramos_reward.integrations.training.rl.rollout import (
     policy_sampling_options,
     prompt_schedule,
@@ -122,7 +116,7 @@ def evaluate_policy(
     return {"reward": float(r.mean()), "reward_sem": sem, "kl": kl, "samples": int(r.numel())}
 
 
-class MusicRewardBackpropTrainer:
+class MusicRewardBackpropTrainer(AdapterTrainer):
     """Fine-tune a LoRA adapter on MusicGen's decoder by backpropagating a differentiable reward.
 
     Args:
@@ -137,10 +131,16 @@ class MusicRewardBackpropTrainer:
         config: :class:`MusicBackpropConfig` (defaults when None).
         processor: the transformers ``MusicgenProcessor`` (transformers models only).
         eval_prompts: prompts whose fresh samples are scored at the start, every ``eval_steps`` and at the end.
+        callbacks: ``transformers.TrainerCallback`` objects (or classes), called as ``Trainer`` calls them.
 
     Attributes:
-        backend: the MusicGen backend; ``policy``: the ``peft.PeftModel``; ``log_history``: the log rows.
+        backend: the MusicGen backend; ``policy``: the ``peft.PeftModel``; ``log_history``: the log rows;
+        ``args`` (also ``config``): the config; ``state`` / ``control``: transformers' ``TrainerState`` /
+        ``TrainerControl``, as callbacks see them.
     """
+
+    name = "backprop"
+    postfix = ("loss", "reward", "kl")
 
     def __init__(
         self,
@@ -150,17 +150,14 @@ class MusicRewardBackpropTrainer:
         config: MusicBackpropConfig | None = None,
         processor: Any = None,
         eval_prompts: Sequence[str] | None = None,
+        callbacks: Sequence[Any] | None = None,
     ):
-        self.config = cfg = MusicBackpropConfig() if config is None else config
+        self.args = cfg = MusicBackpropConfig() if config is None else config
         setup = set_up_policy(model, processor, reward, prompts, eval_prompts, cfg, MusicBackpropConfig)
         self.backend, self.policy, self.prompts, self.eval_prompts, self.frames = setup
-        self.reward = reward
+        self.reward, self.processor = reward, processor
         self.sampling = policy_sampling_options(self.backend, cfg)
-        self.run_dir = None if cfg.output_dir is None else Path(cfg.output_dir)
-        # bf16 is applied with autocast around the whole step (teacher-forced pass, codec, reward),
-        # not through accelerate's mixed precision, which would cover the prepared module only
-        self.accelerator = make_accelerator(bf16=False, report_to=cfg.report_to, project_dir=self.run_dir)
-        self.bf16 = resolve_bf16(cfg.bf16, self.accelerator.device)
+        self.accelerator = self._new_accelerator()
         if cfg.prompts_per_step % self.accelerator.num_processes:
             raise ValueError(
                 f"prompts_per_step={cfg.prompts_per_step} must be a multiple of the number of processes "
@@ -169,6 +166,7 @@ class MusicRewardBackpropTrainer:
         self.backend.to(self.accelerator.device)
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
+        self._init_callbacks(callbacks)
 
     @property
     def model(self) -> Any:
@@ -183,8 +181,7 @@ class MusicRewardBackpropTrainer:
             if self.run_dir is None:
                 raise ValueError("path is required when config.output_dir is None")
             path = self.run_dir / "adapter"
-        files = {"backprop_config.json": self.config.to_dict(), "log_history.json": self.log_history}
-        return save_adapter(self.policy, path, files=files, accelerator=self.accelerator)
+        return save_adapter(self.policy, path, files=self._adapter_files(), accelerator=self.accelerator)
 
     def evaluate(
         self, prompts: Sequence[str] | None = None, num_generations: int | None = None
@@ -199,18 +196,18 @@ class MusicRewardBackpropTrainer:
                 self.reward,
                 prompts,
                 frames=self.frames,
-                num_generations=num_generations or self.config.num_generations,
-                seed=derive_seed(self.config.seed, "evaluate"),
+                num_generations=num_generations or self.args.num_generations,
+                seed=derive_seed(self.args.seed, "evaluate"),
                 sampling=self.sampling,
-                guidance_scale=self.config.guidance_scale,
-                temperature=self.config.temperature,
+                guidance_scale=self.args.guidance_scale,
+                temperature=self.args.temperature,
             )
 
     # ---- one step ----------------------------------------------------------------------------------
     def _samples(self, step: int, micro: int) -> tuple[list[str], torch.Tensor]:
         """This process's prompts ``[B]`` and sampled codes ``[B, K, S]`` for one micro-batch: the RL
         trainer's prompt schedule and per-group seeds, so any process count samples the same codes."""
-        cfg = self.config
+        cfg = self.args
         batch = step * cfg.gradient_accumulation_steps + micro
         order = prompt_schedule(len(self.prompts), cfg.prompts_per_step, batch, cfg.seed)
         per_rank = cfg.prompts_per_step // self.accelerator.num_processes
@@ -227,10 +224,10 @@ class MusicRewardBackpropTrainer:
 
     def _code_logits(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits samples are drawn from (guided when ``guidance_scale > 1``, before the temperature)."""
-        return self.backend.code_logits(prompts, codes, guidance_scale=self.config.guidance_scale)
+        return self.backend.code_logits(prompts, codes, guidance_scale=self.args.guidance_scale)
 
     def _micro_step(self, forward: Any, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, dict]:
-        cfg = self.config
+        cfg = self.args
         with autocast(self.accelerator.device, self.bf16):
             logits, mask = forward(prompts, codes)
             with torch.no_grad(), adapter_disabled(self.policy):
@@ -251,7 +248,7 @@ class MusicRewardBackpropTrainer:
             )
 
     def _step(self, step: int, forward: Any, optimizer: Any, scheduler: Any) -> dict[str, float]:
-        cfg = self.config
+        cfg = self.args
         times = {"time/generation": 0.0, "time/forward": 0.0, "time/backward": 0.0}
         parts: dict[str, list[torch.Tensor]] = {"reward": [], "kl": [], "entropy": [], "loss": []}
         for micro in range(cfg.gradient_accumulation_steps):
@@ -293,97 +290,67 @@ class MusicRewardBackpropTrainer:
 
     # ---- the loop ----------------------------------------------------------------------------------
     def _settings(self) -> dict[str, Any]:
-        import hashlib
-        import json
-
-        prompts = hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest()
         return {
-            **self.config.to_dict(),
-            "prompts_sha256": prompts,
+            **super()._settings(),
+            "prompts_sha256": hashlib.sha256(json.dumps(self.prompts).encode()).hexdigest(),
             "backend": type(self.backend).__name__,
             "reward": reward_settings(self.reward),
         }
 
-    def _resume(self, optimizer: Any, scheduler: Any) -> TrainingState | None:
-        if self.run_dir is None:
-            return None
-        check_run_settings(
-            self.run_dir,
-            self._settings(),
-            ignore=("output_dir", "logging_steps", "save_steps", "eval_steps", "report_to"),
-            is_main_process=self.accelerator.is_main_process,
-        )
-        return load_training_state(
-            self.run_dir, self.policy, optimizer, scheduler, accelerator=self.accelerator
-        )
-
     def _eval_row(self, step: int) -> dict[str, float] | None:
-        every = self.config.eval_steps
-        due = step in (0, self.config.max_steps) or (every is not None and step % every == 0)
+        every = self.args.eval_steps
+        due = step in (0, self.args.max_steps) or (every is not None and step % every == 0)
         if self.eval_prompts is None or not due:
             return None
         return {f"eval/{k}": v for k, v in self.evaluate().items()}
 
-    def train(self) -> dict[str, Any]:
+    def train(self, resume_from_checkpoint: bool | str | None = None) -> dict[str, Any]:
         """Run (or resume) training up to ``max_steps``; returns the last log row plus ``global_step``,
-        ``samples`` (generated by all processes) and ``train_runtime`` (seconds of this call)."""
-        cfg, acc = self.config, self.accelerator
+        ``samples`` (generated by all processes) and ``train_runtime`` (seconds of this call).
+        ``resume_from_checkpoint``: None = the latest checkpoint of ``output_dir`` if any, True = it must
+        exist, a path = that checkpoint folder."""
+        cfg = self.args
         begin = time.perf_counter()
+        self.accelerator = acc = self._new_accelerator()
         optimizer = torch.optim.AdamW(
             trainable_parameters(self.policy), lr=cfg.learning_rate, weight_decay=cfg.weight_decay
         )
         scheduler = make_scheduler(optimizer, cfg.lr_scheduler_type, cfg.warmup_steps, cfg.max_steps)
         forward, optimizer = acc.prepare(ForwardModule(self.policy, self._code_logits), optimizer)
-        state = self._resume(optimizer, scheduler)
-        step = state.step if state else 0
-        logger = RunLogger(
-            None if self.run_dir is None else self.run_dir / "log.jsonl",
-            total=cfg.max_steps,
-            initial=step,
-            rows=state.logs if state else [],
-            desc="backprop",
-            accelerator=acc,
-            tracker_project="deramos-backprop",
-            tracker_config=cfg.to_dict(),
-            postfix=("loss", "reward", "kl"),
-        )
+        _, rows = self._resume(optimizer, scheduler, resume_from_checkpoint)
+        self._begin(optimizer, scheduler, cfg.max_steps, rows)
         per_step = cfg.prompts_per_step * cfg.num_generations * cfg.gradient_accumulation_steps
         pending: list[dict[str, float]] = []
         last: dict[str, Any] = {}
         was_training = self.policy.training
         self.policy.train(not cfg.disable_dropout)
         try:
-            if step == 0 and (row := self._eval_row(0)) is not None:
-                last.update(logger.log(row, step=0))
-            while step < cfg.max_steps:
-                pending.append(self._step(step, forward, optimizer, scheduler))
-                step += 1
-                self.global_step = step
-                if step % cfg.logging_steps == 0 or step == cfg.max_steps:
-                    last.update(logger.log({**_mean_rows(pending), "samples": step * per_step}, step=step))
+            if self.global_step == 0 and (row := self._eval_row(0)) is not None:
+                last.update(self._log(row, evaluation=True))
+            while self.global_step < cfg.max_steps:
+                before = self.global_step
+                self._step_begin()
+                pending.append(self._step(before, forward, optimizer, scheduler))
+                self.global_step += 1
+                self._step_end()
+                done = self.global_step == cfg.max_steps
+                if self._due(cfg.logging_steps, before, done):
+                    last.update(self._log({**_mean_rows(pending), "samples": self.global_step * per_step}))
                     pending = []
-                if (row := self._eval_row(step)) is not None:
-                    last.update(logger.log(row, step=step))
-                logger.advance()
-                if self.run_dir is not None and (step % cfg.save_steps == 0 or step == cfg.max_steps):
-                    save_training_state(
-                        self.run_dir,
-                        self.policy,
-                        optimizer,
-                        scheduler,
-                        step=step,
-                        logs=logger.rows,
-                        accelerator=acc,
-                    )
+                if (row := self._eval_row(self.global_step)) is not None:
+                    last.update(self._log(row, evaluation=True))
+                if self._should_save(before, done) or self._should_stop():
+                    self._checkpoint(optimizer, scheduler, {})
+                    self._after_save()
+                if self._should_stop():
+                    break
         finally:
             self.policy.train(was_training)
-            logger.close()
-        self.global_step = step
-        self.log_history = list(logger.rows)
+            self._finish()
         return {
             **last,
-            "global_step": step,
-            "samples": step * per_step,
+            "global_step": self.global_step,
+            "samples": self.global_step * per_step,
             "train_runtime": time.perf_counter() - begin,
         }
 

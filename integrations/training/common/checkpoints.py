@@ -1,4 +1,22 @@
-"""Resumable training state of a fine-tuning run: written atomically, never pickled."""
+"""Resumable training state of a fine-tuning run: written atomically, never pickled.
+
+A run folder holds one ``checkpoint-<step>`` folder per save (transformers' ``Trainer`` names; the oldest
+are removed beyond ``save_total_limit``)::
+
+    checkpoint-<step>/
+        adapter/                 peft ``save_pretrained`` folder (``load_adapter``-compatible)
+        optimizer.safetensors    optimizer tensors, param groups in the metadata
+        trainer_state.json       step, scheduler state, log rows, the trainer's own state, process count
+        rng-<rank>.safetensors   torch (CPU and CUDA), numpy and Python RNG states of each process
+
+Each is written under a temporary name (``.checkpoint-<step>.tmp``) and renamed into place, so a run
+killed at any moment leaves complete checkpoints only; the latest complete one is what a resume reads.
+Runs written by earlier versions (one ``checkpoint/`` folder, ``checkpoint.old`` during a swap) are read
+too. Randomness for a step should be derived from ``(seed, step, ...)`` with
+:func:`deramos_reward.seeding.derive_seed` where possible (then a resumed run does not even depend on
+the restored RNG states); the RNG states are restored anyway, for whatever draws from the global
+generators (dropout, shuffling).
+"""
 
 from __future__ import annotations
 
@@ -22,11 +40,10 @@ from deramos_reward.integrations.musicgen.base import unwrap_module
 from deramos_reward.integrations.training.common.settings import SETTINGS_FILE
 from deramos_reward.training.state import optimizer_state_dict, optimizer_tensors
 
-# ------------------------------------------------------------------------------------ checkpoints
-
-
-CHECKPOINT_DIR = "checkpoint"
-"""Name of the checkpoint folder inside a run folder."""
+CHECKPOINT_PREFIX = "checkpoint-"
+"""A checkpoint folder is ``<output_dir>/checkpoint-<step>``."""
+LEGACY_CHECKPOINT_DIRS = ("checkpoint", "checkpoint.old")
+"""The checkpoint folders of runs written before checkpoints were numbered (read, never written)."""
 _STATE_FILE = "trainer_state.json"
 
 
@@ -100,15 +117,20 @@ def save_training_state(
     logs: Sequence[Mapping[str, Any]] = (),
     extra: Mapping[str, Any] | None = None,
     accelerator: Any = None,
+    save_total_limit: int | None = None,
 ) -> Path:
-    """Write ``run_dir/checkpoint`` atomically (layout in the module docstring); call on every process.
+    """Write ``run_dir/checkpoint-<step>`` atomically (layout in the module docstring); call on every
+    process. Then remove the oldest checkpoints beyond ``save_total_limit`` (None: keep all) and any
+    checkpoint folder of the earlier, unnumbered layout.
 
     ``policy``: the ``peft.PeftModel`` (accelerate/DDP wrappers are unwrapped); ``extra``: JSON-ready
     trainer state. The main process writes the adapter, optimizer and state; each process its RNG states.
+    Returns the checkpoint folder.
     """
     run_dir = Path(run_dir)
     rank, world, main = process_rank(accelerator)
-    tmp = run_dir / f".{CHECKPOINT_DIR}.tmp"
+    name = f"{CHECKPOINT_PREFIX}{int(step)}"
+    tmp, final = run_dir / f".{name}.tmp", run_dir / name
     _barrier(accelerator)
     if main:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -130,41 +152,93 @@ def save_training_state(
         atomic_write_bytes(tmp / _STATE_FILE, json.dumps(state, allow_nan=False).encode())
     _barrier(accelerator)
     if main:
-        last, old = run_dir / CHECKPOINT_DIR, run_dir / f"{CHECKPOINT_DIR}.old"
-        shutil.rmtree(old, ignore_errors=True)
-        if last.exists():
-            os.replace(last, old)
-        os.replace(tmp, last)
-        shutil.rmtree(old, ignore_errors=True)
+        if final.exists():  # the same step saved again (a callback asked for it): swap, then drop the old
+            os.replace(final, run_dir / f".{name}.old")
+        os.replace(tmp, final)
+        shutil.rmtree(run_dir / f".{name}.old", ignore_errors=True)
+        _rotate(run_dir, save_total_limit)
     _barrier(accelerator)
-    return run_dir / CHECKPOINT_DIR
+    return final
+
+
+def checkpoint_folders(run_dir: str | os.PathLike) -> list[Path]:
+    """The complete numbered checkpoints of a run, oldest first."""
+    run_dir = Path(run_dir)
+    found = []
+    if run_dir.is_dir():
+        for folder in run_dir.iterdir():
+            suffix = folder.name[len(CHECKPOINT_PREFIX) :]
+            if folder.name.startswith(CHECKPOINT_PREFIX) and suffix.isdigit() and _complete(folder):
+                found.append((int(suffix), folder))
+    return [folder for _, folder in sorted(found)]
+
+
+def _complete(folder: Path) -> bool:
+    return (folder / _STATE_FILE).is_file() and (folder / "adapter").is_dir()
+
+
+def _rotate(run_dir: Path, save_total_limit: int | None) -> None:
+    for name in LEGACY_CHECKPOINT_DIRS:
+        shutil.rmtree(run_dir / name, ignore_errors=True)
+    if save_total_limit is None:
+        return
+    folders = checkpoint_folders(run_dir)
+    for folder in folders[: max(0, len(folders) - save_total_limit)]:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def checkpoint_folder(run_dir: str | os.PathLike) -> Path | None:
-    """The latest complete checkpoint folder of a run, or None."""
-    for name in (CHECKPOINT_DIR, f"{CHECKPOINT_DIR}.old"):
+    """The latest complete checkpoint folder of a run (numbered, else the earlier layout's), or None."""
+    folders = checkpoint_folders(run_dir)
+    if folders:
+        return folders[-1]
+    for name in LEGACY_CHECKPOINT_DIRS:
         folder = Path(run_dir) / name
-        if (folder / _STATE_FILE).is_file() and (folder / "adapter").is_dir():
+        if _complete(folder):
             return folder
     return None
 
 
+def resolve_checkpoint(run_dir: str | os.PathLike | None, resume_from_checkpoint: bool | str | None) -> Path | None:
+    """The checkpoint a ``train(resume_from_checkpoint=...)`` call starts from (transformers' meaning):
+    None = the latest in ``run_dir`` if there is one; True = the latest, which must exist; a path = that
+    checkpoint folder, which must be complete. Raises ``ValueError`` naming what is missing."""
+    if resume_from_checkpoint is None or resume_from_checkpoint is True:
+        folder = None if run_dir is None else checkpoint_folder(run_dir)
+        if folder is None and resume_from_checkpoint is True:
+            raise ValueError(f"resume_from_checkpoint=True but {run_dir} holds no complete checkpoint")
+        return folder
+    if not isinstance(resume_from_checkpoint, (str, os.PathLike)) or isinstance(resume_from_checkpoint, bool):
+        raise TypeError(
+            f"resume_from_checkpoint must be None, True or a checkpoint folder, got {resume_from_checkpoint!r}"
+        )
+    folder = Path(resume_from_checkpoint)
+    if not _complete(folder):
+        raise ValueError(
+            f"resume_from_checkpoint={os.fspath(folder)!r} is not a complete checkpoint folder "
+            f"({_STATE_FILE} and adapter/ expected)"
+        )
+    return folder
+
+
 def load_training_state(
-    run_dir: str | os.PathLike,
+    run_dir: str | os.PathLike | None,
     policy: Any,
     optimizer: torch.optim.Optimizer,
     scheduler: Any = None,
     *,
     accelerator: Any = None,
     restore_rng: bool = True,
+    folder: str | os.PathLike | None = None,
 ) -> TrainingState | None:
-    """Restore the latest checkpoint of ``run_dir`` into ``policy`` (adapter weights), ``optimizer``,
+    """Restore ``folder`` (default: the latest checkpoint of ``run_dir``) into ``policy`` (adapter weights), ``optimizer``,
     ``scheduler`` and this process's RNG states; None when the run has no checkpoint yet.
 
     Raises ``ValueError`` when the checkpoint was written by a different number of processes."""
-    folder = checkpoint_folder(run_dir)
+    folder = checkpoint_folder(run_dir) if folder is None and run_dir is not None else folder
     if folder is None:
         return None
+    folder = Path(folder)
     rank, world, _ = process_rank(accelerator)
     try:
         state = json.loads((folder / _STATE_FILE).read_text())
@@ -196,8 +270,16 @@ def load_training_state(
     )
 
 
-RUN_STATE = (CHECKPOINT_DIR, SETTINGS_FILE, "log.jsonl")
-"""What a run folder holds besides an adapter: kept by ``save_adapter(..., keep=RUN_STATE)``."""
+def run_state(run_dir: str | os.PathLike) -> list[str]:
+    """What a run folder holds besides an adapter (settings, log, checkpoints, event files): the entries
+    ``save_adapter(..., keep=run_state(run_dir))`` carries over when the adapter goes into its run folder."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return []
+    fixed = {SETTINGS_FILE, "log.jsonl", "runs", *LEGACY_CHECKPOINT_DIRS}
+    return sorted(
+        p.name for p in run_dir.iterdir() if p.name in fixed or p.name.startswith(CHECKPOINT_PREFIX)
+    )
 
 
 def save_adapter(
@@ -213,7 +295,7 @@ def save_adapter(
 
     Written to a temporary sibling folder and renamed into place, by the main process only; every
     process waits for it. An existing folder is replaced, except its entries named in ``keep`` (e.g.
-    :data:`RUN_STATE` when the adapter goes into its run folder), which are copied over first.
+    :func:`run_state` when the adapter goes into its run folder), which are copied over first.
     Load it back with ``load_adapter``."""
     path = Path(path)
     _, _, main = process_rank(accelerator)

@@ -25,7 +25,7 @@ from deramos_reward.validation import (
     check_positive_int,
 )
 
-__all__ = ["SCHEDULERS", "TRL_TRAINING_FIELDS", "AdapterTrainingConfig", "OnlineTrainingConfig"]
+__all__ = ["SCHEDULERS", "TRL_TRAINING_FIELDS", "AdapterTrainingConfig", "OnlineTrainingConfig", "trl_values"]
 
 SCHEDULERS = ("linear", "constant", "constant_with_warmup", "cosine")
 """The ``lr_scheduler_type`` values the trainers support (transformers' scheduler names)."""
@@ -41,6 +41,10 @@ TRL_TRAINING_FIELDS = (
     "lr_scheduler_type",
     "logging_steps",
     "save_steps",
+    "save_total_limit",
+    "report_to",
+    "logging_dir",
+    "run_name",
     "seed",
     "bf16",
     "disable_dropout",
@@ -49,6 +53,15 @@ TRL_TRAINING_FIELDS = (
 of the same name mean (the LoRA fields are ours)."""
 
 ConfigT = TypeVar("ConfigT", bound="AdapterTrainingConfig")
+
+
+def trl_values(trl_config: Any, names: tuple[str, ...]) -> dict[str, Any]:
+    """The fields ``names`` of a trl config (``DPOConfig``, ``GRPOConfig``) that it has. ``report_to`` as
+    transformers resolved it (a list of installed integrations) is kept, an empty list reads as ``"none"``."""
+    values = {n: getattr(trl_config, n) for n in names if hasattr(trl_config, n)}
+    if values.get("report_to") in ([], None):
+        values["report_to"] = "none"
+    return values
 
 _SAMPLING_FIELDS = {
     "temperature": "temperature",
@@ -86,6 +99,17 @@ class AdapterTrainingConfig:
     """Updates per row of the log."""
     save_steps: int = 500
     """With ``output_dir`` set: write a resumable checkpoint there every this many optimizer steps."""
+    save_total_limit: int | None = 1
+    """Checkpoints (``checkpoint-<step>`` folders) kept in ``output_dir``, the oldest removed first;
+    None keeps all (trl's default; 1 here keeps a run's disk use constant)."""
+    report_to: str | list[str] = "none"
+    """transformers' reporting integrations fed every log row: ``"none"``, ``"all"`` (every one
+    installed), or a list of names (``"tensorboard"``, ``"wandb"``, ...)."""
+    logging_dir: str | None = None
+    """Where ``report_to="tensorboard"`` writes its event files (None: ``output_dir/runs/<time>``, as
+    transformers chooses)."""
+    run_name: str | None = None
+    """The run's name for the reporting integrations."""
     seed: int = 42
     bf16: bool | None = None
     """bf16 autocast: None = on CUDA devices that support it, off elsewhere."""
@@ -118,6 +142,18 @@ class AdapterTrainingConfig:
             check_positive_int(getattr(self, field), name(field))
         for field in ("warmup_steps", "seed"):
             check_int(getattr(self, field), name(field), 0)
+        check_positive_int(self.save_total_limit, name("save_total_limit"), optional=True)
+        for field in ("logging_dir", "run_name"):
+            value = getattr(self, field)
+            if value is not None and not isinstance(value, str):
+                raise InputTypeError(f"{name(field)} must be None or a string, got {value!r}")
+        report = self.report_to
+        if not (
+            isinstance(report, str) or (isinstance(report, list) and all(isinstance(x, str) for x in report))
+        ):
+            raise InputTypeError(
+                f'{name("report_to")} must be "none", "all" or a list of integration names, got {report!r}'
+            )
         check_choice(self.lr_scheduler_type, name("lr_scheduler_type"), SCHEDULERS)
         if self.bf16 is not None:
             check_bool(self.bf16, name("bf16"))
@@ -134,6 +170,13 @@ class AdapterTrainingConfig:
                 f"{name('lora_target_modules')} must be None, a regex string or a list of module names, "
                 f"got {targets!r}"
             )
+
+    @classmethod
+    def runtime_fields(cls) -> tuple[str, ...]:
+        """Fields a resumed run may change: they decide what is logged, saved or reported, not what is
+        learned (a subclass adds its own)."""
+        return ("output_dir", "logging_steps", "save_steps", "save_total_limit", "report_to", "logging_dir",
+                "run_name", "eval_steps", "per_device_eval_batch_size")  # fmt: skip
 
     def check_own_fields(self) -> None:
         """The subclass's checks: ``max_steps`` (whose meaning differs) and the fields it adds."""
@@ -190,8 +233,6 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
     top_k: int = 0
     """0 = sample from the full next-code distribution (the one the KL and the log-probs describe;
     MusicGen usually samples with top-k 250: set it for cleaner audio at the cost of that match)."""
-    report_to: str | list[str] = "all"
-    """accelerate trackers: ``"all"`` installed ones, ``"none"``, or a list of names."""
     generation_kwargs: dict[str, Any] | None = None
     """Extra sampling options for the backend's ``generate``, in the MusicGen library's own names
     (transformers: ``guidance_scale``...; AudioCraft: ``cfg_coef``...)."""
@@ -219,13 +260,6 @@ class OnlineTrainingConfig(AdapterTrainingConfig):
         check_int(self.top_k, name("top_k"), 0)
         check_positive_int(self.prompts_per_step, name("prompts_per_step"))
         check_positive_int(self.eval_steps, name("eval_steps"), optional=True)
-        report = self.report_to
-        if not (
-            isinstance(report, str) or (isinstance(report, list) and all(isinstance(x, str) for x in report))
-        ):
-            raise InputTypeError(
-                f'{name("report_to")} must be "all", "none" or a list of tracker names, got {report!r}'
-            )
         self._check_generation_kwargs()
 
     def _check_generation_kwargs(self) -> None:

@@ -1,8 +1,8 @@
-"""Log rows of a fine-tuning run: a JSONL file, a progress bar and trackers."""
+"""Log rows of a fine-tuning run: a JSONL file and a progress bar (reporting integrations such as
+TensorBoard are callbacks of the trainer base, fed the same rows)."""
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -30,15 +30,14 @@ def _json_value(value: Any) -> Any:
 
 
 class RunLogger:
-    """Log rows of a training run: a JSONL file (main process), a tqdm bar and accelerate's trackers.
+    """Log rows of a training run: a JSONL file (main process) and a tqdm bar.
 
     Args:
         path: the JSONL file (None: no file). It is rewritten with ``rows`` at start, so a resumed run
             keeps exactly the rows up to its checkpoint and drops rows logged after it.
         total, initial: the bar's total steps and starting step.
         rows: rows to start from (``TrainingState.logs`` when resuming, else []).
-        accelerator: for the main-process check and ``accelerator.log`` (trackers); None = one process.
-        tracker_project, tracker_config: passed to ``accelerator.init_trackers`` when it has trackers.
+        accelerator: for the main-process check; None = one process.
         postfix: keys shown on the bar.
     """
 
@@ -51,8 +50,6 @@ class RunLogger:
         rows: Sequence[Mapping[str, Any]] = (),
         desc: str = "train",
         accelerator: Any = None,
-        tracker_project: str = "deramos",
-        tracker_config: Mapping[str, Any] | None = None,
         postfix: Sequence[str] = ("loss",),
     ):
         _, _, self.is_main = process_rank(accelerator)
@@ -64,12 +61,6 @@ class RunLogger:
         if self.is_main and self.path is not None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             write_rows(self.path, self.rows)
-        self._trackers = accelerator is not None and bool(getattr(accelerator, "log_with", None))
-        if self._trackers:
-            config = {k: _json_value(v) for k, v in (tracker_config or {}).items()}
-            accelerator.init_trackers(
-                tracker_project, config={k: _tracker_value(v) for k, v in config.items()}
-            )
         self.bar = tqdm(total=total, initial=initial, desc=desc, unit="step", disable=not local_main)
 
     def log(self, row: Mapping[str, Any], step: int) -> dict[str, Any]:
@@ -78,9 +69,6 @@ class RunLogger:
         self.rows.append(entry)
         if self.is_main and self.path is not None:
             append_rows(self.path, [entry])
-        if self._trackers:
-            numbers = {k: v for k, v in entry.items() if isinstance(v, (int, float)) and k != "step"}
-            self.accelerator.log(numbers, step=int(step))
         shown = {k: f"{entry[k]:.4g}" for k in self.postfix if isinstance(entry.get(k), (int, float))}
         if shown:
             self.bar.set_postfix(shown)
@@ -91,12 +79,7 @@ class RunLogger:
         self.bar.update(n)
 
     def close(self) -> None:
-        """Close the bar and end the trackers."""
+        """Close the bar."""
         self.bar.close()
-        if self._trackers:
-            self.accelerator.end_training()
 
 
-def _tracker_value(value: Any) -> Any:
-    """Trackers take flat scalars/strings as run config: lists and dicts go in as JSON text."""
-    return value if value is None or isinstance(value, (bool, int, float, str)) else json.dumps(value)

@@ -51,36 +51,23 @@ def make_accelerator(
     *,
     gradient_accumulation_steps: int = 1,
     bf16: bool = False,
-    report_to: str | Sequence[Any] = "all",
     project_dir: str | os.PathLike | None = None,
     cpu: bool | None = None,
 ) -> Any:
-    """An ``accelerate.Accelerator``: mixed precision ``"bf16"``/``"no"``, gradient accumulation, and
-    ``log_with`` from ``report_to`` (trl's name): ``"all"`` = every tracker installed (none is fine),
-    ``"none"``, or a list of tracker names / ``accelerate.tracking.GeneralTracker`` objects.
+    """An ``accelerate.Accelerator``: mixed precision ``"bf16"``/``"no"`` and gradient accumulation
+    (logging goes through the trainers' callbacks, not accelerate's trackers).
 
     ``cpu``: train on the CPU; None = when CUDA is not available. accelerate runs several CPU processes
     (``accelerate launch --multi_gpu --num_processes N`` on a machine without GPUs) as one gloo group
     only when told ``cpu=True``; otherwise each process would train alone.
 
-
     accelerate keeps the mixed precision in a process-wide state that cannot change once set (a second
     Accelerator with another precision raises), so trainers here pass ``bf16=False`` and wrap their
     passes in :func:`autocast` themselves; ``bf16=True`` is for a process that only ever uses bf16."""
     accelerate = require("accelerate")
-    if report_to in ("none", None) or report_to == []:
-        log_with = None
-    elif isinstance(report_to, str):
-        log_with = [report_to]
-    else:
-        log_with = list(report_to)
-    if log_with is not None and "all" in log_with:  # accelerate warns when none is installed: stay quiet
-        installed = require("accelerate.tracking").get_available_trackers()
-        log_with = [t for t in log_with if t != "all"] + list(installed) or None
     return accelerate.Accelerator(
         gradient_accumulation_steps=gradient_accumulation_steps,
         mixed_precision="bf16" if bf16 else "no",
-        log_with=log_with,
         project_dir=None if project_dir is None else os.fspath(project_dir),
         cpu=not torch.cuda.is_available() if cpu is None else bool(cpu),
     )

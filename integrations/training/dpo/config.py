@@ -6,7 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from deramos_reward.errors import InputError
-from deramos_reward.integrations.training.common.config import TRL_TRAINING_FIELDS, AdapterTrainingConfig
+from deramos_reward.integrations.training.common.config import (
+    TRL_TRAINING_FIELDS,
+    AdapterTrainingConfig,
+    trl_values,
+)
 from deramos_reward.integrations.training.dpo.loss import DPO_LOSS_TYPES
 from deramos_reward.validation import (
     check_bool,
@@ -85,7 +89,7 @@ class MusicDPOConfig(AdapterTrainingConfig):
     def from_trl(cls, trl_config: Any, **overrides: Any) -> MusicDPOConfig:
         """Take the :data:`TRL_SHARED_FIELDS` from a ``trl.DPOConfig`` (``None`` ``bf16`` reads as False);
         ``overrides`` set any field, the MusicGen-specific ones included."""
-        values = {name: getattr(trl_config, name) for name in TRL_SHARED_FIELDS if hasattr(trl_config, name)}
+        values = trl_values(trl_config, TRL_SHARED_FIELDS)
         values["bf16"] = bool(values.get("bf16") or False)
         values.update(overrides)
         return cls(**values)

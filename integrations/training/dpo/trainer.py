@@ -49,18 +49,20 @@ from deramos_reward.integrations.musicgen.factory import musicgen_backend
 from deramos_reward.integrations.musicgen.logprobs import SequenceLogProbs
 from deramos_reward.integrations.musicgen.transformers.backend import TRANSFORMERS_LORA_TARGETS
 from deramos_reward.integrations.training.common.checkpoints import (
-    RUN_STATE,
-    load_training_state,
+    run_state,
     save_adapter,
-    save_training_state,
 )
 from deramos_reward.integrations.training.common.lora import (
     attach_lora,
     default_lora_config,
 )
-from deramos_reward.integrations.training.common.run_log import RunLogger
-from deramos_reward.integrations.training.common.runtime import make_scheduler
-from deramos_reward.integrations.training.common.settings import check_run_settings
+from deramos_reward.integrations.training.common.runtime import (
+    autocast,
+    grad_norm,
+    make_scheduler,
+    resolve_bf16,
+)
+from deramos_reward.integrations.training.common.trainer import AdapterTrainer
 from deramos_reward.integrations.training.dpo.config import TRL_SHARED_FIELDS, MusicDPOConfig
 from deramos_reward.integrations.training.dpo.loss import dpo_loss
 from deramos_reward.integrations.training.dpo.pairs import check_pairs, collate_pairs
@@ -99,8 +101,6 @@ class SequenceScorer(nn.Module):
         return out.logps, out.mask.sum(dim=(1, 2))
 
 
-_RUNTIME_FIELDS = ("output_dir", "logging_steps", "save_steps", "per_device_eval_batch_size")
-"""Settings a resumed run may change (they decide what is logged, saved or evaluated, not what is learned)."""
 
 
 @dataclass
@@ -115,6 +115,7 @@ class _DPOLoop:
     count: int = 0
     run_loss: float = 0.0
     run_count: int = 0
+    grad_norms: list[float] = dataclasses.field(default_factory=list)
 
 
 class _Indices(torch.utils.data.Dataset):
@@ -141,7 +142,7 @@ def _collate(pairs: Any):
 # ------------------------------------------------------------------------------------------- trainer
 
 
-class MusicDPOTrainer:
+class MusicDPOTrainer(AdapterTrainer):
     """DPO of a LoRA adapter on MusicGen's decoder from preference pairs.
 
     Args:
@@ -156,12 +157,17 @@ class MusicDPOTrainer:
         eval_dataset: pairs scored by :meth:`evaluate` when it is called without a dataset.
         peft_config: a ``peft.LoraConfig`` replacing the default one.
         accelerator: an ``accelerate.Accelerator`` to use (default: one built from ``args``).
+        callbacks: ``transformers.TrainerCallback`` objects (or classes), called as ``Trainer`` calls them.
 
     Attributes:
         policy: the ``peft.PeftModel`` (the transformers model, or AudioCraft's LM, with the adapter).
         backend: the :class:`~deramos_reward.integrations.musicgen.base.MusicGenBackend` the trainer runs the model through.
         log_history: one dict per logging step (trl's metric names) and a final summary.
+        state, control: transformers' ``TrainerState`` / ``TrainerControl``, as callbacks see them.
     """
+
+    name = "dpo"
+    postfix = ("loss", "rewards/margins")
 
     def __init__(
         self,
@@ -173,6 +179,7 @@ class MusicDPOTrainer:
         eval_dataset: Any = None,
         peft_config: Any = None,
         accelerator: Any = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.args = args if args is not None else MusicDPOConfig()
         if not isinstance(self.args, MusicDPOConfig):
@@ -192,18 +199,11 @@ class MusicDPOTrainer:
         self.scorer = SequenceScorer(self.policy, self.backend, self.args.keep_only_valid_steps)
         self.log_history: list[dict[str, float]] = []
         self.global_step = 0
-
-    def _new_accelerator(self) -> Any:
-        accelerate = require("accelerate")
-        return accelerate.Accelerator(
-            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
-            mixed_precision="bf16" if self.args.bf16 else "no",
-        )
+        if accelerator is not None:
+            self.bf16 = resolve_bf16(self.args.bf16, accelerator.device)
+        self._init_callbacks(callbacks)
 
     # ---- scoring ----------------------------------------------------------------------------
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
 
     def sequence_logps(
         self, prompts: Sequence[str], codes: torch.Tensor, *, reference: bool = False
@@ -211,7 +211,7 @@ class MusicDPOTrainer:
         """Log-probabilities of ``codes [B, K, S]`` given ``prompts`` under the policy (or, with
         ``reference=True``, the reference: adapter disabled), without gradient. -> ``SequenceLogProbs``."""
         codes = codes.to(self.device)
-        with torch.no_grad(), self._dropout_off(), self._adapter(reference):
+        with torch.no_grad(), self._dropout_off(), self._adapter(reference), autocast(self.device, self.bf16):
             return self.scorer.score(list(prompts), codes)
 
     def _adapter(self, reference: bool):
@@ -319,42 +319,21 @@ class MusicDPOTrainer:
 
     def _pair_loss(self, scorer, prompts, chosen, rejected, refs):
         """Policy log-probs of chosen and rejected codes in one pass -> (DPOLoss, logps [2B])."""
-        logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
+        with autocast(self.device, self.bf16):
+            logps, lengths = scorer(prompts + prompts, torch.cat([chosen, rejected]))
+        logps = logps.float()
         b = len(prompts)
         return self._loss(logps[:b], logps[b:], *refs, lengths[:b], lengths[b:]), logps
 
     def _settings(self) -> dict[str, Any]:
         prompts = list(self.train_dataset["prompt"])
         return {
-            **{k: v for k, v in self.args.to_dict().items() if k not in _RUNTIME_FIELDS},
+            **super()._settings(),
             "pairs": len(prompts),
             "pairs_prompts_sha256": hashlib.sha256(json.dumps(prompts).encode()).hexdigest(),
             "model": {"library": self.backend.name, "card": self.backend.card},
             "num_processes": self.accelerator.num_processes,
         }
-
-    def _resume(self, run_dir: Path | None, optimizer: Any, scheduler: Any) -> tuple[_DPOLoop, list[dict]]:
-        """Restore the latest checkpoint of ``run_dir`` (if any) -> (loop state, log rows)."""
-        self.global_step = 0
-        if run_dir is None:
-            return _DPOLoop(), []
-        acc = self.accelerator
-        check_run_settings(
-            run_dir, self._settings(), ignore=_RUNTIME_FIELDS, is_main_process=acc.is_main_process
-        )
-        acc.wait_for_everyone()
-        state = load_training_state(run_dir, self.policy, optimizer, scheduler, accelerator=acc)
-        if state is None:
-            return _DPOLoop(), []
-        self.global_step = state.step
-        return _DPOLoop(**state.extra), state.logs
-
-    def _save(self, run_dir: Path | None, optimizer, scheduler, loop: _DPOLoop, rows: list) -> None:
-        if run_dir is not None:
-            save_training_state(
-                run_dir, self.policy, optimizer, scheduler, step=self.global_step, logs=rows,
-                extra=dataclasses.asdict(loop), accelerator=self.accelerator,
-            )  # fmt: skip
 
     def _accumulate(self, loop: _DPOLoop, out, logps, b: int) -> None:
         for k, v in self._metrics(out, logps[:b], logps[b:]).items():
@@ -366,17 +345,24 @@ class MusicDPOTrainer:
     def _log_row(self, loop: _DPOLoop, scheduler, epoch: float) -> dict[str, float]:
         sums = {k: torch.tensor(v, device=self.device) for k, v in loop.sums.items()}
         logs = self._reduce(sums, torch.tensor(float(loop.count), device=self.device))
+        # the gradient is all-reduced before it is measured: every process has the same norms
+        norms = loop.grad_norms
         logs.update(learning_rate=scheduler.get_last_lr()[0], epoch=epoch)
-        loop.sums, loop.count = {}, 0
+        logs["grad_norm"] = sum(norms) / len(norms) if norms else float("nan")
+        loop.sums, loop.count, loop.grad_norms = {}, 0, []
         return logs
 
-    def _epoch(self, epoch: int, loop: _DPOLoop, parts: tuple, ref_table, logger, run_dir) -> bool:
+    def _epoch(self, epoch: int, loop: _DPOLoop, parts: tuple, ref_table) -> bool:
         """One pass over the pairs from ``loop.batch`` on -> True when ``max_steps`` is reached."""
         args, acc = self.args, self.accelerator
         scorer, optimizer, loader, scheduler, params, total, _ = parts
+        norm, open_step = float("nan"), False
         for step, (indices, prompts, chosen, rejected) in enumerate(loader):
             if step < loop.batch:  # done before the checkpoint this run resumed from
                 continue
+            if not open_step:  # the first micro-batch of an optimizer step
+                self._step_begin()
+                open_step = True
             with acc.accumulate(scorer):
                 if ref_table is not None:
                     refs = ref_table[0][indices], ref_table[1][indices]
@@ -384,50 +370,47 @@ class MusicDPOTrainer:
                     refs = self._reference_pair_logps(prompts, chosen, rejected)
                 out, logps = self._pair_loss(scorer, prompts, chosen, rejected, refs)
                 acc.backward(out.losses.mean())
-                if acc.sync_gradients and args.max_grad_norm > 0:
-                    acc.clip_grad_norm_(params, args.max_grad_norm)
+                if acc.sync_gradients:
+                    norm = grad_norm(acc, params, args.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad()
             self._accumulate(loop, out, logps, len(prompts))
             loop.batch = step + 1
             if not acc.sync_gradients:
                 continue
+            open_step = False
+            before = self.global_step
+            loop.grad_norms.append(norm)
             scheduler.step()
             self.global_step += 1
-            logger.advance()
+            self._step_end()
+            self.state.epoch = epoch + (step + 1) / len(loader)
             done = self.global_step >= total
-            if self.global_step % args.logging_steps == 0 or done:
-                logger.log(
-                    self._log_row(loop, scheduler, epoch + (step + 1) / len(loader)), step=self.global_step
-                )
-            if self.global_step % args.save_steps == 0 or done:
-                self._save(run_dir, optimizer, scheduler, loop, logger.rows)
-            if done:
+            if self._due(args.logging_steps, before, done) or self._should_stop():
+                self._log(self._log_row(loop, scheduler, self.state.epoch))
+            if self._should_save(before, done) or self._should_stop():
+                self._checkpoint(optimizer, scheduler, dataclasses.asdict(loop))
+                self._after_save()
+            if done or self._should_stop():
                 return True
         return False
 
-    def train(self) -> dict[str, float]:
-        """Run DPO (or resume it from ``output_dir``); returns ``{"global_step", "train_loss", ...}`` (the
-        last logged metrics included). The policy is left in eval mode (AudioCraft's ``generate`` requires it).
-        """
+    def train(self, resume_from_checkpoint: bool | str | None = None) -> dict[str, float]:
+        """Run DPO (or resume it); returns ``{"global_step", "train_loss", ...}`` (the last logged metrics
+        included). ``resume_from_checkpoint``: None = the latest checkpoint of ``output_dir`` if any,
+        True = it must exist, a path = that checkpoint folder. The policy is left in eval mode
+        (AudioCraft's ``generate`` requires it)."""
         if self._own_accelerator:
-            # accelerate keeps gradient-accumulation settings in process-wide state: another Accelerator
-            # made since __init__ would have changed them, so make a fresh one with this trainer's.
             self.accelerator = self._new_accelerator()
         args, acc = self.args, self.accelerator
-        run_dir = None if args.output_dir is None else Path(args.output_dir)
         parts = self._prepare_training()
         scorer, optimizer, _, scheduler, _, total, epochs = parts
-        loop, rows = self._resume(run_dir, optimizer, scheduler)
+        extra, rows = self._resume(optimizer, scheduler, resume_from_checkpoint)
+        loop = _DPOLoop(**extra)
         ref_table = self._precompute_reference(self.train_dataset) if args.precompute_ref_log_probs else None
         policy = acc.unwrap_model(scorer).policy
         policy.train(not args.disable_dropout)
-        logger = RunLogger(
-            None if run_dir is None else run_dir / "log.jsonl", total=total, initial=self.global_step,
-            rows=rows, desc="dpo", accelerator=acc, tracker_project="deramos-dpo",
-            tracker_config=args.to_dict(), postfix=("loss", "rewards/margins"),
-        )  # fmt: skip
-        self.log_history = logger.rows
+        self._begin(optimizer, scheduler, total, rows)
         try:
             for epoch in range(loop.epoch, epochs):
                 if self.global_step >= total:
@@ -437,11 +420,11 @@ class MusicDPOTrainer:
                 else:
                     loop.epoch, loop.batch = epoch, 0
                     loop.order_state = self._order.get_state().tolist()
-                if self._epoch(epoch, loop, parts, ref_table, logger, run_dir):
+                if self._epoch(epoch, loop, parts, ref_table):
                     break
                 loop.order_state = None
         finally:
-            logger.close()
+            self._finish()
             policy.eval()
         summary = dict(self.log_history[-1]) if self.log_history else {}
         summary.pop("step", None)
@@ -496,6 +479,5 @@ class MusicDPOTrainer:
         if path is None:
             raise ValueError("path is required when args.output_dir is None")
         run_dir = None if self.args.output_dir is None else Path(self.args.output_dir).resolve()
-        keep = RUN_STATE if Path(path).resolve() == run_dir else ()
-        files = {"dpo_config.json": self.args.to_dict(), "log_history.json": self.log_history}
-        return save_adapter(self.policy, path, files=files, keep=keep, accelerator=self.accelerator)
+        keep = run_state(path) if Path(path).resolve() == run_dir else ()
+        return save_adapter(self.policy, path, files=self._adapter_files(), keep=keep, accelerator=self.accelerator)

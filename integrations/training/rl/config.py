@@ -24,7 +24,11 @@ from typing import Any
 
 from deramos_reward import validation
 from deramos_reward.errors import InputError
-from deramos_reward.integrations.training.common.config import TRL_TRAINING_FIELDS, OnlineTrainingConfig
+from deramos_reward.integrations.training.common.config import (
+    TRL_TRAINING_FIELDS,
+    OnlineTrainingConfig,
+    trl_values,
+)
 
 __all__ = ["ADVANTAGES", "LOSS_TYPES", "SCALE_REWARDS", "TRL_SHARED_FIELDS", "MusicRLConfig"]
 
@@ -43,7 +47,6 @@ TRL_SHARED_FIELDS = (
     "scale_rewards",
     "temperature",
     "top_k",
-    "report_to",
     "generation_kwargs",
 )
 """Fields of :class:`MusicRLConfig` that mean what trl's ``GRPOConfig`` fields of the same name mean."""
@@ -108,11 +111,9 @@ class MusicRLConfig(OnlineTrainingConfig):
         ``report_to`` as transformers resolved it (a list of installed integrations) is kept;
         an empty list reads as ``"none"``; ``top_k=None`` reads as 0.
         """
-        values = {n: getattr(grpo_config, n) for n in TRL_SHARED_FIELDS if hasattr(grpo_config, n)}
+        values = trl_values(grpo_config, TRL_SHARED_FIELDS)
         if isinstance(values.get("loss_type"), (list, tuple)) and len(values["loss_type"]) == 1:
             values["loss_type"] = values["loss_type"][0]
-        if values.get("report_to") in ([], None):
-            values["report_to"] = "none"
         if values.get("top_k") is None:
             values["top_k"] = 0
         if values.get("max_steps", 1) <= 0 and "max_steps" not in overrides:

@@ -75,7 +75,7 @@ def score_audio(reward: Callable, audio: torch.Tensor, sample_rate: int, prompts
 class RewardParts:
     """The reward of ``N`` samples, split for shaping.
 
-    ``parts``/``weights``: what :func:`~.rl_objective.shaped_rewards` sums (``mi``, ``ta``, ``diversity``
+    ``parts``/``weights``: what :func:`~deramos_reward.integrations.training.rl.objective.shaped_rewards` sums (``mi``, ``ta``, ``diversity``
     or ``reward``); ``raw``: the unnormalised weighted reward (what is logged as ``reward``);
     ``logged``: extra per-sample values to log (``[N]`` each); ``embeddings``: ``[N, D]`` or None."""
 

@@ -37,9 +37,7 @@ import torch
 
 from deramos_reward.integrations.musicgen.base import adapter_disabled
 from deramos_reward.integrations.training.common.checkpoints import (
-    load_training_state,
     save_adapter,
-    save_training_state,
 )
 from deramos_reward.integrations.training.common.lora import (
     ForwardModule,
@@ -47,17 +45,13 @@ from deramos_reward.integrations.training.common.lora import (
     trainable_parameters,
     training_prompts,
 )
-from deramos_reward.integrations.training.common.run_log import RunLogger
 from deramos_reward.integrations.training.common.runtime import (
-    accelerator_device,
     autocast,
     eval_mode,
     grad_norm,
-    make_accelerator,
     make_scheduler,
-    resolve_bf16,
 )
-from deramos_reward.integrations.training.common.settings import check_run_settings
+from deramos_reward.integrations.training.common.trainer import AdapterTrainer
 from deramos_reward.integrations.training.rl.config import MusicRLConfig
 from deramos_reward.integrations.training.rl.diversity import (
     DiversityGuard,
@@ -86,9 +80,6 @@ from deramos_reward.seeding import derive_seed
 
 __all__ = ["MusicRLTrainer", "Rollout"]
 
-_RUNTIME_FIELDS = ("output_dir", "logging_steps", "save_steps", "eval_steps", "report_to")
-"""Settings a resumed run may change (they decide what is logged or saved, not what is learned)."""
-LOG_FILE = "log.jsonl"
 
 
 @dataclass
@@ -134,11 +125,7 @@ def _sha(items: Sequence[str] | None) -> str | None:
     return None if items is None else hashlib.sha256(json.dumps(list(items)).encode()).hexdigest()
 
 
-def _crossed(before: int, after: int, every: int | None) -> bool:
-    return every is not None and before // every < after // every
-
-
-class MusicRLTrainer:
+class MusicRLTrainer(AdapterTrainer):
     """Online RL of a LoRA adapter on MusicGen's decoder/LM, rewarded by an audio reward.
 
     Args:
@@ -153,11 +140,16 @@ class MusicRLTrainer:
         processor: the transformers model's ``MusicgenProcessor``.
         eval_prompts: prompts whose fresh samples (fixed seeds) are scored at the start, every
             ``eval_steps`` and at the end (``eval/...`` log rows).
+        callbacks: ``transformers.TrainerCallback`` objects (or classes), called as ``Trainer`` calls them.
 
     Attributes:
         model: the model passed in, generating with the adapter active.
-        policy: the ``peft.PeftModel``; ``backend``: its MusicGen backend; ``log_history``: the log rows.
+        policy: the ``peft.PeftModel``; ``backend``: its MusicGen backend; ``log_history``: the log rows;
+        ``state`` / ``control``: transformers' ``TrainerState`` / ``TrainerControl``, as callbacks see them.
     """
+
+    name = "rl"
+    postfix = ("reward", "kl")
 
     def __init__(
         self,
@@ -167,6 +159,7 @@ class MusicRLTrainer:
         config: MusicRLConfig,
         processor: Any = None,
         eval_prompts: Sequence[str] | None = None,
+        callbacks: Sequence[Any] | None = None,
     ):
         self.args = config
         setup = set_up_policy(model, processor, reward, prompts, eval_prompts, config, MusicRLConfig)
@@ -178,16 +171,9 @@ class MusicRLTrainer:
         self.guard = DiversityGuard(config.diversity_warning)
         self.log_history: list[dict[str, Any]] = []
         self.global_step = 0
+        self._init_callbacks(callbacks)
 
     # ---- setup ----------------------------------------------------------------------------------
-    def _new_accelerator(self) -> Any:
-        self.bf16 = resolve_bf16(self.args.bf16, accelerator_device())
-        return make_accelerator(
-            gradient_accumulation_steps=self.args.gradient_accumulation_steps,
-            bf16=False,  # accelerate's precision is process-wide and fixed once set; autocast is ours
-            report_to=self.args.report_to,
-            project_dir=self.args.output_dir,
-        )
 
     def _code_logits(self, prompts: list[str], codes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The logits samples are drawn from (guided when ``guidance_scale > 1``, before the temperature)."""
@@ -199,7 +185,7 @@ class MusicRLTrainer:
     def _settings(self) -> dict[str, Any]:
         b = self.backend
         return {
-            **{k: v for k, v in self.args.to_dict().items() if k not in _RUNTIME_FIELDS},
+            **super()._settings(),
             "prompts_sha256": _sha(self.prompts),
             "eval_prompts_sha256": _sha(self.eval_prompts),
             "model": {
@@ -225,10 +211,6 @@ class MusicRLTrainer:
                 f"each process's {local} samples per step must split evenly into "
                 f"gradient_accumulation_steps={a.gradient_accumulation_steps} micro-batches"
             )
-
-    @property
-    def device(self) -> torch.device:
-        return self.accelerator.device
 
     def _autocast(self):
         return autocast(self.device, self.bf16)
@@ -353,7 +335,7 @@ class MusicRLTrainer:
         return metrics
 
     def _update(
-        self, forward: Any, optimizer: Any, scheduler: Any, params: list, ro: Rollout, bar: Any
+        self, forward: Any, optimizer: Any, scheduler: Any, params: list, ro: Rollout
     ) -> dict:
         """``num_iterations`` optimizer steps on one rollout (fewer if ``max_steps`` is reached)."""
         a, acc = self.args, self.accelerator
@@ -366,6 +348,7 @@ class MusicRLTrainer:
             if self.global_step >= a.max_steps:
                 break
             norm = float("nan")
+            self._step_begin()
             for sl in micro:
                 with acc.accumulate(forward), self._autocast():
                     metrics = self._micro_step(forward, ro, sl)
@@ -380,7 +363,7 @@ class MusicRLTrainer:
             scheduler.step()
             self.global_step += 1
             updates += 1
-            bar.advance()
+            self._step_end()  # a callback's stop takes effect after the batch: its updates share the samples
         self.policy.eval()
         out = {k: v / max(updates, 1) for k, v in sums.items()}
         out = dict(
@@ -390,43 +373,19 @@ class MusicRLTrainer:
         return {**out, "_loss_sum": out.get("loss", 0.0) * updates, "_updates": updates}
 
     # ---- the loop -------------------------------------------------------------------------------
-    def _prepare(self) -> tuple[Any, Any, Any, list, Path | None]:
+    def _prepare(self) -> tuple[Any, Any, Any, list]:
         a, acc = self.args, self.accelerator
         self._check_layout()
-        run_dir = None if a.output_dir is None else Path(a.output_dir)
-        if run_dir is not None:
-            check_run_settings(
-                run_dir, self._settings(), ignore=_RUNTIME_FIELDS, is_main_process=acc.is_main_process
-            )
-            acc.wait_for_everyone()
         params = trainable_parameters(self.policy)
         optimizer = torch.optim.AdamW(params, lr=a.learning_rate, weight_decay=a.weight_decay)
         scheduler = make_scheduler(optimizer, a.lr_scheduler_type, a.warmup_steps, a.max_steps)
         forward, optimizer = acc.prepare(self._forward, optimizer)
-        return forward, optimizer, scheduler, params, run_dir
+        return forward, optimizer, scheduler, params
 
-    def _resume(self, run_dir: Path | None, optimizer: Any, scheduler: Any) -> tuple[_Loop, list[dict]]:
-        state = None
-        if run_dir is not None:
-            state = load_training_state(
-                run_dir, self.policy, optimizer, scheduler, accelerator=self.accelerator
-            )
-        if state is None:
-            self.global_step = 0
-            return _Loop(), []
-        self.global_step = state.step
-        loop = _Loop(**state.extra)
-        self.guard.load_state(loop.guard)
-        return loop, state.logs
-
-    def _save(self, run_dir: Path | None, optimizer: Any, scheduler: Any, loop: _Loop, rows: list) -> None:
-        if run_dir is None:
-            return
+    def _save(self, optimizer: Any, scheduler: Any, loop: _Loop) -> None:
         loop.guard = self.guard.state()
-        save_training_state(
-            run_dir, self.policy, optimizer, scheduler, step=self.global_step, logs=rows,
-            extra=asdict(loop), accelerator=self.accelerator,
-        )  # fmt: skip
+        self._checkpoint(optimizer, scheduler, asdict(loop))
+        self._after_save()
 
     def _record(self, loop: _Loop, ro: Rollout, update: dict) -> None:
         """Add one step's statistics to the running sums; check diversity."""
@@ -438,42 +397,38 @@ class MusicRLTrainer:
             metrics["diversity/below_threshold"] = float(len(self.guard.check(measures, self.global_step)))
         loop.add(metrics)
 
-    def train(self) -> dict[str, Any]:
+    def train(self, resume_from_checkpoint: bool | str | None = None) -> dict[str, Any]:
         """Run (or resume) RL to ``max_steps``; returns ``{"global_step", "train_loss", ...}`` with the last
-        logged metrics (and the last evaluation). With ``output_dir`` set, running it again after an
-        interruption continues from the latest checkpoint; a finished run returns at once."""
-        # accelerate keeps gradient-accumulation settings in process-wide state: an Accelerator made since
-        # __init__ (another trainer) may have changed them, so make a fresh one with this trainer's.
+        logged metrics (and the last evaluation). ``resume_from_checkpoint``: None = the latest checkpoint
+        of ``output_dir`` if any (so running it again after an interruption continues; a finished run
+        returns at once), True = it must exist, a path = that checkpoint folder."""
         self.accelerator = self._new_accelerator()
         a = self.args
-        forward, optimizer, scheduler, params, run_dir = self._prepare()
-        loop, rows = self._resume(run_dir, optimizer, scheduler)
-        logger = RunLogger(
-            None if run_dir is None else run_dir / LOG_FILE, total=a.max_steps, initial=self.global_step,
-            rows=rows, desc="rl", accelerator=self.accelerator, tracker_project="deramos-rl",
-            tracker_config=a.to_dict(), postfix=("reward", "kl"),
-        )  # fmt: skip
-        self.log_history = logger.rows
+        forward, optimizer, scheduler, params = self._prepare()
+        extra, rows = self._resume(optimizer, scheduler, resume_from_checkpoint)
+        loop = _Loop(**extra)
+        self.guard.load_state(loop.guard)
+        self._begin(optimizer, scheduler, a.max_steps, rows)
         try:
             if self.eval_prompts is not None and self.global_step == 0 and not rows:
-                logger.log(self.evaluate(), step=0)
+                self._log(self.evaluate(), evaluation=True)
             while self.global_step < a.max_steps:
                 before = self.global_step
                 ro = self._rollout(loop.batch)
-                update = self._update(forward, optimizer, scheduler, params, ro, logger)
+                update = self._update(forward, optimizer, scheduler, params, ro)
                 loop.batch += 1
                 self._record(loop, ro, update)
                 done = self.global_step >= a.max_steps
-                if _crossed(before, self.global_step, a.logging_steps) or done:
-                    logger.log(loop.flush(), step=self.global_step)
-                if self.eval_prompts is not None and (
-                    _crossed(before, self.global_step, a.eval_steps) or done
-                ):
-                    logger.log(self.evaluate(), step=self.global_step)
-                if _crossed(before, self.global_step, a.save_steps) or done:
-                    self._save(run_dir, optimizer, scheduler, loop, logger.rows)
+                if self._due(a.logging_steps, before, done) or self._should_stop():
+                    self._log(loop.flush())
+                if self.eval_prompts is not None and self._due(a.eval_steps, before, done):
+                    self._log(self.evaluate(), evaluation=True)
+                if self._should_save(before, done) or self._should_stop():
+                    self._save(optimizer, scheduler, loop)
+                if self._should_stop():
+                    break
         finally:
-            logger.close()
+            self._finish()
             self.policy.eval()
         return self._summary(loop)
 
@@ -527,5 +482,4 @@ class MusicRLTrainer:
             if self.args.output_dir is None:
                 raise ValueError("path is required when config.output_dir is None")
             path = Path(self.args.output_dir) / "adapter"
-        files = {"rl_config.json": self.args.to_dict(), "log_history.json": self.log_history}
-        return save_adapter(self.policy, path, files=files, accelerator=self.accelerator)
+        return save_adapter(self.policy, path, files=self._adapter_files(), accelerator=self.accelerator)
