@@ -199,7 +199,9 @@ def checkpoint_folder(run_dir: str | os.PathLike) -> Path | None:
     return None
 
 
-def resolve_checkpoint(run_dir: str | os.PathLike | None, resume_from_checkpoint: bool | str | None) -> Path | None:
+def resolve_checkpoint(
+    run_dir: str | os.PathLike | None, resume_from_checkpoint: bool | str | None
+) -> Path | None:
     """The checkpoint a ``train(resume_from_checkpoint=...)`` call starts from (transformers' meaning):
     None = the latest in ``run_dir`` if there is one; True = the latest, which must exist; a path = that
     checkpoint folder, which must be complete. Raises ``ValueError`` naming what is missing."""

@@ -63,6 +63,7 @@ def trl_values(trl_config: Any, names: tuple[str, ...]) -> dict[str, Any]:
         values["report_to"] = "none"
     return values
 
+
 _SAMPLING_FIELDS = {
     "temperature": "temperature",
     "temp": "temperature",

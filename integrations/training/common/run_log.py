@@ -81,5 +81,3 @@ class RunLogger:
     def close(self) -> None:
         """Close the bar."""
         self.bar.close()
-
-

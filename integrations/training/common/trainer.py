@@ -176,14 +176,19 @@ class AdapterTrainer:
         acc, run_dir = self.accelerator, self.run_dir
         if run_dir is not None:
             check_run_settings(
-                run_dir, self._settings(), ignore=self.args.runtime_fields(), is_main_process=acc.is_main_process
+                run_dir,
+                self._settings(),
+                ignore=self.args.runtime_fields(),
+                is_main_process=acc.is_main_process,
             )
             acc.wait_for_everyone()
         folder = resolve_checkpoint(run_dir, resume_from_checkpoint)
         self.global_step = 0
         if folder is None:
             return {}, []
-        state = load_training_state(run_dir, self.policy, optimizer, scheduler, accelerator=acc, folder=folder)
+        state = load_training_state(
+            run_dir, self.policy, optimizer, scheduler, accelerator=acc, folder=folder
+        )
         self.global_step = state.step
         return state.extra, state.logs
 
@@ -199,7 +204,9 @@ class AdapterTrainer:
         self.control = self.callback_handler.on_save(self.training_args, self.state, self.control)
 
     # ---- events ---------------------------------------------------------------------------------
-    def _begin(self, optimizer: Any, scheduler: Any, max_steps: int, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _begin(
+        self, optimizer: Any, scheduler: Any, max_steps: int, rows: Sequence[Mapping[str, Any]]
+    ) -> None:
         """Open the log (``output_dir/log.jsonl``, the bar) and call ``on_train_begin``."""
         acc = self.accelerator
         self.logger = RunLogger(
@@ -251,7 +258,9 @@ class AdapterTrainer:
         entry = self.logger.log(row, step=self.global_step)
         self.state.log_history.append(entry)
         numbers = {
-            k: v for k, v in entry.items() if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
+            k: v
+            for k, v in entry.items()
+            if k != "step" and isinstance(v, (int, float)) and not isinstance(v, bool)
         }
         args, handler = self.training_args, self.callback_handler
         if evaluation:

@@ -101,8 +101,6 @@ class SequenceScorer(nn.Module):
         return out.logps, out.mask.sum(dim=(1, 2))
 
 
-
-
 @dataclass
 class _DPOLoop:
     """Where a DPO run stands (kept in checkpoints as JSON): the epoch, the batches of it already done,
@@ -480,4 +478,6 @@ class MusicDPOTrainer(AdapterTrainer):
             raise ValueError("path is required when args.output_dir is None")
         run_dir = None if self.args.output_dir is None else Path(self.args.output_dir).resolve()
         keep = run_state(path) if Path(path).resolve() == run_dir else ()
-        return save_adapter(self.policy, path, files=self._adapter_files(), keep=keep, accelerator=self.accelerator)
+        return save_adapter(
+            self.policy, path, files=self._adapter_files(), keep=keep, accelerator=self.accelerator
+        )

@@ -81,7 +81,6 @@ from deramos_reward.seeding import derive_seed
 __all__ = ["MusicRLTrainer", "Rollout"]
 
 
-
 @dataclass
 class Rollout:
     """One step's samples on this process: ``N = local prompts x num_generations``.
@@ -334,9 +333,7 @@ class MusicRLTrainer(AdapterTrainer):
             metrics["kl"] = out.kl
         return metrics
 
-    def _update(
-        self, forward: Any, optimizer: Any, scheduler: Any, params: list, ro: Rollout
-    ) -> dict:
+    def _update(self, forward: Any, optimizer: Any, scheduler: Any, params: list, ro: Rollout) -> dict:
         """``num_iterations`` optimizer steps on one rollout (fewer if ``max_steps`` is reached)."""
         a, acc = self.args, self.accelerator
         t0 = time.perf_counter()
