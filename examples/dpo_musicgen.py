@@ -32,10 +32,8 @@ import torch
 
 import deramos_reward as dr
 from deramos_reward.integrations import musicgen_backend
-from deramos_reward.integrations.dpo import MusicDPOTrainer, load_adapter
+from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer, load_adapter, musicgen_pairs
 from deramos_reward.integrations.rl import AudioRewardFunction
-from deramos_reward.integrations.training.dpo.config import MusicDPOConfig
-from deramos_reward.integrations.training.dpo.pairs import musicgen_pairs
 
 DURATION = 0.2  # seconds per clip: 10 frames at 50 Hz (transformers), 5 at 25 Hz (AudioCraft)
 
@@ -52,7 +50,7 @@ def tiny_transformers_musicgen():
     random EnCodec codebook vectors (a random-init EnCodec has all-zero codebooks, so every code would
     decode to the same audio) and output heads of std 0.5 (at std 0.02 the next-code distribution is
     almost uniform and no adapter on the decoder layers can move it)."""
-    from deramos_reward.integrations.musicgen.transformers import builders as tm
+    from deramos_reward.integrations.musicgen import transformers as tm
 
     model, processor = tm.tiny_musicgen(seed=0)
     g = torch.Generator().manual_seed(0)
@@ -95,7 +93,7 @@ def main() -> None:
         backend = musicgen_backend(*tiny_transformers_musicgen())
         sampling = {"guidance_scale": 1.0}
     else:
-        from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+        from deramos_reward.integrations.musicgen import audiocraft as ac
 
         backend = musicgen_backend(ac.tiny_musicgen(seed=0, head_std=0.5))
         sampling = {}

@@ -1,6 +1,6 @@
 """Best-of-N and progressive best-of-N with an AudioCraft MusicGen, reranked by DeRA-MOS.
 
-Offline by default: a tiny random MusicGen (``deramos_reward.integrations.audiocraft.tiny_musicgen``)
+Offline by default: a tiny random MusicGen (``deramos_reward.integrations.musicgen.audiocraft.tiny_musicgen``)
 and a tiny random judge, so it runs anywhere in seconds (and makes noise). With real models:
 
     .venv/bin/python examples/rerank_audiocraft.py
@@ -19,7 +19,7 @@ import torch
 
 import deramos_reward as dr
 from deramos_reward.integrations import best_of_n, progressive_best_of_n
-from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+from deramos_reward.integrations.musicgen import audiocraft as ac
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Best-of-N and progressive best-of-N with transformers' MusicGen, reranked by DeRA-MOS.
 
 Offline by default: a tiny random ``MusicgenForConditionalGeneration``
-(``deramos_reward.integrations.transformers_musicgen.tiny_musicgen``) and a tiny random judge, so
+(``deramos_reward.integrations.musicgen.transformers.tiny_musicgen``) and a tiny random judge, so
 it runs anywhere in seconds (and makes noise). With real models:
 
     .venv/bin/python examples/rerank_transformers.py
@@ -18,7 +18,7 @@ import torch
 
 import deramos_reward as dr
 from deramos_reward.integrations import best_of_n, progressive_best_of_n
-from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.musicgen import transformers as tm
 
 
 def main() -> None:

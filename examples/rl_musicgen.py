@@ -45,10 +45,10 @@ def lowband(audio: torch.Tensor, sample_rate: int, prompts: list[str]) -> torch.
 def tiny_model(backend: str):
     """-> (model, processor)."""
     if backend == "transformers":
-        from deramos_reward.integrations.musicgen.transformers import builders as tm
+        from deramos_reward.integrations.musicgen import transformers as tm
 
         return tm.tiny_musicgen(seed=0, head_std=0.5)
-    from deramos_reward.integrations.musicgen.audiocraft import builders as ac
+    from deramos_reward.integrations.musicgen import audiocraft as ac
 
     return ac.tiny_musicgen(seed=0, head_std=0.5), None
 

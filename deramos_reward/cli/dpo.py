@@ -114,12 +114,9 @@ def _accelerator(args: argparse.Namespace, config: MusicDPOConfig):
         raise CommandError(
             f"--device {args.device!r}: dpo takes auto, cpu or cuda (accelerate places the model)"
         )
-    accelerate = require("accelerate")
-    return accelerate.Accelerator(
-        cpu=True,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision="bf16" if config.bf16 else "no",
-    )
+    from ..integrations.training.common.runtime import make_accelerator
+
+    return make_accelerator(gradient_accumulation_steps=config.gradient_accumulation_steps, cpu=True)
 
 
 def _config_changes(stored: dict, record: dict) -> str:
@@ -171,7 +168,8 @@ def run(args: argparse.Namespace) -> int:
         "musicgen": args.musicgen,
         "pairs": _pairs_identity(args.pairs),
         "eval_pairs": _pairs_identity(args.eval_pairs) if args.eval_pairs else None,
-        "config": {k: v for k, v in config.to_dict().items() if k not in ("output_dir", "logging_steps")},
+        # what decides the adapter (not what is logged, saved or reported)
+        "config": {k: v for k, v in config.to_dict().items() if k not in config.runtime_fields()},
     }
     out = Path(args.out)
     finished = _check_out(out, record, args.overwrite)

@@ -12,25 +12,22 @@ from torch import nn
 
 from deramos_reward._optional import require
 from deramos_reward.errors import InputError
-from deramos_reward.integrations.musicgen.base import MusicGenBackend, adapter_disabled
+from deramos_reward.integrations.musicgen.base import MusicGenBackend
 from deramos_reward.integrations.musicgen.factory import musicgen_backend
 from deramos_reward.integrations.training.common.config import AdapterTrainingConfig
-from deramos_reward.seeding import derive_seed
 from deramos_reward.validation import check_prompts
 
 __all__ = [
+    "ForwardModule",
+    "PolicySetup",
+    "attach_lora",
     "default_lora_config",
     "load_adapter",
-    "ForwardModule",
-    "adapter_disabled",
-    "attach_lora",
-    "derive_seed",
     "lora_config",
+    "set_up_policy",
     "trainable_parameters",
+    "training_prompts",
 ]
-
-
-# ----------------------------------------------------------------------------------------------- LoRA
 
 
 def lora_config(
