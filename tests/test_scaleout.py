@@ -281,3 +281,139 @@ def test_backprop_command_with_its_trackers_on_two_processes_does_the_work_of_on
     assert_same_adapter(adapter(tmp_path / "two" / "adapter"), adapter(tmp_path / "one" / "adapter"))
     tensorboard = "tensorboard" in [str(t) for t in _trackers()]
     assert bool(list((tmp_path / "two").rglob("events.out.tfevents.*"))) == tensorboard
+
+
+# ---------------------------------------------------------------------------------- several GPUs
+CONFIGS = ROOT / "examples" / "accelerate"
+
+PLUGIN = """
+import json, os, sys
+from accelerate.utils import FullyShardedDataParallelPlugin
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+model, _ = tm.tiny_musicgen(seed=0)
+plugin = FullyShardedDataParallelPlugin()  # from the environment accelerate launch set
+plugin.set_auto_wrap_policy(model)  # resolves the class names on the model (raises when one is missing)
+units = [n for n, m in model.named_modules() if plugin.auto_wrap_policy(module=m, recurse=False, nonwrapped_numel=0)]
+seen = {"use_fsdp": os.environ.get("ACCELERATE_USE_FSDP"), "version": plugin.fsdp_version, "units": units,
+        "world": os.environ["WORLD_SIZE"], "state_dict": str(plugin.state_dict_type)}
+with open(os.path.join(sys.argv[1], "plugin" + os.environ["RANK"] + ".json"), "w") as f:
+    json.dump(seen, f)
+"""
+
+
+def test_the_fsdp_config_reaches_accelerates_plugin_and_shards_musicgens_decoder_layers(tmp_path):
+    """`accelerate launch --config_file examples/accelerate/fsdp2_musicgen.yaml` (2 CPU processes here):
+    each process's FSDP plugin is FSDP2 and wraps exactly MusicGen's decoder layers (the tiny model is
+    built from the classes of musicgen-small/medium/large). FSDP itself needs GPUs in accelerate."""
+    script = tmp_path / "plugin.py"
+    script.write_text(PLUGIN)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
+    launcher = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    launcher += [str(CONFIGS / "fsdp2_musicgen.yaml"), "--num_processes", "2"]
+    launcher += ["--main_process_port", str(_free_port()), str(script), str(tmp_path)]
+    done = subprocess.run(launcher, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for rank in range(2):
+        seen = json.loads((tmp_path / f"plugin{rank}.json").read_text())
+        assert seen["use_fsdp"] == "true" and seen["version"] == 2 and seen["world"] == "2"
+        assert seen["units"] == ["decoder.model.decoder.layers.0", "decoder.model.decoder.layers.1"]
+        assert seen["state_dict"].endswith("FULL_STATE_DICT")
+
+
+def test_the_deepspeed_config_parses():
+    """The ZeRO-3 config loads with accelerate's loader and names a DeepSpeed JSON that sets the
+    micro-batch size (the RL and backprop trainers prepare no dataloader to take it from)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(CONFIGS / "deepspeed_zero3_musicgen.yaml"))
+    assert str(config.distributed_type).endswith("DEEPSPEED") and config.num_processes == 4
+    ds = json.loads((ROOT / config.deepspeed_config["deepspeed_config_file"]).read_text())
+    assert ds["zero_optimization"]["stage"] == 3 and isinstance(ds["train_micro_batch_size_per_gpu"], int)
+    fsdp = load_config_from_file(str(CONFIGS / "fsdp2_musicgen.yaml"))
+    assert str(fsdp.distributed_type).endswith("FSDP") and fsdp.fsdp_config["fsdp_version"] == 2
+
+
+def test_the_readme_shows_the_configs_as_shipped():
+    readme = (ROOT / "README.md").read_text()
+    for name in ("fsdp2_musicgen.yaml", "deepspeed_zero3_musicgen.yaml", "deepspeed_zero3_musicgen.json"):
+        assert (CONFIGS / name).read_text().strip() in readme, name
+
+
+SHARDED = """
+import sys, torch, torch.distributed as dist
+from peft import LoraConfig, get_peft_model
+from safetensors.torch import save_file
+from torch.distributed.fsdp import fully_shard
+from torch.distributed.tensor import DTensor
+from deramos_reward.integrations.musicgen.transformers import builders as tm
+
+torch.set_num_threads(1)
+dist.init_process_group("gloo")
+rank, world = dist.get_rank(), dist.get_world_size()
+
+
+def lora_decoder():
+    model, _ = tm.tiny_musicgen(seed=0)
+    torch.manual_seed(1)
+    targets = ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]
+    return get_peft_model(model.decoder, LoraConfig(r=4, lora_alpha=8, target_modules=targets))
+
+
+def loss(decoder, rows):  # mean over the rows of a batch of 4: codes [4*K, S], text states [4, 3, D]
+    g = torch.Generator().manual_seed(2)
+    codes = torch.randint(0, 128, (4, 4, 6), generator=g)
+    text = torch.randn(4, 3, decoder.base_model.model.model.decoder.layers[0].encoder_attn.k_proj.in_features,
+                       generator=g)
+    out = decoder(input_ids=codes[rows].reshape(-1, 6), encoder_hidden_states=text[rows])
+    return out.logits.logsumexp(-1).mean()
+
+
+full = lora_decoder()
+loss(full, slice(0, 4)).backward()
+sharded = lora_decoder()
+for layer in sharded.base_model.model.model.decoder.layers:
+    fully_shard(layer)
+fully_shard(sharded)
+loss(sharded, slice(2 * rank, 2 * rank + 2)).backward()  # half the batch each; FSDP averages the gradients
+full_grads = {n: p.grad for n, p in full.named_parameters() if p.requires_grad}
+grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.requires_grad}
+kinds = sorted({type(p).__name__ for p in sharded.parameters()})
+# the adapter as the main process would save it: gathered on every process first (a collective)
+state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in sharded.state_dict().items()
+         if "lora_" in k}
+if rank == 0:
+    out = {"grad/" + n: g for n, g in grads.items()} | {"full/" + n: g for n, g in full_grads.items()}
+    out |= {"state/" + k: v.contiguous() for k, v in state.items()}
+    out |= {"unsharded/" + k: v.contiguous() for k, v in full.state_dict().items() if "lora_" in k}
+    save_file(out, sys.argv[1])
+    print(kinds)
+dist.destroy_process_group()
+"""
+
+
+def test_a_peft_lora_musicgen_decoder_shards_with_fsdp2_on_the_cpu(tmp_path):
+    """What FSDP needs of peft, with torch's FSDP2 (fully_shard) on 2 gloo processes, each decoder layer one
+    unit: the LoRA parameters are sharded (DTensor), 2 processes x half the batch give the LoRA gradient of
+    the full batch, and the adapter gathered on every process equals the unsharded one, key for key."""
+    script = tmp_path / "sharded.py"
+    script.write_text(SHARDED)
+    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
+    env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+    done = subprocess.run(
+        [*cmd, str(script), str(tmp_path / "out.safetensors")], env=env, capture_output=True, text=True,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "DTensor" in done.stdout
+    out = load_file(str(tmp_path / "out.safetensors"))
+    names = [k[len("full/") :] for k in out if k.startswith("full/")]
+    assert len(names) == 40 and all("lora_" in n for n in names)
+    for n in names:  # float32 sums in another order: measured gap 9e-11, gradients up to 6e-4
+        torch.testing.assert_close(out["grad/" + n], out["full/" + n], rtol=1e-5, atol=1e-9)
+    assert max(float(out["full/" + n].abs().max()) for n in names) > 1e-5
+    state = {k[len("state/") :] for k in out if k.startswith("state/")}
+    assert state == {k[len("unsharded/") :] for k in out if k.startswith("unsharded/")} and len(state) == 40
+    for k in state:
+        assert torch.equal(out["state/" + k], out["unsharded/" + k])
