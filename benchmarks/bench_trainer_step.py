@@ -43,11 +43,21 @@ def _trainer(kind: str, size: str, steps: int, duration: float, pairs):
     model, processor = _model(size)
     common = {"max_steps": steps, "logging_steps": 1, "learning_rate": 1e-3, "report_to": "none"}
     if kind == "dpo":
-        config = MusicDPOConfig(per_device_train_batch_size=2, **{k: v for k, v in common.items() if k != "report_to"})
+        config = MusicDPOConfig(
+            per_device_train_batch_size=2, **{k: v for k, v in common.items() if k != "report_to"}
+        )
         return MusicDPOTrainer(model, pairs, config, processor=processor)
-    online = {"num_generations": 2, "prompts_per_step": 1, "duration": duration, "guidance_scale": 1.0, **common}
+    online = {
+        "num_generations": 2,
+        "prompts_per_step": 1,
+        "duration": duration,
+        "guidance_scale": 1.0,
+        **common,
+    }
     if kind == "rl":
-        return MusicRLTrainer(model, LowBandEnergyReward(), PROMPTS, MusicRLConfig(**online), processor=processor)
+        return MusicRLTrainer(
+            model, LowBandEnergyReward(), PROMPTS, MusicRLConfig(**online), processor=processor
+        )
     return MusicRewardBackpropTrainer(
         model, LowBandEnergyReward(), PROMPTS, MusicBackpropConfig(**online), processor=processor
     )
@@ -57,7 +67,9 @@ def measure(kind: str, size: str, steps: int, duration: float) -> float:
     pairs = None
     if kind == "dpo":
         model, processor = _model(size)
-        pairs = musicgen_pairs(model, PROMPTS, 2, LowBandEnergyReward(), processor=processor, duration=duration, seed=0)
+        pairs = musicgen_pairs(
+            model, PROMPTS, 2, LowBandEnergyReward(), processor=processor, duration=duration, seed=0
+        )
     _trainer(kind, size, 1, duration, pairs).train()  # warm-up: first-call costs
     trainer = _trainer(kind, size, steps, duration, pairs)
     start = time.process_time()

@@ -26,7 +26,10 @@ CONFIG_OPTIONS: dict[str, tuple[str, str | dict[str, str]]] = {
     "lora_alpha": ("--lora-alpha", "LoRA scaling (alpha / r multiplies the update)"),
     "logging_steps": ("--logging-steps", "optimizer steps per log row"),
     "save_steps": ("--save-steps", "optimizer steps per resumable checkpoint"),
-    "save_total_limit": ("--save-total-limit", "checkpoints kept in the run folder, the oldest removed first"),
+    "save_total_limit": (
+        "--save-total-limit",
+        "checkpoints kept in the run folder, the oldest removed first",
+    ),
     "report_to": ("--report-to", "reporting integration: none, all, tensorboard, wandb, ..."),
     "logging_dir": ("--logging-dir", "folder of the TensorBoard event files (default: OUT/runs/<time>)"),
     "seed": ("--seed", "seed of the initialisation, the data order, dropout and sampling"),
