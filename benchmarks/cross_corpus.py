@@ -35,9 +35,8 @@ from deramos_reward.data.holdout import make_holdout_corpus
 from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.metrics import evaluate_both
 from deramos_reward.model import DeRAMOS
-from deramos_reward.training import TrainConfig, cached_feature_set, predict_features, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
 
-DEMO_RECIPE = dict(lr=1e-3, batch_size=16, max_epochs=40, patience=10, device="cpu", progress=False)
 # the same size as the demo corpus: 8 systems x 24 prompts (drawn from 48) x 4 clips of 3 s
 HOLDOUT_CORPUS = dict(
     n_systems=8, n_prompts=48, prompts_per_system=24, clips_per_pair=4, seconds=3.0, sample_rate=22_050
@@ -56,12 +55,12 @@ def preset(name: str) -> DeRAMOSConfig:
     return cfg
 
 
-def build(out: Path) -> dict[str, Path]:
+def build(out: Path, holdout_seed: int = 0) -> dict[str, Path]:
     roots = {c: out / c for c in CORPORA}
     if not (roots["rendered"] / "sets").exists():
         make_rendered_corpus(roots["rendered"], seed=0, overwrite=True, **DEMO_CORPUS)
     if not (roots["holdout"] / "sets").exists():
-        make_holdout_corpus(roots["holdout"], seed=0, overwrite=True, **HOLDOUT_CORPUS)
+        make_holdout_corpus(roots["holdout"], seed=holdout_seed, overwrite=True, **HOLDOUT_CORPUS)
     return roots
 
 
@@ -72,9 +71,9 @@ def test_sets(roots: dict[str, Path], trained_on: str) -> dict[str, tuple[Path, 
     return {f"{trained_on} test": load_dataset_split(roots[trained_on], "test"), f"{other} (all)": every}
 
 
-def run_one(out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int) -> list[dict]:
+def run_one(out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int, recipe: dict) -> list[dict]:
     config = TrainConfig(
-        model=preset(name).to_dict(), seed=seed, feature_cache=os.fspath(out / "features"), **DEMO_RECIPE
+        model=preset(name).to_dict(), seed=seed, feature_cache=os.fspath(out / "features"), **recipe
     )
     t = time.time()
     result = train(config, roots[corpus], out / "runs" / f"{name}-{corpus}-seed{seed}")
@@ -125,10 +124,20 @@ def main() -> None:
     p.add_argument("--presets", nargs="+", default=list(PRESETS), choices=PRESETS)
     p.add_argument("--train-on", nargs="+", default=list(CORPORA), choices=CORPORA)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--holdout-seed", type=int, default=0, help="corpus seed of the holdout corpus (default 0)"
+    )
+    p.add_argument(
+        "--early-stopping",
+        default=DEMO_RECIPE["early_stopping"],
+        choices=("loss", "combined"),
+        help="what patience counts on (default: the demo recipe's, 'loss')",
+    )
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     out, start = Path(args.out), time.time()
-    roots = build(out)
+    roots = build(out, args.holdout_seed)
+    recipe = {**DEMO_RECIPE, "early_stopping": args.early_stopping, "device": "cpu", "progress": False}
     results = []
     done = out / "results.jsonl"  # finished runs survive an interruption; a rerun skips them
     if done.exists():
@@ -138,7 +147,7 @@ def main() -> None:
             for name in args.presets:
                 if any((r["preset"], r["trained_on"], r["seed"]) == (name, corpus, seed) for r in results):
                     continue
-                rows = run_one(out, roots, name, corpus, seed)
+                rows = run_one(out, roots, name, corpus, seed, recipe)
                 with done.open("a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
                 results += rows
@@ -155,8 +164,8 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, torch {torch.__version__}, "
         f"{args.threads} thread(s)",
         "rendered": DEMO_CORPUS,
-        "holdout": HOLDOUT_CORPUS,
-        "recipe": DEMO_RECIPE,
+        "holdout": {**HOLDOUT_CORPUS, "seed": args.holdout_seed},
+        "recipe": recipe,
         "minutes": round((time.time() - start) / 60, 1),
     }
     md = table([r for r in results if r["seed"] in args.seeds and r["preset"] in args.presets])

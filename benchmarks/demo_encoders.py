@@ -35,10 +35,8 @@ from deramos_reward.data import load_dataset_split
 from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.metrics import evaluate_both
 from deramos_reward.model import DeRAMOS
-from deramos_reward.training import TrainConfig, cached_feature_set, predict_features, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
 
-# the recipe of examples/demo.py
-DEMO_RECIPE = dict(lr=1e-3, batch_size=16, max_epochs=40, patience=10, device="cpu", progress=False)
 COLUMNS = [(a, lv) for a in ("TA", "MI") for lv in ("utterance", "system")]
 
 
@@ -55,12 +53,12 @@ def variant_config(name: str) -> DeRAMOSConfig:
     return cfg
 
 
-def run_one(out: Path, corpus: Path, variant: str, seed: int) -> dict:
+def run_one(out: Path, corpus: Path, variant: str, seed: int, recipe: dict) -> dict:
     config = TrainConfig(
         model=variant_config(variant).to_dict(),
         seed=seed,
         feature_cache=os.fspath(out / "features"),
-        **DEMO_RECIPE,
+        **recipe,
     )
     t = time.time()
     result = train(config, corpus, out / "runs" / f"{variant}-seed{seed}")
@@ -102,6 +100,12 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--variants", nargs="+", default=["tiny", "demo"], choices=VARIANTS)
     p.add_argument("--threads", type=int, default=1)
+    p.add_argument(
+        "--early-stopping",
+        default=DEMO_RECIPE["early_stopping"],
+        choices=("loss", "combined"),
+        help="what patience counts on (default: the demo recipe's, 'loss')",
+    )
     p.add_argument("--build-only", action="store_true", help="(re)build the corpus and stop")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -113,10 +117,11 @@ def main() -> None:
         print(f"corpus built in {time.time() - t:.1f} s", flush=True)
     if args.build_only:
         return
+    recipe = {**DEMO_RECIPE, "early_stopping": args.early_stopping, "device": "cpu", "progress": False}
     results, start = [], time.time()
     for seed in args.seeds:
         for variant in args.variants:
-            r = run_one(out, corpus, variant, seed)
+            r = run_one(out, corpus, variant, seed, recipe)
             results.append(r)
             m = r["test"]
             print(
@@ -130,7 +135,7 @@ def main() -> None:
         f"{args.threads} thread(s)",
         "corpus": DEMO_CORPUS,
         "clips": {s: len(load_dataset_split(corpus, s)) for s in ("train", "dev", "test")},
-        "recipe": DEMO_RECIPE,
+        "recipe": recipe,
         "minutes": round((time.time() - start) / 60, 1),
     }
     md = table(results, args.variants)

@@ -24,7 +24,7 @@ import deramos_reward as dr
 from deramos_reward.data import load_dataset_split
 from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.evaluation import evaluate_split, format_report, predict, write_answer
-from deramos_reward.training import TrainConfig, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig, train
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,15 +47,9 @@ def main(argv: list[str] | None = None) -> None:
 
     # 2. Train the DeRA-MOS heads (distribution loss + BALR + SAMA) on the frozen encoders.
     #    Encoder features are computed once and cached; each epoch only runs the heads.
-    config = TrainConfig(
-        model="demo",
-        lr=1e-3,  # the paper uses 5e-5 for its large heads; small heads need a larger step
-        batch_size=16,
-        max_epochs=40,
-        patience=10,
-        seed=0,
-        device="cpu",
-    )
+    #    DEMO_RECIPE: lr 1e-3 (the paper's 5e-5 is for its large heads), batch 16, at most 40 epochs,
+    #    patience 10 on the validation loss.
+    config = TrainConfig(model="demo", seed=0, device="cpu", **DEMO_RECIPE)
     result = train(config, corpus_dir, out / "run-demo")
     print(f"\ntrained {result.epochs} epochs; checkpoints:")
     for name, best in result.best.items():

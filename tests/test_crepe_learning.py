@@ -17,7 +17,7 @@ from deramos_reward.data import load_dataset_split
 from deramos_reward.data.holdout import ATTRIBUTES, CHOICES, make_holdout_corpus, prompt_text
 from deramos_reward.encoders.base import TextTokens
 from deramos_reward.metrics import evaluate_both
-from deramos_reward.training import TrainConfig, cached_feature_set, predict_features, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
 
 CORPUS = dict(
     n_systems=8,
@@ -31,9 +31,15 @@ CORPUS = dict(
 
 
 @pytest.fixture(scope="module")
-def learned(tmp_path_factory):
+def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("holdout") / "corpus"
     make_holdout_corpus(root, **CORPUS)
+    return root
+
+
+@pytest.fixture(scope="module")
+def learned(corpus, tmp_path_factory):
+    root = corpus
     cfg = dr.DeRAMOSConfig.demo()
     cfg.audio_encoder = crepe_audio_encoder()
     cache = str(tmp_path_factory.mktemp("features"))
@@ -79,3 +85,24 @@ def test_the_prompt_naming_what_was_played_scores_higher(learned):
     # measured: instrument 0.78, tempo 0.44, mode 0.56 (40 clips): at this size only the instrument
     # is learned; BENCHMARKS.md, "CREPE as the audio encoder", has the full-size numbers
     assert rates["instrument"] > 0.65, rates
+
+
+def test_the_demo_preset_learns_ta_on_the_holdout_kind(corpus, tmp_path_factory):
+    """``DeRAMOSConfig.demo()`` with the demo's recipe (``DEMO_RECIPE``) on the same corpus: TA is
+    learned on held-out clips at the utterance level, MI well. Measured over training seeds 0-4: TA
+    utterance SRCC 0.30 / 0.33 / 0.28 / 0.15 / 0.29, MI 0.86-0.90. This ranks clips by what the random
+    MuQ frames carry (instrument, the system's artefacts), not by tempo or mode: at full size the
+    prompt-swap preference of this preset is 0.62 (instrument), 0.50 (tempo), 0.47 (mode); BENCHMARKS.md,
+    "TA on a hidden holdout corpus"."""
+    cache = str(tmp_path_factory.mktemp("demo_features"))
+    recipe = TrainConfig(
+        model="demo", seed=0, device="cpu", progress=False, feature_cache=cache, **DEMO_RECIPE
+    )
+    result = train(recipe, corpus, tmp_path_factory.mktemp("demo_run") / "run")
+    model = dr.DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
+    held_out = load_dataset_split(corpus, "dev") + load_dataset_split(corpus, "test")
+    features = cached_feature_set(model, held_out, cache, "held_out", progress=False)
+    mi, ta = predict_features(model.heads, features, 64, "cpu")
+    metrics = evaluate_both(mi, features.mi, ta, features.ta, features.systems)
+    assert metrics["MI"]["utterance"]["SRCC"] > 0.7, metrics["MI"]
+    assert metrics["TA"]["utterance"]["SRCC"] > 0.1, metrics["TA"]

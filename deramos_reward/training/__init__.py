@@ -14,6 +14,7 @@ from deramos_reward._lazy import lazy_getattr
 # trainer and the metrics.
 _LAZY = {
     "TrainConfig": "config",
+    "DEMO_RECIPE": "config",
     "ClipFeatures": "features",
     "FeatureSet": "features",
     "cached_feature_set": "features",
@@ -28,6 +29,7 @@ _LAZY = {
 __all__ = [
     "CHECKPOINTS",
     "ClipFeatures",
+    "DEMO_RECIPE",
     "FeatureSet",
     "TrainConfig",
     "TrainResult",

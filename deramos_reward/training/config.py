@@ -27,6 +27,12 @@ EARLY_STOPPING = ("loss", "mi_sys_srcc", "combined")
 DEVICES = ("auto", "cpu", "cuda")
 MIXED_PRECISION = ("no", "bf16", "fp16")
 FEATURE_DTYPES = ("float32", "float16", "bfloat16")
+# The demo's recipe (``make demo``, ``examples/demo.py``, the benchmarks) for the small heads of
+# ``DeRAMOSConfig.demo()``: a larger step than the paper's 5e-5, patience 10 on the validation loss.
+# Patience on the ``combined`` selection score instead trains on past the loss minimum: on one
+# holdout corpus that raised TA system SRCC, on another it did not (BENCHMARKS.md, "TA on a hidden
+# holdout corpus"), so the recipe stays as measured for the demo.
+DEMO_RECIPE = dict(lr=1e-3, batch_size=16, max_epochs=40, patience=10, early_stopping="loss")
 # Fields that do not change what a run computes: a resumed run may change them.
 RUNTIME_FIELDS = ("num_workers", "progress", "feature_cache", "extract_batch_size", "device")
 
