@@ -329,6 +329,7 @@ from safetensors.torch import save_file
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor
 from deramos_reward.integrations.musicgen.transformers import builders as tm
+from deramos_reward.integrations.training.common.checkpoints import save_adapter
 
 torch.set_num_threads(1)
 dist.init_process_group("gloo")
@@ -361,13 +362,11 @@ loss(sharded, slice(2 * rank, 2 * rank + 2)).backward()  # half the batch each; 
 full_grads = {n: p.grad for n, p in full.named_parameters() if p.requires_grad}
 grads = {n: p.grad.full_tensor() for n, p in sharded.named_parameters() if p.requires_grad}
 kinds = sorted({type(p).__name__ for p in sharded.parameters()})
-# the adapter as the main process would save it: gathered on every process first (a collective)
-state = {k: v.full_tensor() if isinstance(v, DTensor) else v for k, v in sharded.state_dict().items()
-         if "lora_" in k}
+# the package's save_adapter on every process: it gathers the shards, the main process writes
+save_adapter(sharded, sys.argv[2])
 if rank == 0:
+    full.save_pretrained(sys.argv[3])
     out = {"grad/" + n: g for n, g in grads.items()} | {"full/" + n: g for n, g in full_grads.items()}
-    out |= {"state/" + k: v.contiguous() for k, v in state.items()}
-    out |= {"unsharded/" + k: v.contiguous() for k, v in full.state_dict().items() if "lora_" in k}
     save_file(out, sys.argv[1])
     print(kinds)
 dist.destroy_process_group()
@@ -377,14 +376,16 @@ dist.destroy_process_group()
 def test_a_peft_lora_musicgen_decoder_shards_with_fsdp2_on_the_cpu(tmp_path):
     """What FSDP needs of peft, with torch's FSDP2 (fully_shard) on 2 gloo processes, each decoder layer one
     unit: the LoRA parameters are sharded (DTensor), 2 processes x half the batch give the LoRA gradient of
-    the full batch, and the adapter gathered on every process equals the unsharded one, key for key."""
+    the full batch, and the package's save_adapter (which gathers the shards on every process) writes the
+    adapter peft writes for the unsharded model, key for key."""
     script = tmp_path / "sharded.py"
     script.write_text(SHARDED)
     env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
     env.update(CUDA_VISIBLE_DEVICES="", OMP_NUM_THREADS="1")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
     done = subprocess.run(
-        [*cmd, str(script), str(tmp_path / "out.safetensors")], env=env, capture_output=True, text=True,
+        [*cmd, str(script), str(tmp_path / "out.safetensors"), str(tmp_path / "sharded"), str(tmp_path / "full")],
+        env=env, capture_output=True, text=True,
         timeout=300,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
@@ -395,7 +396,8 @@ def test_a_peft_lora_musicgen_decoder_shards_with_fsdp2_on_the_cpu(tmp_path):
     for n in names:  # float32 sums in another order: measured gap 9e-11, gradients up to 6e-4
         torch.testing.assert_close(out["grad/" + n], out["full/" + n], rtol=1e-5, atol=1e-9)
     assert max(float(out["full/" + n].abs().max()) for n in names) > 1e-5
-    state = {k[len("state/") :] for k in out if k.startswith("state/")}
-    assert state == {k[len("unsharded/") :] for k in out if k.startswith("unsharded/")} and len(state) == 40
-    for k in state:
-        assert torch.equal(out["state/" + k], out["unsharded/" + k])
+    saved = load_file(str(tmp_path / "sharded" / "adapter_model.safetensors"))
+    unsharded = load_file(str(tmp_path / "full" / "adapter_model.safetensors"))
+    assert saved.keys() == unsharded.keys() and len(saved) == 40
+    for k in saved:
+        assert torch.equal(saved[k], unsharded[k])

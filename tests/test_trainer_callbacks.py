@@ -204,3 +204,14 @@ def test_resume_from_checkpoint_names_what_is_missing_and_resumes_from_a_given_f
 def test_callbacks_must_be_trainer_callbacks():
     with pytest.raises(TypeError, match="TrainerCallback"):
         make_trainer("backprop", callbacks=[print])
+
+
+def test_a_launch_of_several_processes_that_accelerate_runs_one_by_one_is_refused(monkeypatch):
+    from deramos_reward.integrations.training.common.runtime import make_accelerator
+    from deramos_reward.integrations.training.common.trainer import check_process_group
+
+    accelerator = make_accelerator()  # this test runs as one process
+    check_process_group(accelerator)
+    monkeypatch.setenv("WORLD_SIZE", "2")  # as torchrun / accelerate launch would set it
+    with pytest.raises(RuntimeError, match="WORLD_SIZE=2.*ACCELERATE_USE_CPU=1"):
+        check_process_group(accelerator)

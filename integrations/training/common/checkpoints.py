@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
+from torch.distributed.tensor import DTensor
 
 from deramos_reward._optional import require
 from deramos_reward.checkpoint import atomic_write_bytes
@@ -58,14 +59,35 @@ class TrainingState(NamedTuple):
 
 
 def process_rank(accelerator: Any) -> tuple[int, int, bool]:
-    if accelerator is None:
-        return 0, 1, True
-    return accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    """``(rank, world size, is main)`` of this process: the accelerator's, else torch.distributed's when a
+    process group is up, else a single process."""
+    if accelerator is not None:
+        return accelerator.process_index, accelerator.num_processes, accelerator.is_main_process
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        rank = torch.distributed.get_rank()
+        return rank, torch.distributed.get_world_size(), rank == 0
+    return 0, 1, True
 
 
 def _barrier(accelerator: Any) -> None:
     if accelerator is not None:
         accelerator.wait_for_everyone()
+    elif torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def adapter_state(policy: Any) -> dict[str, torch.Tensor] | None:
+    """The adapter's weights as full tensors when FSDP2 shards them (``DTensor`` parameters), for
+    ``save_pretrained(state_dict=...)``; None when nothing is sharded (peft then reads the weights itself).
+    Gathering is a collective: every process must call it."""
+    module = unwrap_module(policy)
+    if not any(isinstance(p, DTensor) for p in module.parameters()):
+        return None
+    return {
+        name: value.full_tensor() if isinstance(value, DTensor) else value
+        for name, value in module.state_dict().items()
+        if "lora_" in name
+    }
 
 
 def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, str]]:
@@ -138,8 +160,9 @@ def save_training_state(
     _barrier(accelerator)
     tensors, meta = _rng_state()
     save_file(tensors, os.fspath(tmp / f"rng-{rank}.safetensors"), metadata=meta)
+    gathered = adapter_state(policy)
     if main:
-        unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
+        unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"), state_dict=gathered)
         opt_tensors, opt_meta = optimizer_tensors(optimizer.state_dict())
         save_file(opt_tensors, os.fspath(tmp / "optimizer.safetensors"), metadata=opt_meta)
         state = {
@@ -302,11 +325,12 @@ def save_adapter(
     path = Path(path)
     _, _, main = process_rank(accelerator)
     _barrier(accelerator)
+    gathered = adapter_state(policy)
     if main:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
         try:
-            unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"))
+            unwrap_module(policy).save_pretrained(os.fspath(tmp / "adapter"), state_dict=gathered)
             for name, value in (files or {}).items():
                 data = json.dumps(value, indent=2, allow_nan=False) + "\n"
                 (tmp / "adapter" / name).write_text(data)

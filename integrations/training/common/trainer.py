@@ -24,6 +24,7 @@ scheduler, RNG states and arguments, and a run killed while it writes one leaves
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from deramos_reward.integrations.training.common.runtime import (
 )
 from deramos_reward.integrations.training.common.settings import check_run_settings
 
-__all__ = ["AdapterTrainer", "training_arguments"]
+__all__ = ["AdapterTrainer", "check_process_group", "training_arguments"]
 
 LOG_FILE = "log.jsonl"
 
@@ -86,6 +87,18 @@ def training_arguments(config: AdapterTrainingConfig, *, use_cpu: bool) -> Any:
     )
 
 
+def check_process_group(accelerator: Any) -> None:
+    """Refuse a launch of several processes that accelerate runs one by one: each would train the whole run
+    alone into the same output folder (a CPU-only machine launched without ``--cpu`` / ``--device cpu``)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world > 1 and accelerator.num_processes == 1:
+        raise RuntimeError(
+            f"launched as {world} processes (WORLD_SIZE={world}) but accelerate runs this one alone, so each "
+            "would train the whole run into the same folder; on a machine without GPUs set "
+            "ACCELERATE_USE_CPU=1 (the CLI: --device cpu)"
+        )
+
+
 class AdapterTrainer:
     """What the three trainers share: the accelerator, callbacks and reporters, the run folder (settings,
     log, checkpoints) and resuming. A subclass sets ``args``, ``policy``, ``processor`` and ``accelerator``
@@ -108,11 +121,13 @@ class AdapterTrainer:
         process-wide state, so every ``train`` makes its own). bf16 is applied with :func:`autocast`
         around the passes (``self.bf16``), never through accelerate's process-wide mixed precision."""
         self.bf16 = resolve_bf16(self.args.bf16, accelerator_device())
-        return make_accelerator(
+        accelerator = make_accelerator(
             gradient_accumulation_steps=self.args.gradient_accumulation_steps,
             bf16=False,
             project_dir=self.args.output_dir,
         )
+        check_process_group(accelerator)
+        return accelerator
 
     def _init_callbacks(self, callbacks: Sequence[Any] | None) -> None:
         trainer_callback = require("transformers.trainer_callback")

@@ -62,7 +62,7 @@ from deramos_reward.integrations.training.common.runtime import (
     make_scheduler,
     resolve_bf16,
 )
-from deramos_reward.integrations.training.common.trainer import AdapterTrainer
+from deramos_reward.integrations.training.common.trainer import AdapterTrainer, check_process_group
 from deramos_reward.integrations.training.dpo.config import TRL_SHARED_FIELDS, MusicDPOConfig
 from deramos_reward.integrations.training.dpo.loss import dpo_loss
 from deramos_reward.integrations.training.dpo.pairs import check_pairs, collate_pairs
@@ -198,6 +198,7 @@ class MusicDPOTrainer(AdapterTrainer):
         self.log_history: list[dict[str, float]] = []
         self.global_step = 0
         if accelerator is not None:
+            check_process_group(accelerator)
             self.bf16 = resolve_bf16(self.args.bf16, accelerator.device)
         self._init_callbacks(callbacks)
 
