@@ -138,7 +138,7 @@ def run_one(method: str, library: str, seed: int, args: argparse.Namespace) -> d
     )
     trainer.train()
     # evaluations happen at step 0, every eval_every steps and at the last step
-    total = trainer.config.max_steps if method == "backprop" else trainer.args.max_steps
+    total = trainer.args.max_steps
     steps = [0, *range(args.eval_every, total, args.eval_every), total]
     for point, step in zip(curve, steps):
         point["samples"] = step * args.prompts_per_step * args.generations
