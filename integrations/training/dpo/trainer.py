@@ -382,8 +382,8 @@ class MusicDPOTrainer(AdapterTrainer):
             loop.grad_norms.append(norm)
             scheduler.step()
             self.global_step += 1
-            self._step_end()
             self.state.epoch = epoch + (step + 1) / len(loader)
+            self._step_end()
             done = self.global_step >= total
             if self._due(args.logging_steps, before, done) or self._should_stop():
                 self._log(self._log_row(loop, scheduler, self.state.epoch))
