@@ -1,19 +1,15 @@
 """MusicRLTrainer on real tiny MusicGens: the issue's API, learning a simple reward on both libraries, a
-large beta keeping the policy near the reference, DeRA-MOS reward shaping and its logs, settings checks,
-and two processes (gloo DDP) giving the adapter of one process with the global batch."""
+large beta keeping the policy near the reference, DeRA-MOS reward shaping and its logs, settings checks
+(several processes: tests/test_scaleout.py)."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
 from run_helpers import latest_step
-from safetensors.torch import load_file
 
 import deramos_reward as dr
 from deramos_reward.integrations import musicgen_backend
@@ -201,52 +197,6 @@ def test_bad_input_is_refused():
 
 
 # ---------------------------------------------------------------------------------- data parallel
-
-_DDP_SCRIPT = """
-import sys, torch
-sys.path.insert(0, sys.argv[3])
-from test_rl_trainer import low_band, _config, _model, TRAIN
-from deramos_reward.integrations.rl import MusicRLTrainer
-model, processor = _model("transformers")
-trainer = MusicRLTrainer(model, low_band, TRAIN, _config("transformers", **eval(sys.argv[1])), processor=processor)
-assert trainer.accelerator.num_processes == 2, trainer.accelerator.num_processes
-trainer.train()
-trainer.save_adapter(sys.argv[2])
-"""
-
-_DDP_SETTINGS = dict(max_steps=2, num_generations=4, prompts_per_step=2, beta=0.1, num_iterations=2, seed=5)
-
-
-def test_two_process_data_parallel_matches_one_process_with_the_global_batch(tmp_path):
-    """torchrun with 2 CPU processes (gloo DDP through accelerate), one prompt group each per step, ends
-    with the adapter one process gets with both groups per step: groups are sampled with seeds of their
-    position in the global batch, never split, and gradients are averaged across processes."""
-    script = tmp_path / "ddp.py"
-    script.write_text(_DDP_SCRIPT)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
-    tests_dir = os.path.dirname(__file__)
-    done = subprocess.run(
-        [*command, str(script), repr(_DDP_SETTINGS), str(tmp_path / "ddp"), tests_dir],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    model, processor = _model("transformers")
-    trainer = MusicRLTrainer(
-        model, low_band, TRAIN, _config("transformers", **_DDP_SETTINGS), processor=processor
-    )
-    trainer.train()
-    trainer.save_adapter(tmp_path / "single")
-    ddp = load_file(str(tmp_path / "ddp" / "adapter_model.safetensors"))
-    single = load_file(str(tmp_path / "single" / "adapter_model.safetensors"))
-    assert ddp.keys() == single.keys() and len(ddp) == 40
-    assert all(torch.allclose(ddp[k], single[k], atol=1e-5) for k in ddp)
-    assert any(single[k].abs().sum() > 0 for k in single if "lora_B" in k)
-    logged = json.loads((tmp_path / "ddp" / "log_history.json").read_text())
-    assert logged[-1]["reward"] == pytest.approx(trainer.log_history[-1]["reward"], rel=1e-5)
 
 
 def test_bf16_autocast_runs_on_the_cpu():
