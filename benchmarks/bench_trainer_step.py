@@ -23,7 +23,7 @@ from deramos_reward.integrations.backprop import MusicBackpropConfig, MusicRewar
 from deramos_reward.integrations.dpo import MusicDPOConfig, MusicDPOTrainer
 from deramos_reward.integrations.rl import MusicRLConfig, MusicRLTrainer
 
-try:  # the layout since version 0.2
+try:  # integrations/ laid out by concept (musicgen/, rewards/, training/)
     from deramos_reward.integrations.dpo import musicgen_pairs
     from deramos_reward.integrations.rewards import LowBandEnergyReward
 except ImportError:  # earlier checkouts

@@ -38,7 +38,7 @@ _LAZY = {
     "load_adapter": "training.common.lora",
 }
 _MODULES = {
-    # the builders' modules under the names they had before the layout of version 0.2
+    # the builders' modules under the names they had before integrations/ was laid out by concept
     "audiocraft": "musicgen.audiocraft",
     "transformers_musicgen": "musicgen.transformers",
 }
