@@ -22,18 +22,10 @@ from . import provenance
 from .options import CommandError, new_folder, resolve_device
 
 RUN_RECORD = "rl_run.json"
-# what a run of deramos rl writes into RUN (besides RUN_RECORD); --overwrite removes these only
-RUN_FILES = (
-    "settings.json",
-    "log.jsonl",
-    "checkpoint",
-    "checkpoint.old",
-    ".checkpoint.tmp",
-    "adapter",
-    "runs",
-)
-# numbered checkpoints (checkpoint-<step>) and their temporary folders, removed by --overwrite too
-RUN_PATTERNS = ("checkpoint-*", ".checkpoint-*")
+# what deramos rl itself writes into RUN besides the trainer's run state: --overwrite removes these, the
+# trainer's entries (settings, log, checkpoints, event files) and temporary folders of interrupted saves
+RUN_FILES = (RUN_RECORD, "adapter")
+TEMPORARY = (".checkpoint*", ".adapter.*")
 # reward settings of MusicRLConfig (MusicBackpropConfig has none: its weights are options of the command)
 REWARD_FIELDS = ("mi_weight", "ta_weight", "normalize_per_axis", "uncertainty_penalty", "diversity_weight")
 
@@ -100,13 +92,15 @@ def clear_run(out: Path) -> None:
     """--overwrite: remove what a run of deramos rl wrote into ``out`` (nothing else)."""
     if not out.is_dir():
         return
-    for name in (RUN_RECORD, *RUN_FILES):
+    from ..integrations.training.common.checkpoints import run_state
+
+    for name in (*RUN_FILES, *run_state(out)):
         path = out / name
         if path.is_dir():
             shutil.rmtree(path)
         else:
             path.unlink(missing_ok=True)
-    for pattern in (*RUN_PATTERNS, ".adapter.*"):  # checkpoints; an adapter save interrupted half-way
+    for pattern in TEMPORARY:
         for tmp in out.glob(pattern):
             shutil.rmtree(tmp, ignore_errors=True)
 

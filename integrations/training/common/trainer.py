@@ -144,7 +144,6 @@ class AdapterTrainer:
         )
         self.state = trainer_callback.TrainerState()
         self.control = trainer_callback.TrainerControl()
-        self._requested = {"save": False, "stop": False}
         self.control = self.callback_handler.on_init_end(self.training_args, self.state, self.control)
 
     @functools.cached_property

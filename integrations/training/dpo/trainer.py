@@ -29,6 +29,7 @@ resumes mid-run and ends with the adapter an uninterrupted run gives. Other sett
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -58,6 +59,7 @@ from deramos_reward.integrations.training.common.lora import (
 )
 from deramos_reward.integrations.training.common.runtime import (
     autocast,
+    eval_mode,
     grad_norm,
     make_scheduler,
     resolve_bf16,
@@ -214,25 +216,10 @@ class MusicDPOTrainer(AdapterTrainer):
             return self.scorer.score(list(prompts), codes)
 
     def _adapter(self, reference: bool):
-        import contextlib
-
         return adapter_disabled(self.policy) if reference else contextlib.nullcontext()
 
     def _dropout_off(self):
-        import contextlib
-
-        policy = self.accelerator.unwrap_model(self.policy)
-
-        @contextlib.contextmanager
-        def ctx():
-            was = policy.training
-            policy.eval()
-            try:
-                yield
-            finally:
-                policy.train(was)
-
-        return ctx()
+        return eval_mode(self.accelerator.unwrap_model(self.policy))
 
     def _reference_pair_logps(self, prompts: list[str], chosen: torch.Tensor, rejected: torch.Tensor):
         both = self.sequence_logps(prompts + prompts, torch.cat([chosen, rejected]), reference=True).logps
