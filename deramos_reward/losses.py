@@ -4,6 +4,8 @@
 - ``listwise_ranking_loss`` (BALR): ListNet cross-entropy over the mini-batch as one list (MI).
 - ``score_anchored_alignment_loss`` (SAMA): MSE between the mapped audio/text cosine and the
   normalised TA label.
+- ``prompt_contrast_loss`` (an addition, not in the paper): a clip rated as matching its prompt
+  must score higher TA with that prompt than with another clip's prompt.
 - Baselines for the ablation: ``regression_loss`` (L1 / MSE on the expected score) and
   ``pairwise_ranking_loss`` (margin ranking over all pairs with distinct labels).
 - ``deramos_loss`` combines them according to a ``LossWeights``.
@@ -134,6 +136,20 @@ def _alignment(
     return F.mse_loss(mapped, anchor)
 
 
+def _contrast(
+    ta_own: torch.Tensor,
+    ta_swapped: torch.Tensor,
+    ta_target: torch.Tensor,
+    valid: torch.Tensor,
+    temperature: float,
+    low: float,
+    high: float,
+) -> torch.Tensor:
+    weight = ((ta_target - float(low)) / (float(high) - float(low))).clamp(0.0, 1.0) * valid
+    logistic = F.softplus((ta_swapped - ta_own) / temperature)
+    return (weight * logistic).sum() / valid.sum().clamp(min=1)
+
+
 def _regression(pred: torch.Tensor, target: torch.Tensor, kind: str) -> torch.Tensor:
     return F.l1_loss(pred, target) if kind == "l1" else F.mse_loss(pred, target)
 
@@ -251,6 +267,60 @@ def score_anchored_alignment_loss(
     return _alignment(audio_emb, text_emb, ta_target, low, high, mapping)
 
 
+def prompt_contrast_loss(
+    ta_own: torch.Tensor,
+    ta_swapped: torch.Tensor,
+    ta_target: torch.Tensor,
+    valid: torch.Tensor | None = None,
+    temperature: float = 0.5,
+    low: float = 1.0,
+    high: float = 5.0,
+) -> torch.Tensor:
+    """Prompt contrast: a clip should score higher TA with its own prompt than with another one.
+
+    ``sum_i w_i * softplus((ta_swapped_i - ta_own_i) / temperature) / n_valid`` with
+    ``w_i = (y_i - low) / (high - low)`` (clipped to [0, 1]) and only valid pairs counted: a clip
+    rated as matching its prompt must prefer it strongly, one rated as ignoring it not at all.
+    The same audio is scored twice, so recognising who made a clip cannot lower this loss; only
+    relating the audio to the words can.
+
+    Args:
+        ta_own: [B] TA of each clip with its own prompt.
+        ta_swapped: [B] TA of the same clips with another clip's (different) prompt.
+        ta_target: [B] TA labels on [low, high] (of the own prompt).
+        valid: [B] bool, False where no different prompt was available (default: all valid).
+        temperature: score difference per unit of the logistic (score points).
+
+    Returns:
+        scalar; 0 when no pair is valid.
+    """
+    ta_own = _vector(ta_own, "ta_own")
+    ta_swapped = _swapped(ta_swapped, ta_own)
+    ta_target = _target(ta_target, "ta_target", ta_own.shape[0], ta_own)
+    valid = _valid_mask(valid, ta_own)
+    check_positive_float(temperature, "temperature")
+    _check_range(low, high)
+    return _contrast(ta_own, ta_swapped, ta_target, valid, temperature, low, high)
+
+
+def _swapped(ta_swapped: object, ta_own: torch.Tensor) -> torch.Tensor:
+    """The swapped-prompt scores, checked against ``ta_own`` and kept in the graph (unlike labels)."""
+    ta_swapped = _vector(ta_swapped, "ta_swapped")
+    _check_batch(ta_swapped, "ta_swapped", ta_own.shape[0])
+    return ta_swapped
+
+
+def _valid_mask(valid: object, like: torch.Tensor) -> torch.Tensor:
+    """A [B] bool mask (None = all True) -> float [B] on ``like``'s device and dtype."""
+    if valid is None:
+        return torch.ones_like(like)
+    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool:
+        raise TypeError(f"valid must be a bool torch.Tensor [B], got {type(valid).__name__}")
+    if valid.shape != like.shape:
+        raise ValueError(f"valid must have shape {tuple(like.shape)}, got {tuple(valid.shape)}")
+    return valid.to(device=like.device, dtype=like.dtype)
+
+
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
     """Point-wise regression baseline on the expected score.
 
@@ -296,6 +366,8 @@ class LossWeights:
     use_balr / alpha: add ``alpha *`` the ranking loss on MI; ``ranking="listwise"`` is BALR,
         ``"pairwise"`` the margin-ranking baseline (``pairwise_margin``).
     use_sama / beta: add ``beta *`` SAMA on the alignment embeddings, with ``sama_mapping``.
+    use_contrast / gamma: add ``gamma *`` the prompt contrast on TA (``prompt_contrast_loss``, not
+        in the paper), at ``contrast_temperature``; off by default.
     """
 
     objective: str = "distribution"
@@ -308,6 +380,9 @@ class LossWeights:
     use_sama: bool = True
     beta: float = 0.3
     sama_mapping: str = "affine"
+    use_contrast: bool = False
+    gamma: float = 1.0
+    contrast_temperature: float = 0.5
     sigma: float = 0.25
     low: float = 1.0
     high: float = 5.0
@@ -324,11 +399,11 @@ class LossWeights:
             ("sama_mapping", SAMA_MAPPINGS),
         ):
             check_choice(getattr(self, key), f"LossWeights.{key}", allowed)
-        for key in ("use_balr", "use_sama"):
+        for key in ("use_balr", "use_sama", "use_contrast"):
             check_bool(getattr(self, key), f"LossWeights.{key}")
-        for key in ("alpha", "beta", "pairwise_margin"):
+        for key in ("alpha", "beta", "gamma", "pairwise_margin"):
             check_non_negative_float(getattr(self, key), f"LossWeights.{key}")
-        for key in ("temperature", "sigma"):
+        for key in ("temperature", "contrast_temperature", "sigma"):
             check_positive_float(getattr(self, key), f"LossWeights.{key}")
         for key in ("low", "high"):
             check_number(getattr(self, key), f"LossWeights.{key}")
@@ -388,14 +463,34 @@ def _ranking_term(
     return _pairwise(pred, target, weights.pairwise_margin)
 
 
+def _contrast_term(
+    out: object,
+    ta_target: torch.Tensor,
+    weights: LossWeights,
+    contrast_inputs: tuple[torch.Tensor, torch.Tensor] | None,
+) -> torch.Tensor:
+    if not isinstance(contrast_inputs, (tuple, list)) or len(contrast_inputs) != 2:
+        raise TypeError(
+            "contrast_inputs must be a pair (ta_swapped [B], valid [B] bool) when weights.use_contrast is on"
+        )
+    ta_own = _vector(_out_field(out, "ta"), "out.ta")
+    ta_swapped = _swapped(contrast_inputs[0], ta_own)
+    valid = _valid_mask(contrast_inputs[1], ta_own)
+    _check_batch(ta_target, "ta_target", ta_own.shape[0])
+    label = _label(ta_target, ta_own)
+    w = weights
+    return _contrast(ta_own, ta_swapped, label, valid, w.contrast_temperature, w.low, w.high)
+
+
 def deramos_loss(
     out: object,
     mi_target: torch.Tensor,
     ta_target: torch.Tensor,
     weights: LossWeights | None = None,
     balr_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
+    contrast_inputs: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-    """The DeRA-MOS training loss ``L_MI + L_TA + alpha * L_rank + beta * L_SAMA``.
+    """The DeRA-MOS training loss ``L_MI + L_TA + alpha * L_rank + beta * L_SAMA [+ gamma * L_contrast]``.
 
     Args:
         out: the model output; read by attribute: ``mi``, ``ta`` [B], ``mi_logits``, ``ta_logits``
@@ -405,10 +500,12 @@ def deramos_loss(
         weights: which objectives and weights; default ``LossWeights()`` (paper).
         balr_inputs: optional ``(pred [N], target [N])`` to compute the ranking term over instead
             of ``(out.mi, mi_target)``, e.g. the global batch gathered from all processes.
+        contrast_inputs: ``(ta_swapped [B], valid [B] bool)``, the same clips' TA with other
+            prompts; required when ``weights.use_contrast``.
 
     Returns:
         ``(total, parts)``: ``total`` is the scalar to backpropagate; ``parts`` maps
-        ``"mi"``, ``"ta"`` (distribution or regression term), ``"balr"``, ``"sama"`` (unweighted,
+        ``"mi"``, ``"ta"`` (distribution or regression term), ``"balr"``, ``"sama"``, ``"contrast"`` (unweighted,
         present only when enabled) and ``"total"`` to detached scalars.
     """
     weights = LossWeights() if weights is None else weights
@@ -445,6 +542,9 @@ def deramos_loss(
         ta_label = _label(ta_target, audio_emb)
         parts["sama"] = _alignment(audio_emb, text_emb, ta_label, w.low, w.high, w.sama_mapping)
         total = total + w.beta * parts["sama"]
+    if w.use_contrast:
+        parts["contrast"] = _contrast_term(out, ta_target, w, contrast_inputs)
+        total = total + w.gamma * parts["contrast"]
     parts = {k: v.detach() for k, v in parts.items()}
     parts["total"] = total.detach()
     return total, parts

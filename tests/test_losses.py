@@ -246,3 +246,61 @@ def test_errors_name_the_argument(gen):
         )
     with pytest.raises(ValueError, match="unknown loss preset"):
         L.LossWeights.preset("everything")
+
+
+def _np_contrast(own, swapped, target, valid, temperature=0.5, low=1.0, high=5.0) -> float:
+    weight = np.clip((target - low) / (high - low), 0.0, 1.0) * valid
+    softplus = np.log1p(np.exp((swapped - own) / temperature))
+    return float((weight * softplus).sum() / max(valid.sum(), 1))
+
+
+def test_prompt_contrast_value_and_gradient():
+    own = torch.tensor([4.0, 2.0, 3.0, 1.5], requires_grad=True)
+    swapped = torch.tensor([3.0, 2.5, 3.0, 4.0], requires_grad=True)
+    target = torch.tensor([5.0, 3.0, 1.0, 4.0])
+    valid = torch.tensor([True, True, True, False])
+    loss = L.prompt_contrast_loss(own, swapped, target, valid, temperature=0.5)
+    expected = _np_contrast(own.detach().numpy(), swapped.detach().numpy(), target.numpy(), valid.numpy())
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    loss.backward()
+    # d/d own_i = -w_i * sigmoid((s_i - o_i) / T) / T / n_valid; the TA-1 clip and the invalid pair get none
+    z = (swapped - own).detach() / 0.5
+    w = torch.tensor([1.0, 0.5, 0.0, 0.0])
+    torch.testing.assert_close(own.grad, -w * torch.sigmoid(z) / 0.5 / 3)
+    torch.testing.assert_close(swapped.grad, -own.grad)
+
+
+def test_prompt_contrast_prefers_the_own_prompt_and_ignores_a_shared_shift():
+    target = torch.full((3,), 5.0)
+    right = L.prompt_contrast_loss(torch.tensor([4.0, 4.0, 4.0]), torch.tensor([2.0, 2.0, 2.0]), target)
+    wrong = L.prompt_contrast_loss(torch.tensor([2.0, 2.0, 2.0]), torch.tensor([4.0, 4.0, 4.0]), target)
+    shifted = L.prompt_contrast_loss(torch.tensor([3.0, 3.0, 3.0]), torch.tensor([1.0, 1.0, 1.0]), target)
+    assert right.item() < wrong.item()
+    assert shifted.item() == pytest.approx(right.item(), rel=1e-6)
+    none_valid = L.prompt_contrast_loss(target, target, target, torch.zeros(3, dtype=torch.bool))
+    assert none_valid.item() == 0.0
+
+
+def test_deramos_loss_adds_the_weighted_contrast(gen):
+    out = _out(gen)
+    mi_t = torch.linspace(1, 5, 6)
+    ta_t = torch.tensor([4.0, 1.2, 3.0, 2.6, 4.8, 2.0])
+    swapped = torch.randn(6, generator=gen) + 3.0
+    valid = torch.tensor([True] * 5 + [False])
+    w = L.LossWeights(use_contrast=True, gamma=2.0, contrast_temperature=0.25)
+    total, parts = L.deramos_loss(out, mi_t, ta_t, w, contrast_inputs=(swapped, valid))
+    contrast = L.prompt_contrast_loss(out.ta, swapped, ta_t, valid, temperature=0.25)
+    _, plain = L.deramos_loss(out, mi_t, ta_t)
+    assert parts["contrast"].item() == pytest.approx(contrast.item(), rel=1e-6)
+    assert total.item() == pytest.approx(plain["total"].item() + 2.0 * contrast.item(), rel=1e-6)
+    assert "contrast" not in plain
+    with pytest.raises(TypeError, match="contrast_inputs must be a pair"):
+        L.deramos_loss(out, mi_t, ta_t, w)
+    with pytest.raises(ValueError, match="ta_swapped has 5 values"):
+        L.deramos_loss(out, mi_t, ta_t, w, contrast_inputs=(swapped[:5], valid))
+    with pytest.raises(TypeError, match="valid must be a bool"):
+        L.deramos_loss(out, mi_t, ta_t, w, contrast_inputs=(swapped, valid.float()))
+    with pytest.raises(ValueError, match="contrast_temperature"):
+        L.LossWeights(use_contrast=True, contrast_temperature=0.0).validate()
+    with pytest.raises(ValueError, match="gamma"):
+        L.LossWeights(gamma=-1.0).validate()
