@@ -165,13 +165,23 @@ class FeatureSet:
     def labeled(self) -> bool:
         return bool(torch.isfinite(self.mi).all() and torch.isfinite(self.ta).all())
 
-    def batch(self, indices: Sequence[int], device: torch.device | str) -> FeatureBatch:
-        """Clips ``indices`` -> padded ``FeatureBatch`` on ``device``."""
+    def batch(
+        self, indices: Sequence[int], device: torch.device | str, prompts: Sequence[int] | None = None
+    ) -> FeatureBatch:
+        """Clips ``indices`` -> padded ``FeatureBatch`` on ``device``.
+
+        prompts: optional prompt row (into ``features.prompts``) per clip, to pair a clip's audio
+        with another prompt than its own (default: each clip's own, ``features.clip_prompt``).
+        """
         f = self.features
+        indices = [int(i) for i in indices]
+        if prompts is None:
+            prompts = [int(f.clip_prompt[c]) for c in indices]
+        elif len(prompts) != len(indices):
+            raise ValueError(f"prompts has {len(prompts)} rows for {len(indices)} clips")
         frames, tokens, windows = [], [], []
         prompt_rows: dict[int, torch.Tensor] = {}
-        for b, c in enumerate(int(i) for i in indices):
-            p = int(f.clip_prompt[c])
+        for b, (c, p) in enumerate(zip(indices, (int(p) for p in prompts))):
             if p not in prompt_rows:
                 prompt_rows[p] = f.tokens[int(f.prompt_offsets[p]) : int(f.prompt_offsets[p + 1])]
             start = 0

@@ -53,7 +53,7 @@ from .._optional import require
 from ..checkpoint import atomic_write_bytes
 from ..data import Example, load_dataset_split
 from ..errors import InputError, InputTypeError
-from ..heads import DeRAMOSHeads
+from ..heads import DeRAMOSHeads, DeRAMOSOutput
 from ..jsonl import append_rows, encode_rows, read_rows
 from ..losses import deramos_loss
 from ..metrics import evaluate_both, json_safe
@@ -61,6 +61,7 @@ from ..model import DeRAMOS
 from ..seeding import derive_seed
 from . import run_folder
 from .config import TrainConfig
+from .contrast import contrast_forward
 from .distributed import gather, gather_with_grad
 from .features import FeatureSet, cached_feature_set, encoder_fingerprint, heads_forward
 from .run_folder import LOG_FILE, SUMMARY_FILE
@@ -123,6 +124,15 @@ def predict_features(
     return torch.cat(mi), torch.cat(ta)
 
 
+def _forward(
+    heads: torch.nn.Module, data: FeatureSet, idx: list[int], device, config: TrainConfig
+) -> tuple[DeRAMOSOutput, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The heads on clips ``idx`` -> (outputs [B], the prompt-contrast inputs when the loss uses them)."""
+    if config.loss.use_contrast:
+        return contrast_forward(heads, data, idx, device)
+    return heads_forward(heads, data.batch(idx, device)), None
+
+
 @torch.no_grad()
 def validation_loss(
     heads: torch.nn.Module, data: FeatureSet, config: TrainConfig, device
@@ -134,8 +144,10 @@ def validation_loss(
     try:
         for start in range(0, len(data), config.batch_size):
             idx = list(range(start, min(start + config.batch_size, len(data))))
-            out = heads_forward(heads, data.batch(idx, device))
-            _, parts = deramos_loss(out, data.mi[idx].to(device), data.ta[idx].to(device), config.loss)
+            out, contrast = _forward(heads, data, idx, device, config)
+            _, parts = deramos_loss(
+                out, data.mi[idx].to(device), data.ta[idx].to(device), config.loss, contrast_inputs=contrast
+            )
             for k, v in parts.items():
                 sums[k] = sums.get(k, 0.0) + float(v) * len(idx)
     finally:
@@ -349,14 +361,15 @@ def _train_epoch(fit: _Fit, epoch: int) -> tuple[dict[str, float], int]:
     for global_idx in batches:
         shard = len(global_idx) // world
         idx = global_idx[rank * shard : (rank + 1) * shard]
-        batch = train_set.batch(idx, device)
         mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
         with accelerator.autocast():
-            out = heads_forward(fit.heads, batch)
+            out, contrast = _forward(fit.heads, train_set, idx, device, config)
             balr = None
             if config.gather_balr and config.loss.use_balr and world > 1:
                 balr = (gather_with_grad(out.mi.float()), gather(mi_t))
-            loss, parts = deramos_loss(out, mi_t, ta_t, config.loss, balr_inputs=balr)
+            loss, parts = deramos_loss(
+                out, mi_t, ta_t, config.loss, balr_inputs=balr, contrast_inputs=contrast
+            )
         accelerator.backward(loss)
         if config.max_grad_norm is not None:
             accelerator.clip_grad_norm_(fit.heads.parameters(), config.max_grad_norm)
