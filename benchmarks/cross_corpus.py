@@ -11,6 +11,11 @@ scored on its own test split and on the *whole* other corpus. Presets:
 - ``demo-crepe``: the same heads and text encoder on pretrained CREPE-tiny frames
   (``crepe_audio_encoder()``).
 
+``--contrast GAMMA`` adds the prompt-contrast term to the loss (``LossWeights.use_contrast``, weight
+GAMMA, at ``--contrast-temperature``); its runs are kept apart from the plain ones. Trained on the
+holdout corpus, each run also reports the prompt-swap win rates on its test split
+(``benchmarks/prompt_swap.py``): whether TA prefers the prompt naming what a clip plays.
+
 Prints a markdown table (mean ± std over seeds, min) per train corpus -> test set, plus every run.
 
     python benchmarks/cross_corpus.py --out runs/cross_corpus --seeds 0 1 2
@@ -33,9 +38,15 @@ from deramos_reward.config import crepe_audio_encoder
 from deramos_reward.data import load_dataset_split
 from deramos_reward.data.holdout import make_holdout_corpus
 from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
+from deramos_reward.losses import LossWeights
 from deramos_reward.metrics import evaluate_both
 from deramos_reward.model import DeRAMOS
 from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
+
+try:
+    from prompt_swap import swap_wins
+except ImportError:  # run as a module from the project root
+    from benchmarks.prompt_swap import swap_wins
 
 # the same size as the demo corpus: 8 systems x 24 prompts (drawn from 48) x 4 clips of 3 s
 HOLDOUT_CORPUS = dict(
@@ -71,13 +82,20 @@ def test_sets(roots: dict[str, Path], trained_on: str) -> dict[str, tuple[Path, 
     return {f"{trained_on} test": load_dataset_split(roots[trained_on], "test"), f"{other} (all)": every}
 
 
-def run_one(out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int, recipe: dict) -> list[dict]:
+def run_one(
+    out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int, recipe: dict, loss: LossWeights
+) -> list[dict]:
     config = TrainConfig(
-        model=preset(name).to_dict(), seed=seed, feature_cache=os.fspath(out / "features"), **recipe
+        model=preset(name).to_dict(),
+        seed=seed,
+        feature_cache=os.fspath(out / "features"),
+        loss=loss,
+        **recipe,
     )
     t = time.time()
-    result = train(config, roots[corpus], out / "runs" / f"{name}-{corpus}-seed{seed}")
+    result = train(config, roots[corpus], out / "runs" / f"{name}{_tag(loss)}-{corpus}-seed{seed}")
     model = DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
+    swaps = swap_wins(model, roots["holdout"], "test", out / "features") if corpus == "holdout" else None
     rows = []
     for test_name, examples in test_sets(roots, corpus).items():
         cache_name = test_name.replace(" ", "_").replace("(", "").replace(")", "")
@@ -85,7 +103,7 @@ def run_one(out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int
         mi, ta = predict_features(model.heads, features, 256, "cpu")
         rows.append(
             {
-                "preset": name,
+                "preset": name + _tag(loss),
                 "trained_on": corpus,
                 "test": test_name,
                 "seed": seed,
@@ -93,9 +111,15 @@ def run_one(out: Path, roots: dict[str, Path], name: str, corpus: str, seed: int
                 "selected_epoch": result.best["best_combined"]["epoch"],
                 "seconds": round(time.time() - t, 1),
                 "metrics": evaluate_both(mi, features.mi, ta, features.ta, features.systems),
+                "prompt_swap": swaps if test_name == f"{corpus} test" else None,
             }
         )
     return rows
+
+
+def _tag(loss: LossWeights) -> str:
+    """The run-name suffix of a loss with the prompt contrast on ("" for the paper's loss)."""
+    return f"+contrast{loss.gamma:g}@{loss.contrast_temperature:g}" if loss.use_contrast else ""
 
 
 def table(results: list[dict]) -> str:
@@ -103,7 +127,8 @@ def table(results: list[dict]) -> str:
         "| trained on -> tested on | preset | "
         + " | ".join(f"{a} {'utt' if lv == 'utterance' else 'sys'} SRCC" for a, lv in COLUMNS)
         + " |",
-        "|" + "---|" * (len(COLUMNS) + 2),
+        +" swap: instrument | tempo | mode |",
+        "|" + "---|" * (len(COLUMNS) + 5),
     ]
     keys = list(dict.fromkeys((r["trained_on"], r["test"], r["preset"]) for r in results))
     for trained_on, test, name in keys:
@@ -113,6 +138,9 @@ def table(results: list[dict]) -> str:
             vals = np.array([r["metrics"][axis][level]["SRCC"] for r in rows], dtype=float)
             spread = np.std(vals, ddof=1) if len(vals) > 1 else 0.0
             cells.append(f"{np.mean(vals):.3f} ± {spread:.3f} (min {np.min(vals):.3f})")
+        swaps = [r["prompt_swap"] for r in rows if r.get("prompt_swap")]
+        for attr in ("instrument", "tempo", "mode"):
+            cells.append(f"{np.mean([s[attr] for s in swaps]):.2f}" if swaps else "")
         lines.append(f"| {trained_on} -> {test} | {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -133,8 +161,16 @@ def main() -> None:
         choices=("loss", "combined"),
         help="what patience counts on (default: the demo recipe's, 'loss')",
     )
+    p.add_argument("--contrast", type=float, default=0.0, help="prompt-contrast weight (default 0: off)")
+    p.add_argument("--contrast-temperature", type=float, default=LossWeights().contrast_temperature)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
+    loss = LossWeights(
+        use_contrast=args.contrast > 0,
+        gamma=args.contrast or 1.0,
+        contrast_temperature=args.contrast_temperature,
+    )
+    loss.validate()
     out, start = Path(args.out), time.time()
     roots = build(out, args.holdout_seed)
     recipe = {**DEMO_RECIPE, "early_stopping": args.early_stopping, "device": "cpu", "progress": False}
@@ -145,16 +181,17 @@ def main() -> None:
     for seed in args.seeds:
         for corpus in args.train_on:
             for name in args.presets:
-                if any((r["preset"], r["trained_on"], r["seed"]) == (name, corpus, seed) for r in results):
+                key = (name + _tag(loss), corpus, seed)
+                if any((r["preset"], r["trained_on"], r["seed"]) == key for r in results):
                     continue
-                rows = run_one(out, roots, name, corpus, seed, recipe)
+                rows = run_one(out, roots, name, corpus, seed, recipe, loss)
                 with done.open("a") as f:
                     f.writelines(json.dumps(r) + "\n" for r in rows)
                 results += rows
                 for r in rows:
                     m = r["metrics"]
                     print(
-                        f"{name:<11} {corpus} -> {r['test']:<14} seed {seed}: epochs {r['epochs']:>2} "
+                        f"{name + _tag(loss):<11} {corpus} -> {r['test']:<14} seed {seed}: epochs {r['epochs']:>2} "
                         f"(selected {r['selected_epoch']:>2})  "
                         + "  ".join(f"{a} {lv[:3]} {m[a][lv]['SRCC']:.3f}" for a, lv in COLUMNS)
                         + f"  [{r['seconds']:.0f} s]",
@@ -166,9 +203,10 @@ def main() -> None:
         "rendered": DEMO_CORPUS,
         "holdout": {**HOLDOUT_CORPUS, "seed": args.holdout_seed},
         "recipe": recipe,
+        "loss": loss.to_dict(),
         "minutes": round((time.time() - start) / 60, 1),
     }
-    md = table([r for r in results if r["seed"] in args.seeds and r["preset"] in args.presets])
+    md = table([r for r in results if r["seed"] in args.seeds])
     (out / "cross_corpus.json").write_text(json.dumps({"info": info, "results": results}, indent=1))
     (out / "cross_corpus.md").write_text(md + "\n")
     print(json.dumps(info))
