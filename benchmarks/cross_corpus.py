@@ -126,8 +126,7 @@ def table(results: list[dict]) -> str:
     lines = [
         "| trained on -> tested on | preset | "
         + " | ".join(f"{a} {'utt' if lv == 'utterance' else 'sys'} SRCC" for a, lv in COLUMNS)
-        + " |",
-        +" swap: instrument | tempo | mode |",
+        + " | swap: instrument | tempo | mode |",
         "|" + "---|" * (len(COLUMNS) + 5),
     ]
     keys = list(dict.fromkeys((r["trained_on"], r["test"], r["preset"]) for r in results))

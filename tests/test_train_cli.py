@@ -186,6 +186,8 @@ def test_train_cli_builds_the_config_from_file_and_flags(corpus, tmp_path, capsy
             "1",
             "--beta",
             "0.1",
+            "--contrast",
+            "2.5",
             "--seed",
             "7",
             "--device",
@@ -203,6 +205,7 @@ def test_train_cli_builds_the_config_from_file_and_flags(corpus, tmp_path, capsy
         "tiny",
     )
     assert (saved["loss"]["alpha"], saved["loss"]["beta"], saved["patience"]) == (0.5, 0.1, 3)
+    assert (saved["loss"]["use_contrast"], saved["loss"]["gamma"]) == (True, 2.5)
     assert "best_combined" in capsys.readouterr().out
     assert dr.DeRAMOS.from_pretrained(out / "best_loss").config == dr.DeRAMOSConfig.tiny()
     # --objective replaces the loss with an ablation preset

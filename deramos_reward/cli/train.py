@@ -50,6 +50,12 @@ def add_parser(sub: argparse._SubParsersAction, name: str) -> None:
     )
     p.add_argument("--alpha", type=float, help="BALR weight (default 0.2)")
     p.add_argument("--beta", type=float, help="SAMA weight (default 0.3)")
+    p.add_argument(
+        "--contrast",
+        type=float,
+        metavar="GAMMA",
+        help="add the prompt-contrast TA loss with this weight (not in the paper; 0 = off, the default)",
+    )
     p.add_argument("--gather-balr", action="store_true", help="BALR over the global batch of all processes")
     add_rating_scale_argument(p)
     add_config_options(p, TrainConfig)
@@ -128,6 +134,10 @@ def build_config(args: argparse.Namespace):
     for key in ("alpha", "beta"):
         if getattr(args, key) is not None:
             loss[key] = getattr(args, key)
+    if args.contrast is not None:
+        loss["use_contrast"] = args.contrast != 0
+        if args.contrast != 0:  # a negative weight is refused by LossWeights.validate, by name
+            loss["gamma"] = args.contrast
     data["loss"] = loss
     return TrainConfig.from_dict(data)
 
