@@ -14,7 +14,7 @@ scored on its own test split and on the *whole* other corpus. Presets:
 ``--contrast GAMMA`` adds the prompt-contrast term to the loss (``LossWeights.use_contrast``, weight
 GAMMA, at ``--contrast-temperature``); its runs are kept apart from the plain ones. Trained on the
 holdout corpus, each run also reports the prompt-swap win rates on its test split
-(``benchmarks/prompt_swap.py``): whether TA prefers the prompt naming what a clip plays.
+(``deramos_reward.prompt_swap``): whether TA prefers the prompt naming what a clip plays.
 
 Prints a markdown table (mean ± std over seeds, min) per train corpus -> test set, plus every run.
 
@@ -41,12 +41,8 @@ from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.losses import LossWeights
 from deramos_reward.metrics import evaluate_both
 from deramos_reward.model import DeRAMOS
+from deramos_reward.prompt_swap import prompt_swap_wins
 from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
-
-try:
-    from prompt_swap import swap_wins
-except ImportError:  # run as a module from the project root
-    from benchmarks.prompt_swap import swap_wins
 
 # the same size as the demo corpus: 8 systems x 24 prompts (drawn from 48) x 4 clips of 3 s
 HOLDOUT_CORPUS = dict(
@@ -95,7 +91,9 @@ def run_one(
     t = time.time()
     result = train(config, roots[corpus], out / "runs" / f"{name}{_tag(loss)}-{corpus}-seed{seed}")
     model = DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
-    swaps = swap_wins(model, roots["holdout"], "test", out / "features") if corpus == "holdout" else None
+    swaps = (
+        prompt_swap_wins(model, roots["holdout"], "test", out / "features") if corpus == "holdout" else None
+    )
     rows = []
     for test_name, examples in test_sets(roots, corpus).items():
         cache_name = test_name.replace(" ", "_").replace("(", "").replace(")", "")

@@ -1,5 +1,6 @@
-"""The prompt-contrast objective in training: in-batch prompt swaps, scoring a clip's cached audio
-with another prompt, and a training run whose log carries the contrast term."""
+"""The prompt-contrast objective in training (in-batch prompt swaps, scoring a clip's cached audio
+with another prompt, a training run whose log carries the contrast term) and the prompt-swap check
+of a judge's alignment (``deramos_reward.prompt_swap``)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,11 @@ import pytest
 import soundfile as sf
 import torch
 
-import deramos_reward as dr
-from deramos_reward.data import Example, RatedClips
+from deramos_reward.data import Example, RatedClips, load_dataset_split
+from deramos_reward.data.holdout import ATTRIBUTES, CHOICES, make_holdout_corpus, prompt_text
 from deramos_reward.data.synthetic import make_corpus
+from deramos_reward.errors import InputError
+from deramos_reward.prompt_swap import WORDINGS, prompt_swap_scores, prompt_swap_wins, win_rate
 from deramos_reward.training import TrainConfig, cached_feature_set, heads_forward, train
 from deramos_reward.training.contrast import contrast_forward, swapped_prompts
 
@@ -36,12 +39,6 @@ def _examples(folder: Path, n: int, rate: int = 24_000) -> list[Example]:
         sf.write(path, (0.3 * np.sin(2 * np.pi * (220 + 70 * i) * t)).astype(np.float32), rate)
         out.append(Example(path.stem, str(path), f"prompt number {i % 3}", 3.0, 1.0 + i % 5, f"S00{i % 2}"))
     return out
-
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    return dr.DeRAMOS(dr.DeRAMOSConfig.tiny()).eval()
 
 
 @torch.no_grad()
@@ -76,3 +73,45 @@ def test_a_run_with_the_contrast_logs_it_and_round_trips_its_config(tmp_path):
     train(plain, root, tmp_path / "plain")
     first = json.loads((tmp_path / "plain" / "log.jsonl").read_text().splitlines()[0])
     assert "contrast" not in first["train_parts"]
+
+
+@torch.no_grad()
+def test_prompt_swap_scores_match_scoring_the_waves(tiny_model, tmp_path):
+    root = tmp_path / "holdout"
+    corpus = make_holdout_corpus(
+        root,
+        n_systems=2,
+        n_prompts=6,
+        prompts_per_system=3,
+        clips_per_pair=1,
+        seconds=1.0,
+        sample_rate=16_000,
+    )
+    scores = prompt_swap_scores(tiny_model, root, "train")
+    played = {c.wav_id: c.rendered for c in corpus.clips}
+    examples = load_dataset_split(root, "train")
+    expected = {a: [] for a in ATTRIBUTES}
+    for i, ex in enumerate(examples):
+        attrs = played[ex.wav_id]
+        variant = int(np.random.default_rng(i).integers(WORDINGS))
+        wave = RatedClips([ex], tiny_model.sample_rate)[0]["wave"]
+        own = tiny_model.forward_clips([wave], [prompt_text(attrs, variant)]).ta[0]
+        for attr in ATTRIBUTES:
+            for other in CHOICES[attr]:
+                if other != attrs[attr]:
+                    changed = prompt_text({**attrs, attr: other}, variant)
+                    expected[attr].append(
+                        torch.stack([own, tiny_model.forward_clips([wave], [changed]).ta[0]])
+                    )
+    for attr in ATTRIBUTES:
+        torch.testing.assert_close(scores[attr], torch.stack(expected[attr]), atol=2e-5, rtol=1e-4)
+    assert scores["instrument"].shape == (4 * len(examples), 2)  # every other instrument of five
+    assert scores["mode"].shape == (len(examples), 2)
+    with pytest.raises(InputError, match="prompt swaps need a holdout corpus"):
+        prompt_swap_wins(tiny_model, tmp_path, "train")
+
+
+def test_win_rate_counts_ties_as_half():
+    assert win_rate(torch.tensor([[3.0, 2.0], [1.0, 2.0], [2.5, 2.5], [4.0, 1.0]])) == 0.625
+    with pytest.raises(ValueError, match="pairs must have shape"):
+        win_rate(torch.zeros(0, 2))
