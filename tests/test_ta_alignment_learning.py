@@ -70,10 +70,10 @@ def contrast(corpus, cache, tmp_path_factory):
 
 
 def test_the_contrast_teaches_ta_the_played_instrument(plain, contrast):
-    # measured over training seeds 0-2: instrument 0.70-0.71 with the contrast, 0.54-0.58 without;
-    # tempo and mode stay near 0.5 on the tiny random MuQ's frames (BENCHMARKS.md, "Prompt contrast")
-    assert contrast["swaps"]["instrument"] > 0.64, contrast["swaps"]
-    assert contrast["swaps"]["instrument"] > plain["swaps"]["instrument"] + 0.06, (
+    # measured (seed 0): instrument 0.65 with the contrast, 0.47 without; tempo and mode stay near 0.5
+    # on the tiny random MuQ's frames. At full size: BENCHMARKS.md, "Prompt contrast".
+    assert contrast["swaps"]["instrument"] > 0.6, contrast["swaps"]
+    assert contrast["swaps"]["instrument"] > plain["swaps"]["instrument"] + 0.1, (
         plain["swaps"],
         contrast["swaps"],
     )
