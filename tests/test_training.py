@@ -74,7 +74,7 @@ def test_config_json_round_trip_and_defaults():
         ({"batch_size": 0}, ValueError, "batch_size"),
         ({"model": "huge"}, ValueError, "model"),
         ({"learning_rate": 1e-3}, ValueError, "learning_rate"),
-        ({"loss": {"gamma": 1}}, ValueError, "gamma"),
+        ({"loss": {"delta": 1}}, ValueError, "delta"),
         ({"loss": {"preset": "nope"}}, ValueError, "nope"),
         ({"early_stopping": "accuracy"}, ValueError, "early_stopping"),
         ({"gather_balr": "yes"}, TypeError, "gather_balr"),
