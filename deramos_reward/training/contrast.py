@@ -54,3 +54,20 @@ def contrast_forward(
     both = heads_forward(heads, data.batch(indices + indices, device, own + swapped))
     n = len(indices)
     return _rows(both, slice(0, n)), (both.ta[n:], valid.to(both.ta.device))
+
+
+def loss_forward(
+    heads: torch.nn.Module,
+    data: FeatureSet,
+    indices: Sequence[int],
+    device: torch.device | str,
+    use_contrast: bool,
+) -> tuple[DeRAMOSOutput, tuple[torch.Tensor, torch.Tensor] | None]:
+    """The forward pass ``deramos_loss`` needs on clips ``indices`` [B] -> (outputs [B], its ``contrast_inputs``).
+
+    With ``use_contrast`` (``LossWeights.use_contrast``) this is ``contrast_forward``; without, the
+    plain forward and ``None``.
+    """
+    if use_contrast:
+        return contrast_forward(heads, data, indices, device)
+    return heads_forward(heads, data.batch(indices, device)), None

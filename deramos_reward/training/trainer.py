@@ -53,7 +53,7 @@ from .._optional import require
 from ..checkpoint import atomic_write_bytes
 from ..data import Example, load_dataset_split
 from ..errors import InputError, InputTypeError
-from ..heads import DeRAMOSHeads, DeRAMOSOutput
+from ..heads import DeRAMOSHeads
 from ..jsonl import append_rows, encode_rows, read_rows
 from ..losses import deramos_loss
 from ..metrics import evaluate_both, json_safe
@@ -61,7 +61,7 @@ from ..model import DeRAMOS
 from ..seeding import derive_seed
 from . import run_folder
 from .config import TrainConfig
-from .contrast import contrast_forward
+from .contrast import loss_forward
 from .distributed import gather, gather_with_grad
 from .features import FeatureSet, cached_feature_set, encoder_fingerprint, heads_forward
 from .run_folder import LOG_FILE, SUMMARY_FILE
@@ -124,15 +124,6 @@ def predict_features(
     return torch.cat(mi), torch.cat(ta)
 
 
-def _forward(
-    heads: torch.nn.Module, data: FeatureSet, idx: list[int], device, config: TrainConfig
-) -> tuple[DeRAMOSOutput, tuple[torch.Tensor, torch.Tensor] | None]:
-    """The heads on clips ``idx`` -> (outputs [B], the prompt-contrast inputs when the loss uses them)."""
-    if config.loss.use_contrast:
-        return contrast_forward(heads, data, idx, device)
-    return heads_forward(heads, data.batch(idx, device)), None
-
-
 @torch.no_grad()
 def validation_loss(
     heads: torch.nn.Module, data: FeatureSet, config: TrainConfig, device
@@ -144,7 +135,7 @@ def validation_loss(
     try:
         for start in range(0, len(data), config.batch_size):
             idx = list(range(start, min(start + config.batch_size, len(data))))
-            out, contrast = _forward(heads, data, idx, device, config)
+            out, contrast = loss_forward(heads, data, idx, device, config.loss.use_contrast)
             _, parts = deramos_loss(
                 out, data.mi[idx].to(device), data.ta[idx].to(device), config.loss, contrast_inputs=contrast
             )
@@ -363,7 +354,7 @@ def _train_epoch(fit: _Fit, epoch: int) -> tuple[dict[str, float], int]:
         idx = global_idx[rank * shard : (rank + 1) * shard]
         mi_t, ta_t = train_set.mi[idx].to(device), train_set.ta[idx].to(device)
         with accelerator.autocast():
-            out, contrast = _forward(fit.heads, train_set, idx, device, config)
+            out, contrast = loss_forward(fit.heads, train_set, idx, device, config.loss.use_contrast)
             balr = None
             if config.gather_balr and config.loss.use_balr and world > 1:
                 balr = (gather_with_grad(out.mi.float()), gather(mi_t))
