@@ -22,6 +22,18 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InputError
+from .loss_inputs import (
+    as_label,
+    check_batch,
+    check_range,
+    checked_embeddings,
+    checked_logits,
+    checked_target,
+    label_for,
+    swapped_scores,
+    valid_mask,
+    vector,
+)
 from .validation import (
     check_bool,
     check_choice,
@@ -33,74 +45,9 @@ from .validation import (
 
 OBJECTIVES = ("distribution", "regression")
 REGRESSION_KINDS = ("l1", "mse")
+
 RANKING_KINDS = ("listwise", "pairwise")
 SAMA_MAPPINGS = ("affine", "raw")
-
-
-def _tensor(x: object, name: str) -> torch.Tensor:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"{name} must be a floating tensor, got dtype {x.dtype}")
-    return x
-
-
-def _vector(x: object, name: str) -> torch.Tensor:
-    x = _tensor(x, name)
-    if x.dim() != 1:
-        raise ValueError(f"{name} must be 1-D [B], got shape {tuple(x.shape)}")
-    if x.shape[0] == 0:
-        raise ValueError(f"{name} is empty; expected a batch of at least one value")
-    return x
-
-
-def _check_batch(target: torch.Tensor, name: str, batch: int) -> None:
-    if target.shape[0] != batch:
-        raise ValueError(f"{name} has {target.shape[0]} values but the predictions have batch size {batch}")
-
-
-def _check_target(target: object, name: str, batch: int) -> torch.Tensor:
-    """Check a label vector [B]: batch size ``batch``, finite values."""
-    target = _vector(target, name)
-    _check_batch(target, name, batch)
-    if not torch.isfinite(target).all():
-        raise ValueError(f"{name} contains NaN or Inf; every clip in a training batch needs a finite label")
-    return target
-
-
-def _label(target: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """A checked label vector as a constant in ``like``'s dtype and device."""
-    return target.detach().to(dtype=like.dtype, device=like.device)
-
-
-def _target(target: object, name: str, batch: int, like: torch.Tensor) -> torch.Tensor:
-    return _label(_check_target(target, name, batch), like)
-
-
-def _check_range(low: float, high: float) -> None:
-    if not float(low) < float(high):
-        raise ValueError(f"low ({low}) must be < high ({high})")
-
-
-def _check_logits(logits: object, name: str) -> torch.Tensor:
-    logits = _tensor(logits, name)
-    if logits.dim() != 2 or logits.shape[0] == 0 or logits.shape[1] < 2:
-        raise ValueError(f"{name} must be [B, n_bins] with B >= 1 and n_bins >= 2, got {tuple(logits.shape)}")
-    return logits
-
-
-def _check_embeddings(
-    audio_emb: object, text_emb: object, names: tuple[str, str]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    audio_emb = _tensor(audio_emb, names[0])
-    text_emb = _tensor(text_emb, names[1])
-    if audio_emb.dim() != 2 or audio_emb.shape[0] == 0:
-        raise ValueError(f"{names[0]} must be [B, D] with B >= 1, got shape {tuple(audio_emb.shape)}")
-    if text_emb.shape != audio_emb.shape:
-        raise ValueError(
-            f"{names[1]} must have the same shape as {names[0]} {tuple(audio_emb.shape)}, got {tuple(text_emb.shape)}"
-        )
-    return audio_emb, text_emb
 
 
 # ---- the objectives on checked inputs (labels already in the predictions' dtype) ----------------
@@ -174,7 +121,7 @@ def bin_centres(
 ) -> torch.Tensor:
     """Evenly spaced bin centres from ``low`` to ``high`` inclusive: [n_bins]."""
     n_bins = check_int(n_bins, "n_bins", 2)
-    _check_range(low, high)
+    check_range(low, high)
     return torch.linspace(float(low), float(high), n_bins, dtype=dtype, device=device)
 
 
@@ -192,12 +139,12 @@ def gaussian_soft_labels(
         [B, n_bins], each row ``exp(-(c - y)^2 / (2 sigma^2))`` normalised to sum to 1
         (computed as a softmax, so targets far outside [low, high] stay finite).
     """
-    target = _vector(target, "target")
+    target = vector(target, "target")
     check_positive_float(sigma, "sigma")
     if not torch.isfinite(target).all():
         raise ValueError("target contains NaN or Inf; expected finite scores")
     n_bins = check_int(n_bins, "n_bins", 2)
-    _check_range(low, high)
+    check_range(low, high)
     return _soft_labels(target, n_bins, sigma, low, high)
 
 
@@ -213,10 +160,10 @@ def distribution_loss(
     Returns:
         scalar: ``sum_b sum_k p_bk (log p_bk - log q_bk) / B``.
     """
-    logits = _check_logits(logits, "logits")
-    target = _target(target, "target", logits.shape[0], logits)
+    logits = checked_logits(logits, "logits")
+    target = label_for(target, "target", logits.shape[0], logits)
     check_positive_float(sigma, "sigma")
-    _check_range(low, high)
+    check_range(low, high)
     return _distribution(logits, target, sigma, low, high)
 
 
@@ -234,8 +181,8 @@ def listwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, temperature:
         scalar. For B == 1 the list has one item and the loss is exactly 0 (still connected to
         ``pred``'s graph, so ``backward`` works and gives a zero gradient).
     """
-    pred = _vector(pred, "pred")
-    target = _target(target, "target", pred.shape[0], pred)
+    pred = vector(pred, "pred")
+    target = label_for(target, "target", pred.shape[0], pred)
     check_positive_float(temperature, "temperature")
     return _listwise(pred, target, temperature)
 
@@ -260,10 +207,10 @@ def score_anchored_alignment_loss(
     Returns:
         scalar mean squared error over the batch.
     """
-    audio_emb, text_emb = _check_embeddings(audio_emb, text_emb, ("audio_emb", "text_emb"))
+    audio_emb, text_emb = checked_embeddings(audio_emb, text_emb, ("audio_emb", "text_emb"))
     check_choice(mapping, "mapping", SAMA_MAPPINGS)
-    _check_range(low, high)
-    ta_target = _target(ta_target, "ta_target", audio_emb.shape[0], audio_emb)
+    check_range(low, high)
+    ta_target = label_for(ta_target, "ta_target", audio_emb.shape[0], audio_emb)
     return _alignment(audio_emb, text_emb, ta_target, low, high, mapping)
 
 
@@ -294,31 +241,13 @@ def prompt_contrast_loss(
     Returns:
         scalar; 0 when no pair is valid.
     """
-    ta_own = _vector(ta_own, "ta_own")
-    ta_swapped = _swapped(ta_swapped, ta_own)
-    ta_target = _target(ta_target, "ta_target", ta_own.shape[0], ta_own)
-    valid = _valid_mask(valid, ta_own)
+    ta_own = vector(ta_own, "ta_own")
+    ta_swapped = swapped_scores(ta_swapped, ta_own)
+    ta_target = label_for(ta_target, "ta_target", ta_own.shape[0], ta_own)
+    valid = valid_mask(valid, ta_own)
     check_positive_float(temperature, "temperature")
-    _check_range(low, high)
+    check_range(low, high)
     return _contrast(ta_own, ta_swapped, ta_target, valid, temperature, low, high)
-
-
-def _swapped(ta_swapped: object, ta_own: torch.Tensor) -> torch.Tensor:
-    """The swapped-prompt scores, checked against ``ta_own`` and kept in the graph (unlike labels)."""
-    ta_swapped = _vector(ta_swapped, "ta_swapped")
-    _check_batch(ta_swapped, "ta_swapped", ta_own.shape[0])
-    return ta_swapped
-
-
-def _valid_mask(valid: object, like: torch.Tensor) -> torch.Tensor:
-    """A [B] bool mask (None = all True) -> float [B] on ``like``'s device and dtype."""
-    if valid is None:
-        return torch.ones_like(like)
-    if not isinstance(valid, torch.Tensor) or valid.dtype != torch.bool:
-        raise TypeError(f"valid must be a bool torch.Tensor [B], got {type(valid).__name__}")
-    if valid.shape != like.shape:
-        raise ValueError(f"valid must have shape {tuple(like.shape)}, got {tuple(valid.shape)}")
-    return valid.to(device=like.device, dtype=like.dtype)
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") -> torch.Tensor:
@@ -330,8 +259,8 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, kind: str = "l1") 
     Returns:
         scalar mean absolute (``l1``) or squared (``mse``) error.
     """
-    pred = _vector(pred, "pred")
-    target = _target(target, "target", pred.shape[0], pred)
+    pred = vector(pred, "pred")
+    target = label_for(target, "target", pred.shape[0], pred)
     check_choice(kind, "kind", REGRESSION_KINDS)
     return _regression(pred, target, kind)
 
@@ -348,8 +277,8 @@ def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: floa
     Returns:
         scalar; exactly 0 (connected to ``pred``'s graph) when no two labels differ.
     """
-    pred = _vector(pred, "pred")
-    target = _target(target, "target", pred.shape[0], pred)
+    pred = vector(pred, "pred")
+    target = label_for(target, "target", pred.shape[0], pred)
     check_non_negative_float(margin, "margin")
     return _pairwise(pred, target, margin)
 
@@ -450,14 +379,14 @@ def _ranking_term(
 ) -> torch.Tensor:
     """The ranking loss on MI: over ``(out.mi, mi_target)`` (checked target) or ``balr_inputs``."""
     if balr_inputs is None:
-        pred = _vector(_out_field(out, "mi"), "out.mi")
-        _check_batch(mi_target, "mi_target", pred.shape[0])
-        target = _label(mi_target, pred)
+        pred = vector(_out_field(out, "mi"), "out.mi")
+        check_batch(mi_target, "mi_target", pred.shape[0])
+        target = as_label(mi_target, pred)
     else:
         if not isinstance(balr_inputs, (tuple, list)) or len(balr_inputs) != 2:
             raise TypeError("balr_inputs must be a pair (pred [N], target [N])")
-        pred = _vector(balr_inputs[0], "pred")
-        target = _target(balr_inputs[1], "target", pred.shape[0], pred)
+        pred = vector(balr_inputs[0], "pred")
+        target = label_for(balr_inputs[1], "target", pred.shape[0], pred)
     if weights.ranking == "listwise":
         return _listwise(pred, target, weights.temperature)
     return _pairwise(pred, target, weights.pairwise_margin)
@@ -473,11 +402,11 @@ def _contrast_term(
         raise TypeError(
             "contrast_inputs must be a pair (ta_swapped [B], valid [B] bool) when weights.use_contrast is on"
         )
-    ta_own = _vector(_out_field(out, "ta"), "out.ta")
-    ta_swapped = _swapped(contrast_inputs[0], ta_own)
-    valid = _valid_mask(contrast_inputs[1], ta_own)
-    _check_batch(ta_target, "ta_target", ta_own.shape[0])
-    label = _label(ta_target, ta_own)
+    ta_own = vector(_out_field(out, "ta"), "out.ta")
+    ta_swapped = swapped_scores(contrast_inputs[0], ta_own)
+    valid = valid_mask(contrast_inputs[1], ta_own)
+    check_batch(ta_target, "ta_target", ta_own.shape[0])
+    label = as_label(ta_target, ta_own)
     w = weights
     return _contrast(ta_own, ta_swapped, label, valid, w.contrast_temperature, w.low, w.high)
 
@@ -515,31 +444,31 @@ def deramos_loss(
     parts: dict[str, torch.Tensor] = {}
     # Each input is checked once here; the objectives below run on checked tensors.
     if w.objective == "distribution":
-        mi_pred = _check_logits(_out_field(out, "mi_logits"), "out.mi_logits")
-        ta_pred = _check_logits(_out_field(out, "ta_logits"), "out.ta_logits")
+        mi_pred = checked_logits(_out_field(out, "mi_logits"), "out.mi_logits")
+        ta_pred = checked_logits(_out_field(out, "ta_logits"), "out.ta_logits")
     else:
-        mi_pred = _vector(_out_field(out, "mi"), "out.mi")
-        ta_pred = _vector(_out_field(out, "ta"), "out.ta")
-    mi_target = _check_target(mi_target, "mi_target", mi_pred.shape[0])
-    ta_target = _check_target(ta_target, "ta_target", ta_pred.shape[0])
+        mi_pred = vector(_out_field(out, "mi"), "out.mi")
+        ta_pred = vector(_out_field(out, "ta"), "out.ta")
+    mi_target = checked_target(mi_target, "mi_target", mi_pred.shape[0])
+    ta_target = checked_target(ta_target, "ta_target", ta_pred.shape[0])
     if w.objective == "distribution":
-        parts["mi"] = _distribution(mi_pred, _label(mi_target, mi_pred), w.sigma, w.low, w.high)
-        parts["ta"] = _distribution(ta_pred, _label(ta_target, ta_pred), w.sigma, w.low, w.high)
+        parts["mi"] = _distribution(mi_pred, as_label(mi_target, mi_pred), w.sigma, w.low, w.high)
+        parts["ta"] = _distribution(ta_pred, as_label(ta_target, ta_pred), w.sigma, w.low, w.high)
     else:
-        parts["mi"] = _regression(mi_pred, _label(mi_target, mi_pred), w.regression_kind)
-        parts["ta"] = _regression(ta_pred, _label(ta_target, ta_pred), w.regression_kind)
+        parts["mi"] = _regression(mi_pred, as_label(mi_target, mi_pred), w.regression_kind)
+        parts["ta"] = _regression(ta_pred, as_label(ta_target, ta_pred), w.regression_kind)
     total = parts["mi"] + parts["ta"]
     if w.use_balr:
         parts["balr"] = _ranking_term(out, mi_target, w, balr_inputs)
         total = total + w.alpha * parts["balr"]
     if w.use_sama:
-        audio_emb, text_emb = _check_embeddings(
+        audio_emb, text_emb = checked_embeddings(
             _out_field(out, "audio_embedding"),
             _out_field(out, "text_embedding"),
             ("out.audio_embedding", "out.text_embedding"),
         )
-        _check_batch(ta_target, "ta_target", audio_emb.shape[0])
-        ta_label = _label(ta_target, audio_emb)
+        check_batch(ta_target, "ta_target", audio_emb.shape[0])
+        ta_label = as_label(ta_target, audio_emb)
         parts["sama"] = _alignment(audio_emb, text_emb, ta_label, w.low, w.high, w.sama_mapping)
         total = total + w.beta * parts["sama"]
     if w.use_contrast:
