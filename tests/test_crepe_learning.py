@@ -10,14 +10,14 @@ import json
 import numpy as np
 import pytest
 import torch
+from holdout_helpers import holdout_corpus, train_and_report
 
 import deramos_reward as dr
 from deramos_reward.config import crepe_audio_encoder
 from deramos_reward.data import load_dataset_split
-from deramos_reward.data.holdout import ATTRIBUTES, CHOICES, make_holdout_corpus, prompt_text
+from deramos_reward.data.holdout import ATTRIBUTES, CHOICES, prompt_text
 from deramos_reward.encoders.base import TextTokens
-from deramos_reward.metrics import evaluate_both
-from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig
 
 CORPUS = dict(
     n_systems=8,
@@ -32,34 +32,26 @@ CORPUS = dict(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("holdout") / "corpus"
-    make_holdout_corpus(root, **CORPUS)
-    return root
+    return holdout_corpus(tmp_path_factory, CORPUS)
 
 
 @pytest.fixture(scope="module")
 def learned(corpus, tmp_path_factory):
-    root = corpus
     cfg = dr.DeRAMOSConfig.demo()
     cfg.audio_encoder = crepe_audio_encoder()
-    cache = str(tmp_path_factory.mktemp("features"))
     recipe = TrainConfig(
         model=cfg.to_dict(), lr=1e-3, batch_size=16, max_epochs=30, patience=0, seed=0, device="cpu",
-        progress=False, feature_cache=cache,
+        progress=False, feature_cache=str(tmp_path_factory.mktemp("features")),
     )  # fmt: skip
-    result = train(recipe, root, tmp_path_factory.mktemp("run") / "run")
-    model = dr.DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
-    held_out = load_dataset_split(root, "dev") + load_dataset_split(root, "test")
-    features = cached_feature_set(model, held_out, cache, "held_out", progress=False)
-    meta = json.loads((root / "synthetic_meta.json").read_text())
+    report = train_and_report(recipe, corpus, tmp_path_factory.mktemp("run") / "run", swaps=False)
+    meta = json.loads((corpus / "synthetic_meta.json").read_text())
     played = {c["wav_id"]: c["rendered"] for c in meta["clips"]}
-    return model, features, [played[ex.wav_id] for ex in held_out]
+    held_out = load_dataset_split(corpus, "dev") + load_dataset_split(corpus, "test")
+    return report, [played[ex.wav_id] for ex in held_out]
 
 
 def test_ta_and_mi_are_learned_on_held_out_clips(learned):
-    model, features, _ = learned
-    mi, ta = predict_features(model.heads, features, 64, "cpu")
-    metrics = evaluate_both(mi, features.mi, ta, features.ta, features.systems)
+    metrics = learned[0]["metrics"]
     assert metrics["MI"]["utterance"]["SRCC"] > 0.6
     assert metrics["TA"]["utterance"]["SRCC"] > 0.1  # 0.23 measured; the MuQ-tiny demo preset gets 0.47-0.56
 
@@ -67,8 +59,11 @@ def test_ta_and_mi_are_learned_on_held_out_clips(learned):
 @torch.no_grad()
 def test_the_prompt_naming_what_was_played_scores_higher(learned):
     """Each held-out clip against the prompt naming what it plays and, per attribute, the same prompt
-    with that attribute changed: the true description should win on the instrument."""
-    model, features, played = learned
+    with that attribute changed: the true description should win on the instrument. (One wording and
+    the first other value per attribute; ``deramos_reward.prompt_swap``, which tries every other value
+    in varied wordings, gives instrument 0.52 on this small run.)"""
+    report, played = learned
+    model, features = report["model"], report["features"]
     model.eval()
     wins = {a: [] for a in ATTRIBUTES}
     for i, attrs in enumerate(played):
@@ -94,15 +89,10 @@ def test_the_demo_preset_learns_ta_on_the_holdout_kind(corpus, tmp_path_factory)
     MuQ frames carry (instrument, the system's artefacts), not by tempo or mode: at full size the
     prompt-swap preference of this preset is 0.62 (instrument), 0.50 (tempo), 0.47 (mode); BENCHMARKS.md,
     "TA on a hidden holdout corpus"."""
-    cache = str(tmp_path_factory.mktemp("demo_features"))
     recipe = TrainConfig(
-        model="demo", seed=0, device="cpu", progress=False, feature_cache=cache, **DEMO_RECIPE
-    )
-    result = train(recipe, corpus, tmp_path_factory.mktemp("demo_run") / "run")
-    model = dr.DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
-    held_out = load_dataset_split(corpus, "dev") + load_dataset_split(corpus, "test")
-    features = cached_feature_set(model, held_out, cache, "held_out", progress=False)
-    mi, ta = predict_features(model.heads, features, 64, "cpu")
-    metrics = evaluate_both(mi, features.mi, ta, features.ta, features.systems)
-    assert metrics["MI"]["utterance"]["SRCC"] > 0.7, metrics["MI"]
-    assert metrics["TA"]["utterance"]["SRCC"] > 0.1, metrics["TA"]
+        model="demo", seed=0, device="cpu", progress=False,
+        feature_cache=str(tmp_path_factory.mktemp("demo_features")), **DEMO_RECIPE,
+    )  # fmt: skip
+    report = train_and_report(recipe, corpus, tmp_path_factory.mktemp("demo_run") / "run", swaps=False)
+    assert report["metrics"]["MI"]["utterance"]["SRCC"] > 0.7, report["metrics"]["MI"]
+    assert report["metrics"]["TA"]["utterance"]["SRCC"] > 0.1, report["metrics"]["TA"]

@@ -9,15 +9,10 @@ that scores 0.5 on prompt swaps. Only relating the audio to the words wins them.
 from __future__ import annotations
 
 import pytest
-import torch
+from holdout_helpers import holdout_corpus, train_and_report
 
-import deramos_reward as dr
-from deramos_reward.data import load_dataset_split
-from deramos_reward.data.holdout import make_holdout_corpus
 from deramos_reward.losses import LossWeights
-from deramos_reward.metrics import evaluate_both
-from deramos_reward.prompt_swap import prompt_swap_scores, win_rate
-from deramos_reward.training import DEMO_RECIPE, TrainConfig, cached_feature_set, predict_features, train
+from deramos_reward.training import DEMO_RECIPE, TrainConfig
 
 # half the demo's size: 8 systems x 24 prompts (of 48) x 2 clips of 2 s = 384 clips (272 train)
 CORPUS = dict(
@@ -33,9 +28,7 @@ CORPUS = dict(
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    root = tmp_path_factory.mktemp("holdout") / "corpus"
-    make_holdout_corpus(root, **CORPUS)
-    return root
+    return holdout_corpus(tmp_path_factory, CORPUS)
 
 
 @pytest.fixture(scope="module")
@@ -45,18 +38,11 @@ def cache(tmp_path_factory):
 
 def _trained(corpus, cache, folder, contrast: bool) -> dict:
     """The demo preset and recipe (seed 0) -> held-out (dev + test) metrics and prompt-swap win rates."""
-    loss = LossWeights(use_contrast=contrast)
     recipe = TrainConfig(
-        model="demo", seed=0, device="cpu", progress=False, feature_cache=cache, loss=loss, **DEMO_RECIPE
-    )
-    result = train(recipe, corpus, folder / "run")
-    model = dr.DeRAMOS.from_pretrained(result.best["best_combined"]["path"])
-    held_out = load_dataset_split(corpus, "dev") + load_dataset_split(corpus, "test")
-    features = cached_feature_set(model, held_out, cache, "held_out", progress=False)
-    mi, ta = predict_features(model.heads, features, 64, "cpu")
-    pairs = [prompt_swap_scores(model, corpus, split, cache) for split in ("dev", "test")]
-    swaps = {a: win_rate(torch.cat([p[a] for p in pairs])) for a in pairs[0]}
-    return {"metrics": evaluate_both(mi, features.mi, ta, features.ta, features.systems), "swaps": swaps}
+        model="demo", seed=0, device="cpu", progress=False, feature_cache=cache,
+        loss=LossWeights(use_contrast=contrast), **DEMO_RECIPE,
+    )  # fmt: skip
+    return train_and_report(recipe, corpus, folder / "run")
 
 
 @pytest.fixture(scope="module")
